@@ -1,0 +1,204 @@
+//! Sign-up, login, rotating refresh tokens, logout, and resolving the caller
+//! of a request from its bearer token.
+
+pub mod passwords;
+mod sessions;
+pub mod tokens;
+mod users;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::error::{ApiError, Result};
+use crate::ids::UserId;
+use crate::rate_limit;
+use tokens::{Principal, TokenSigner, TokenVerifier};
+pub use users::UserProfile;
+
+/// Credentials for sign-up and login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+/// What sign-up, login and refresh return.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: UserId,
+}
+
+/// Issues and checks credentials. Built once per container.
+pub struct Auth {
+    signer: TokenSigner,
+    verifier: TokenVerifier,
+    password_min_length: usize,
+    refresh_ttl: std::time::Duration,
+    email_limit: rate_limit::Rule,
+    ip_limit: rate_limit::Rule,
+    /// issuer + subject → local user id; the mapping never changes once made.
+    external_users: Mutex<HashMap<(String, String), UserId>>,
+}
+
+impl Auth {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let signer = TokenSigner::from_config(config)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .build()?;
+        let verifier = TokenVerifier::from_config(config, &signer, http)?;
+        Ok(Self {
+            signer,
+            verifier,
+            password_min_length: config.password_min_length,
+            refresh_ttl: config.refresh_token_ttl,
+            email_limit: rate_limit::Rule {
+                limit: config.auth_rate_limit_per_email,
+                window: config.auth_rate_limit_window,
+            },
+            ip_limit: rate_limit::Rule {
+                limit: config.auth_rate_limit_per_ip,
+                window: config.auth_rate_limit_window,
+            },
+            external_users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    /// Resolves the caller from an `Authorization: Bearer` value (401 problem
+    /// on anything but a fully valid token). External users get a local id
+    /// on first sight.
+    pub async fn caller(&self, db: &PgPool, authorization: Option<&str>) -> Result<Caller> {
+        let token = authorization
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        match self.verifier.verify(token).await? {
+            Principal::Local { user_id } => Ok(Caller { user_id }),
+            Principal::External { issuer, subject, email } => {
+                let key = (issuer, subject);
+                let cached = self.external_users.lock().ok().and_then(|m| m.get(&key).copied());
+                let user_id = match cached {
+                    Some(id) => id,
+                    None => {
+                        let id = users::upsert_external(db, &key.0, &key.1, email.as_deref()).await?;
+                        if let Ok(mut map) = self.external_users.lock() {
+                            map.insert(key, id);
+                        }
+                        id
+                    }
+                };
+                Ok(Caller { user_id })
+            }
+        }
+    }
+
+    /// Creates a built-in account and signs it in.
+    #[tracing::instrument(skip_all)]
+    pub async fn signup(&self, db: &PgPool, credentials: Credentials, source_ip: &str) -> Result<TokenPair> {
+        let email = users::normalize_email(&credentials.email)?;
+        self.throttle(db, "signup", &email, source_ip).await?;
+        passwords::check_policy(&credentials.password, &email, self.password_min_length)?;
+        let hash = passwords::hash(credentials.password).await?;
+        let user_id = users::create_local(db, &email, &hash).await?;
+        tracing::info!(%user_id, "account created");
+        self.start_session(db, user_id, &email).await
+    }
+
+    /// Checks credentials; unknown email and wrong password give the same
+    /// answer after the same work.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, db: &PgPool, credentials: Credentials, source_ip: &str) -> Result<TokenPair> {
+        let email = users::normalize_email(&credentials.email)
+            .map_err(|_| ApiError::Unauthorized("invalid email or password".into()))?;
+        self.throttle(db, "login", &email, source_ip).await?;
+        if credentials.password.len() > passwords::MAX_PASSWORD_BYTES {
+            return Err(ApiError::Unauthorized("invalid email or password".into()));
+        }
+        let account = users::find_local_by_email(db, &email).await?;
+        let (user_id, stored) = match account {
+            Some((id, hash)) => (Some(id), Some(hash)),
+            None => (None, None),
+        };
+        let valid = passwords::verify(credentials.password, stored).await?;
+        match (valid, user_id) {
+            (true, Some(user_id)) => self.start_session(db, user_id, &email).await,
+            _ => Err(ApiError::Unauthorized("invalid email or password".into())),
+        }
+    }
+
+    /// Rotates a refresh token: the presented one is spent, a new pair is
+    /// issued. Presenting a spent token revokes its whole family.
+    pub async fn refresh(&self, db: &PgPool, request: RefreshRequest) -> Result<TokenPair> {
+        let (user_id, refresh_token) = sessions::rotate(db, &request.refresh_token, self.refresh_ttl).await?;
+        let email = users::profile(db, user_id).await?.and_then(|p| p.email);
+        self.pair(user_id, email.as_deref(), refresh_token)
+    }
+
+    /// Ends the session the refresh token belongs to (its whole family).
+    /// Idempotent: an unknown or already revoked token is not an error.
+    pub async fn logout(&self, db: &PgPool, request: RefreshRequest) -> Result<()> {
+        sessions::revoke_family_of(db, &request.refresh_token).await
+    }
+
+    pub async fn profile(&self, db: &PgPool, caller: Caller) -> Result<UserProfile> {
+        users::profile(db, caller.user_id)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".into()))
+    }
+
+    async fn start_session(&self, db: &PgPool, user_id: UserId, email: &str) -> Result<TokenPair> {
+        let refresh_token = sessions::start(db, user_id, self.refresh_ttl).await?;
+        self.pair(user_id, Some(email), refresh_token)
+    }
+
+    fn pair(&self, user_id: UserId, email: Option<&str>, refresh_token: String) -> Result<TokenPair> {
+        Ok(TokenPair {
+            access_token: self.signer.issue(user_id, email)?,
+            refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: self.signer.ttl().as_secs(),
+        })
+    }
+
+    async fn throttle(&self, db: &PgPool, action: &str, email: &str, source_ip: &str) -> Result<()> {
+        rate_limit::hit(db, &format!("{action}:ip:{source_ip}"), self.ip_limit).await?;
+        rate_limit::hit(db, &format!("{action}:email:{email}"), self.email_limit).await
+    }
+}
+
+pub use users::normalize_email;
+
+/// Whether an account with this id exists.
+pub async fn user_exists(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<bool> {
+    users::exists(db, id).await
+}
+
+/// A built-in account by (normalized) email.
+pub async fn user_by_email(db: impl sqlx::PgExecutor<'_>, email: &str) -> Result<Option<UserId>> {
+    users::find_by_email(db, email).await
+}

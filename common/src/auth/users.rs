@@ -1,0 +1,127 @@
+//! The `users` table.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::error::{ApiError, Result};
+use crate::ids::UserId;
+
+/// What `GET /auth/me` shows of an account.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct UserProfile {
+    pub id: UserId,
+    pub email: Option<String>,
+    /// `None` for built-in accounts, the issuer URL for external ones.
+    pub issuer: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Trims and lower-cases an email address, refusing what cannot be one.
+pub fn normalize_email(raw: &str) -> Result<String> {
+    let email = raw.trim().to_lowercase();
+    let invalid = || ApiError::unprocessable("email", "not a valid email address");
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+    if local.is_empty()
+        || local.len() > 64
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
+        return Err(invalid());
+    }
+    Ok(email)
+}
+
+pub async fn create_local(db: &PgPool, email: &str, password_hash: &str) -> Result<UserId> {
+    let id = UserId::new();
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
+         ON CONFLICT (email) WHERE issuer IS NULL DO NOTHING",
+    )
+    .bind(id)
+    .bind(email)
+    .bind(password_hash)
+    .execute(db)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ApiError::Conflict("an account with this email already exists".into()));
+    }
+    Ok(id)
+}
+
+pub async fn find_local_by_email(db: &PgPool, email: &str) -> Result<Option<(UserId, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, password_hash FROM users WHERE email = $1 AND issuer IS NULL",
+    )
+    .bind(email)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The local id of an external issuer's subject, created on first sight.
+pub async fn upsert_external(db: &PgPool, issuer: &str, subject: &str, email: Option<&str>) -> Result<UserId> {
+    let (id,): (UserId,) = sqlx::query_as(
+        "WITH inserted AS (
+             INSERT INTO users (id, email, issuer, subject) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (issuer, subject) WHERE issuer IS NOT NULL DO NOTHING
+             RETURNING id)
+         SELECT id FROM inserted
+         UNION ALL
+         SELECT id FROM users WHERE issuer = $3 AND subject = $4
+         LIMIT 1",
+    )
+    .bind(UserId::new())
+    .bind(email)
+    .bind(issuer)
+    .bind(subject)
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+pub async fn profile(db: &PgPool, id: UserId) -> Result<Option<UserProfile>> {
+    Ok(
+        sqlx::query_as("SELECT id, email, issuer, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// A built-in account by email, for adding members.
+pub async fn find_by_email(db: impl sqlx::PgExecutor<'_>, email: &str) -> Result<Option<UserId>> {
+    Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND issuer IS NULL")
+        .bind(email)
+        .fetch_optional(db)
+        .await?)
+}
+
+pub async fn exists(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_email;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        assert_eq!(normalize_email("  Alice@Example.COM ").unwrap(), "alice@example.com");
+    }
+
+    #[test]
+    fn non_emails_are_refused() {
+        for bad in ["", "alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@b@c.com", "a@.com", "a@x..com"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Typed configuration read once per container from environment variables.
+//!
+//! The variable names are the ones template.yaml sets. [`Config::from_env`]
+//! validates everything up front and names the offending variable on error;
+//! secrets are wrapped in [`Secret`] so `Debug` and logs never show them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A value that must never be printed: `Debug` shows `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration variable {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+/// A previous signing key still accepted for verification (key rotation).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PreviousKey {
+    pub kid: String,
+    /// Ed25519 public key as SPKI PEM.
+    pub public_key: String,
+}
+
+/// An external identity provider whose tokens we accept (Cognito, Supabase, Auth0...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuer {
+    /// Exact `iss` claim value.
+    pub issuer: String,
+    /// Required `aud` claim value.
+    pub audience: String,
+    /// JWKS document URL (asymmetric keys); exclusive with `hs256_secret`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Shared HS256 secret (Supabase style); exclusive with `jwks_url`.
+    #[serde(default)]
+    pub hs256_secret: Option<Secret>,
+    /// Allowed `alg` header values; defaults to RS256 for JWKS and HS256 for secrets.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_key_id: String,
+    pub jwt_signing_key: Secret,
+    pub jwt_previous_keys: Vec<PreviousKey>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub external_issuers: Vec<ExternalIssuer>,
+    pub jwks_cache_ttl: Duration,
+    pub jwks_min_refetch_interval: Duration,
+    pub auth_rate_limit_per_email: u32,
+    pub auth_rate_limit_per_ip: u32,
+    pub auth_rate_limit_window: Duration,
+    pub password_min_length: usize,
+    pub default_daily_token_limit: i64,
+    pub max_request_bytes: usize,
+    pub bucket_name: Option<String>,
+    pub ingest_queue_url: Option<String>,
+    pub aws_endpoint_url: Option<String>,
+    pub aws_region: String,
+}
+
+impl Config {
+    /// Reads and validates the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads from an explicit map (tests, the local gateway).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&get);
+        let config = Config {
+            database_url: Secret(vars.required("DATABASE_URL")?),
+            database_max_connections: vars.parse_or("DATABASE_MAX_CONNECTIONS", 2)?,
+            jwt_issuer: vars.required("JWT_ISSUER")?,
+            jwt_audience: vars.or("JWT_AUDIENCE", "ragway"),
+            jwt_key_id: vars.required("JWT_KEY_ID")?,
+            // PEM may arrive with literal "\n" when passed through single-line env files.
+            jwt_signing_key: Secret(vars.required("JWT_SIGNING_KEY")?.replace("\\n", "\n")),
+            jwt_previous_keys: vars.json_or("JWT_PREVIOUS_KEYS")?,
+            access_token_ttl: secs(vars.parse_or("ACCESS_TOKEN_TTL_SECONDS", 900)?),
+            refresh_token_ttl: secs(vars.parse_or("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)?),
+            external_issuers: vars.json_or("AUTH_EXTERNAL_ISSUERS")?,
+            jwks_cache_ttl: secs(vars.parse_or("JWKS_CACHE_TTL_SECONDS", 600)?),
+            jwks_min_refetch_interval: secs(vars.parse_or("JWKS_MIN_REFETCH_SECONDS", 30)?),
+            auth_rate_limit_per_email: vars.parse_or("AUTH_RATE_LIMIT_PER_EMAIL", 10)?,
+            auth_rate_limit_per_ip: vars.parse_or("AUTH_RATE_LIMIT_PER_IP", 100)?,
+            auth_rate_limit_window: secs(vars.parse_or("AUTH_RATE_LIMIT_WINDOW_SECONDS", 300)?),
+            password_min_length: vars.parse_or("PASSWORD_MIN_LENGTH", 10)?,
+            default_daily_token_limit: vars.parse_or("DEFAULT_DAILY_TOKEN_LIMIT", 100_000)?,
+            max_request_bytes: vars.parse_or("MAX_REQUEST_BYTES", 1024 * 1024)?,
+            bucket_name: vars.optional("BUCKET_NAME"),
+            ingest_queue_url: vars.optional("INGEST_QUEUE_URL"),
+            aws_endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
+            aws_region: vars
+                .optional("AWS_REGION")
+                .or_else(|| vars.optional("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |var, reason: &str| {
+            Err(ConfigError {
+                var,
+                reason: reason.into(),
+            })
+        };
+        let url = self.database_url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad("DATABASE_URL", "must be a postgres:// URL");
+        }
+        if self.database_max_connections == 0 {
+            return bad("DATABASE_MAX_CONNECTIONS", "must be at least 1");
+        }
+        if !self.jwt_signing_key.expose().contains("BEGIN PRIVATE KEY") {
+            return bad("JWT_SIGNING_KEY", "must be an Ed25519 PKCS#8 PEM private key");
+        }
+        if self.access_token_ttl.is_zero() || self.access_token_ttl > Duration::from_secs(86_400) {
+            return bad("ACCESS_TOKEN_TTL_SECONDS", "must be between 1 and 86400");
+        }
+        if self.password_min_length < 8 {
+            return bad("PASSWORD_MIN_LENGTH", "must be at least 8");
+        }
+        if self.default_daily_token_limit < 0 {
+            return bad("DEFAULT_DAILY_TOKEN_LIMIT", "must not be negative");
+        }
+        for issuer in &self.external_issuers {
+            if issuer.jwks_url.is_some() == issuer.hs256_secret.is_some() {
+                return bad(
+                    "AUTH_EXTERNAL_ISSUERS",
+                    &format!("issuer {}: set exactly one of jwks_url, hs256_secret", issuer.issuer),
+                );
+            }
+            if issuer.issuer == self.jwt_issuer {
+                return bad("AUTH_EXTERNAL_ISSUERS", "an external issuer may not reuse JWT_ISSUER");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    fn optional(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        self.optional(var).ok_or(ConfigError {
+            var,
+            reason: "is required but not set".into(),
+        })
+    }
+
+    fn or(&self, var: &str, default: &str) -> String {
+        self.optional(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parse_or<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError {
+                var,
+                reason: format!("cannot parse {raw:?}: {e}"),
+            }),
+        }
+    }
+
+    fn json_or<T: serde::de::DeserializeOwned + Default>(&self, var: &'static str) -> Result<T, ConfigError> {
+        match self.optional(var) {
+            None => Ok(T::default()),
+            // The parse error never echoes the value: it may hold secrets.
+            Some(raw) => serde_json::from_str(&raw).map_err(|e| ConfigError {
+                var,
+                reason: format!("invalid JSON at line {} column {}", e.line(), e.column()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n";
+
+    fn base() -> HashMap<String, String> {
+        [
+            ("DATABASE_URL", "postgres://u:hunter2@localhost/db"),
+            ("JWT_ISSUER", "https://api.example.com"),
+            ("JWT_KEY_ID", "k1"),
+            ("JWT_SIGNING_KEY", KEY),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn minimal_environment_gives_defaults() {
+        let config = Config::from_map(&base()).unwrap();
+        assert_eq!(config.database_max_connections, 2);
+        assert_eq!(config.access_token_ttl, Duration::from_secs(900));
+        assert!(config.external_issuers.is_empty());
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let mut vars = base();
+        vars.remove("JWT_ISSUER");
+        let err = Config::from_map(&vars).unwrap_err();
+        assert_eq!(err.var, "JWT_ISSUER");
+    }
+
+    #[test]
+    fn unparsable_number_is_named() {
+        let mut vars = base();
+        vars.insert("DATABASE_MAX_CONNECTIONS".into(), "lots".into());
+        let err = Config::from_map(&vars).unwrap_err();
+        assert_eq!(err.var, "DATABASE_MAX_CONNECTIONS");
+        assert!(err.to_string().contains("lots"));
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let mut vars = base();
+        vars.insert(
+            "AUTH_EXTERNAL_ISSUERS".into(),
+            r#"[{"issuer":"https://x.supabase.co/auth/v1","audience":"authenticated","hs256_secret":"s3cr3t-value"}]"#.into(),
+        );
+        let config = Config::from_map(&vars).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("AAAAAAAA"), "{shown}");
+    }
+
+    #[test]
+    fn invalid_issuer_json_does_not_echo_its_content() {
+        let mut vars = base();
+        vars.insert("AUTH_EXTERNAL_ISSUERS".into(), r#"[{"hs256_secret":"s3cr3t-value""#.into());
+        let err = Config::from_map(&vars).unwrap_err();
+        assert_eq!(err.var, "AUTH_EXTERNAL_ISSUERS");
+        assert!(!err.to_string().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn issuer_needs_exactly_one_key_source() {
+        let mut vars = base();
+        vars.insert(
+            "AUTH_EXTERNAL_ISSUERS".into(),
+            r#"[{"issuer":"https://idp","audience":"a"}]"#.into(),
+        );
+        assert_eq!(Config::from_map(&vars).unwrap_err().var, "AUTH_EXTERNAL_ISSUERS");
+    }
+}

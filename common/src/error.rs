@@ -1,0 +1,137 @@
+//! The one API error type, rendered as RFC 9457 (ex-7807) `application/problem+json`.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Serialize;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Every way a request can fail. Client errors carry a detail that is safe to
+/// show; `Internal` keeps its cause for the logs and shows a generic detail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Also the answer for ids that exist but belong to someone else.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{detail}")]
+    Unprocessable { detail: String, field: Option<String> },
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: Duration },
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn unprocessable(field: &str, detail: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            detail: detail.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem document for this error; `instance` is the request id.
+    pub fn problem(&self, instance: Option<&str>) -> Problem {
+        let status = self.status();
+        let slug = match self {
+            Self::Unprocessable { .. } => "validation-error",
+            Self::TooManyRequests { .. } => "rate-limited",
+            _ => status.canonical_reason().unwrap_or("error"),
+        };
+        Problem {
+            kind: format!("https://ragway.dev/problems/{}", slug.to_lowercase().replace(' ', "-")),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            instance: instance.map(str::to_owned),
+            field: match self {
+                Self::Unprocessable { field, .. } => field.clone(),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            // Pool exhausted or database down: the client may retry.
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::ServiceUnavailable("the database is unavailable, retry shortly".into())
+            }
+            _ => Self::Internal(anyhow::Error::new(e).context("database query failed")),
+        }
+    }
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The request field at fault, for validation problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = ApiError::Internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        let problem = err.problem(Some("req-1"));
+        assert_eq!(problem.status, 500);
+        assert_eq!(problem.detail, "internal error");
+        assert_eq!(problem.instance.as_deref(), Some("req-1"));
+    }
+
+    #[test]
+    fn validation_problem_names_the_field() {
+        let problem = ApiError::unprocessable("email", "not an email address").problem(None);
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.field.as_deref(), Some("email"));
+        assert_eq!(problem.kind, "https://ragway.dev/problems/validation-error");
+    }
+}

@@ -1,0 +1,103 @@
+//! Dependency checks behind `GET /health`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::state::State;
+
+#[derive(Debug, Serialize)]
+pub struct ComponentHealth {
+    pub status: &'static str,
+    pub latency_ms: u64,
+    /// Kept out of the public response (it may name hosts); logged instead.
+    #[serde(skip)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `healthy` when every component answered, `degraded` otherwise.
+    pub status: &'static str,
+    pub components: BTreeMap<&'static str, ComponentHealth>,
+}
+
+impl Health {
+    pub fn is_healthy(&self) -> bool {
+        self.status == "healthy"
+    }
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn timed<F, E>(check: F) -> ComponentHealth
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    };
+    ComponentHealth {
+        status: if error.is_none() { "up" } else { "down" },
+        latency_ms,
+        error,
+    }
+}
+
+/// Checks Postgres, the bucket and the ingest queue concurrently.
+pub async fn check(state: &State) -> Health {
+    let database = timed(async {
+        sqlx::query("SELECT 1").execute(&state.db).await.map(|_| ())
+    });
+    let storage = timed(async {
+        let bucket = state.config.bucket_name.as_deref().ok_or_else(|| "BUCKET_NAME is not set".to_owned())?;
+        state
+            .s3()
+            .await
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_error(&e))
+    });
+    let queue = timed(async {
+        let url = state.config.ingest_queue_url.as_deref().ok_or_else(|| "INGEST_QUEUE_URL is not set".to_owned())?;
+        state
+            .sqs()
+            .await
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_error(&e))
+    });
+    let (database, storage, queue) = tokio::join!(database, storage, queue);
+    for (name, component) in [("database", &database), ("storage", &storage), ("queue", &queue)] {
+        if let Some(error) = &component.error {
+            tracing::warn!(component = name, %error, "health check failed");
+        }
+    }
+    let healthy = [&database, &storage, &queue].iter().all(|c| c.error.is_none());
+    Health {
+        status: if healthy { "healthy" } else { "degraded" },
+        components: BTreeMap::from([("database", database), ("storage", storage), ("queue", queue)]),
+    }
+}
+
+fn aws_error<E: std::error::Error>(e: &E) -> String {
+    // The SDK's Display is terse ("service error"); the source says why.
+    match e.source() {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,169 @@
+//! The HTTP edge shared by every route: turning results into responses,
+//! parsing bodies and path parameters into typed values or 4xx problems.
+
+use std::future::Future;
+use std::str::FromStr;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, Result};
+
+/// The API Gateway request id (also the `instance` of problems).
+pub fn request_id(req: &Request) -> Option<&str> {
+    match req.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.as_deref(),
+        _ => None,
+    }
+}
+
+/// The client's address as API Gateway saw it.
+pub fn source_ip(req: &Request) -> String {
+    match req.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Awaits a handler body and renders its outcome: the response, or a
+/// problem+json document whose `instance` is the request id. Server errors
+/// log their whole cause chain; clients see a generic detail.
+pub async fn respond<F>(req: &Request, outcome: F) -> Response<Body>
+where
+    F: Future<Output = Result<Response<Body>>>,
+{
+    match outcome.await {
+        Ok(response) => response,
+        Err(error) => problem_response(&error, request_id(req)),
+    }
+}
+
+/// A problem+json response for `error`.
+pub fn problem_response(error: &ApiError, request_id: Option<&str>) -> Response<Body> {
+    let status = error.status();
+    if status.is_server_error() {
+        tracing::error!(error = ?anyhow_chain(error), request_id, "request failed");
+    } else {
+        tracing::info!(status = status.as_u16(), detail = %error, "request refused");
+    }
+    let body = serde_json::to_vec(&error.problem(request_id)).unwrap_or_default();
+    let mut response = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/problem+json")
+        .header(CACHE_CONTROL, "no-store");
+    match error {
+        ApiError::TooManyRequests { retry_after, .. } => {
+            response = response.header(RETRY_AFTER, retry_after.as_secs().max(1));
+        }
+        ApiError::Unauthorized(_) => {
+            response = response.header(http::header::WWW_AUTHENTICATE, "Bearer");
+        }
+        _ => {}
+    }
+    response
+        .body(Body::from(body))
+        .expect("static headers are valid")
+}
+
+fn anyhow_chain(error: &ApiError) -> String {
+    match error {
+        ApiError::Internal(inner) => format!("{inner:#}"),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>> {
+    let body = serde_json::to_vec(value).map_err(|e| anyhow::anyhow!("serializing response: {e}"))?;
+    Ok(Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("static headers are valid"))
+}
+
+/// A JSON response that must not be cached (tokens, private data).
+pub fn json_private<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>> {
+    let mut response = json(status, value)?;
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+pub fn no_content() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::Empty)
+        .expect("static response is valid")
+}
+
+/// Parses a JSON body into `T`: 415 for another media type, 413 past
+/// `max_bytes`, 400 for malformed JSON, 422 naming the field for a wrong shape.
+pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result<T> {
+    if let Some(content_type) = req.headers().get(CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(
+                "request body must be application/json".into(),
+            ));
+        }
+    }
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > max_bytes {
+        return Err(ApiError::PayloadTooLarge { limit: max_bytes });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("request body is empty; a JSON object is required".into()));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                ApiError::Unprocessable {
+                    detail: format!("{field}: {inner}"),
+                    field: Some(field),
+                }
+            }
+            _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// A typed path parameter; 400 naming the parameter when it does not parse.
+pub fn path_param<T: FromStr>(req: &Request, name: &str) -> Result<T> {
+    let params = req.path_parameters();
+    let raw = params
+        .first(name)
+        .ok_or_else(|| ApiError::BadRequest(format!("missing path parameter {name}")))?;
+    raw.parse().map_err(|_| {
+        let shown: String = raw.chars().take(64).collect();
+        ApiError::BadRequest(format!("path parameter {name} is not a valid id: {shown:?}"))
+    })
+}
+
+/// The `Authorization` header, if any and readable.
+pub fn authorization(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,101 @@
+//! How a function binary runs: every package exports a table of its
+//! functions; a binary looks itself up by name, builds [`State`] once and
+//! hands events to the Lambda runtime. The local gateway reads the same
+//! tables, so Lambda and local runs call the very same handler.
+
+use futures::future::BoxFuture;
+use lambda_http::{Body, Request, Response};
+use lambda_http::lambda_runtime::{self, LambdaEvent};
+
+use crate::state::State;
+
+/// An HTTP route handler (API Gateway HTTP API, payload 2.0).
+pub type HttpHandler = for<'a> fn(&'a State, Request) -> BoxFuture<'a, Response<Body>>;
+
+/// An SQS batch consumer that reports partial failures.
+pub type SqsHandler = for<'a> fn(
+    &'a State,
+    aws_lambda_events::sqs::SqsEvent,
+) -> BoxFuture<'a, aws_lambda_events::sqs::SqsBatchResponse>;
+
+/// What kind of event a function consumes.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    Http(HttpHandler),
+    Sqs(SqsHandler),
+}
+
+/// One function: its binary name (`<resource>-<action>`, as in template.yaml) and handler.
+#[derive(Clone, Copy)]
+pub struct Function {
+    pub name: &'static str,
+    pub handler: Handler,
+}
+
+/// Wraps an `async fn(&State, Request) -> Response<Body>` as an [`HttpHandler`].
+#[macro_export]
+macro_rules! http_function {
+    ($name:literal, $handler:path) => {{
+        fn boxed<'a>(
+            state: &'a $crate::State,
+            req: $crate::lambda_http::Request,
+        ) -> $crate::futures::future::BoxFuture<'a, $crate::lambda_http::Response<$crate::lambda_http::Body>> {
+            Box::pin($handler(state, req))
+        }
+        $crate::lambda::Function {
+            name: $name,
+            handler: $crate::lambda::Handler::Http(boxed),
+        }
+    }};
+}
+
+/// Wraps an `async fn(&State, SqsEvent) -> SqsBatchResponse` as an [`SqsHandler`].
+#[macro_export]
+macro_rules! sqs_function {
+    ($name:literal, $handler:path) => {{
+        fn boxed<'a>(
+            state: &'a $crate::State,
+            event: $crate::aws_lambda_events::sqs::SqsEvent,
+        ) -> $crate::futures::future::BoxFuture<'a, $crate::aws_lambda_events::sqs::SqsBatchResponse> {
+            Box::pin($handler(state, event))
+        }
+        $crate::lambda::Function {
+            name: $name,
+            handler: $crate::lambda::Handler::Sqs(boxed),
+        }
+    }};
+}
+
+/// Runs the function called `name` from `functions` under the Lambda runtime.
+/// Call from a binary's `main` with `env!("CARGO_BIN_NAME")`.
+pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let function = functions
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| format!("no function named {name} in this package"))?;
+    // One event at a time per container: a single-threaded runtime starts
+    // faster and needs no cross-thread synchronisation.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let config = crate::config::Config::from_env()?;
+        // Lives as long as the container: leaking gives handlers a `&'static State`.
+        let state: &'static State = Box::leak(Box::new(State::new(config)?));
+        match function.handler {
+            Handler::Http(handler) => {
+                lambda_http::run(lambda_http::service_fn(move |req: Request| async move {
+                    Ok::<_, std::convert::Infallible>(handler(state, req).await)
+                }))
+                .await
+            }
+            Handler::Sqs(handler) => {
+                lambda_runtime::run(lambda_runtime::service_fn(
+                    move |event: LambdaEvent<aws_lambda_events::sqs::SqsEvent>| async move {
+                        Ok::<_, std::convert::Infallible>(handler(state, event.payload).await)
+                    },
+                ))
+                .await
+            }
+        }
+    })
+}

@@ -1,0 +1,24 @@
+//! `common`: everything the ragway functions share. A handler parses its
+//! request, calls into these modules, and renders the outcome.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod ingest;
+pub mod lambda;
+pub mod rate_limit;
+pub mod state;
+pub mod telemetry;
+pub mod workspaces;
+
+pub use error::{ApiError, Result};
+pub use state::State;
+
+// Re-exported for the function-table macros and the function packages.
+pub use aws_lambda_events;
+pub use futures;
+pub use lambda_http;

@@ -1,0 +1,88 @@
+//! What a function builds once per container and every invocation shares.
+
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+
+use crate::auth::Auth;
+use crate::config::Config;
+
+/// Config, a lazily connected pool, the token signer/verifier, and AWS
+/// clients created on first use (a function that never touches S3 never
+/// pays for building its client).
+pub struct State {
+    pub config: Config,
+    pub db: PgPool,
+    pub auth: Auth,
+    aws: OnceCell<aws_config::SdkConfig>,
+    s3: OnceCell<aws_sdk_s3::Client>,
+    sqs: OnceCell<aws_sdk_sqs::Client>,
+}
+
+impl State {
+    /// Builds the state without any network I/O. Must run inside a Tokio runtime.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let db = crate::db::lazy_pool(&config)?;
+        let auth = Auth::from_config(&config)?;
+        Ok(Self {
+            config,
+            db,
+            auth,
+            aws: OnceCell::new(),
+            s3: OnceCell::new(),
+            sqs: OnceCell::new(),
+        })
+    }
+
+    async fn aws(&self) -> &aws_config::SdkConfig {
+        self.aws
+            .get_or_init(|| async {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(endpoint) = &self.config.aws_endpoint_url {
+                    loader = loader.endpoint_url(endpoint);
+                }
+                loader.load().await
+            })
+            .await
+    }
+
+    /// The S3 client; path-style addressing when an endpoint override is set
+    /// (local emulators do not resolve bucket subdomains).
+    pub async fn s3(&self) -> &aws_sdk_s3::Client {
+        self.s3
+            .get_or_init(|| async {
+                let config = aws_sdk_s3::config::Builder::from(self.aws().await)
+                    .force_path_style(self.config.aws_endpoint_url.is_some())
+                    .build();
+                aws_sdk_s3::Client::from_conf(config)
+            })
+            .await
+    }
+
+    pub async fn sqs(&self) -> &aws_sdk_sqs::Client {
+        self.sqs
+            .get_or_init(|| async { aws_sdk_sqs::Client::new(self.aws().await) })
+            .await
+    }
+}
+
+impl State {
+    /// The authenticated caller of `req` (401 problem otherwise).
+    pub async fn caller(&self, req: &lambda_http::Request) -> crate::Result<crate::auth::Caller> {
+        self.auth.caller(&self.db, crate::http::authorization(req)).await
+    }
+}
+
+impl State {
+    /// State over an existing pool (tests with a database of their own).
+    pub fn with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        let auth = Auth::from_config(&config)?;
+        Ok(Self {
+            config,
+            db,
+            auth,
+            aws: OnceCell::new(),
+            s3: OnceCell::new(),
+            sqs: OnceCell::new(),
+        })
+    }
+}

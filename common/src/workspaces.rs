@@ -1,0 +1,369 @@
+//! Workspaces (the tenant boundary), their members and roles.
+//!
+//! Every operation on an existing workspace goes through [`Access`]: it checks
+//! membership first (a non-member gets 404, never learning the workspace
+//! exists) and only then scopes the transaction's row-level-security context
+//! to that workspace.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::ids::{UserId, WorkspaceId};
+
+/// A member's role. Owner > admin > member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    /// Owners and admins manage members.
+    pub fn manages_members(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub owner_id: UserId,
+    pub daily_token_limit: i64,
+    /// The caller's role in this workspace.
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Member {
+    pub user_id: UserId,
+    pub email: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWorkspace {
+    pub name: String,
+    #[serde(default)]
+    pub daily_token_limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceChanges {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub daily_token_limit: Option<i64>,
+}
+
+/// Whom to add: an existing account by email or by id.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<UserId>,
+    #[serde(default = "default_member_role")]
+    pub role: Role,
+}
+
+fn default_member_role() -> Role {
+    Role::Member
+}
+
+const MAX_NAME_CHARS: usize = 200;
+
+fn clean_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("name", "name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "name",
+            format!("name must be at most {MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_limit(limit: i64) -> Result<i64> {
+    if limit < 0 {
+        return Err(ApiError::unprocessable("daily_token_limit", "must not be negative"));
+    }
+    Ok(limit)
+}
+
+macro_rules! workspace_columns {
+    () => {
+        "w.id, w.name, w.owner_id, w.daily_token_limit, m.role, w.created_at, w.updated_at"
+    };
+}
+
+/// A transaction scoped to one workspace the caller belongs to.
+pub struct Access {
+    pub tx: Transaction<'static, Postgres>,
+    pub caller: UserId,
+    pub workspace: WorkspaceId,
+    pub role: Role,
+}
+
+impl Access {
+    /// Checks that `caller` is a member of live workspace `workspace`; 404 otherwise.
+    pub async fn open(db: &PgPool, caller: Caller, workspace: WorkspaceId) -> Result<Self> {
+        let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), None).await?;
+        let role: Option<Role> = sqlx::query_scalar(
+            "SELECT m.role FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+             WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL",
+        )
+        .bind(workspace)
+        .bind(caller.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let role = role.ok_or_else(|| ApiError::not_found("workspace"))?;
+        sqlx::query("SELECT set_config('app.workspace_id', $1, true)")
+            .bind(workspace.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(Self {
+            tx,
+            caller: caller.user_id,
+            workspace,
+            role,
+        })
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    fn require(&self, allowed: bool, what: &str) -> Result<()> {
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("your role does not allow you to {what}")))
+        }
+    }
+}
+
+async fn audit(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    actor: UserId,
+    action: &str,
+    subject: Option<UserId>,
+    details: serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (workspace_id, actor_id, action, subject_id, details) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(workspace)
+    .bind(actor)
+    .bind(action)
+    .bind(subject)
+    .bind(details)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Creates a workspace owned by the caller.
+pub async fn create(db: &PgPool, caller: Caller, new: NewWorkspace, default_limit: i64) -> Result<Workspace> {
+    let name = clean_name(&new.name)?;
+    let limit = check_limit(new.daily_token_limit.unwrap_or(default_limit))?;
+    let id = WorkspaceId::new();
+    let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), Some(id)).await?;
+    sqlx::query("INSERT INTO workspaces (id, owner_id, name, daily_token_limit) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(caller.user_id)
+        .bind(&name)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO workspace_members (workspace_id, user_id, role, added_by) VALUES ($1, $2, 'owner', $2)")
+        .bind(id)
+        .bind(caller.user_id)
+        .execute(&mut *tx)
+        .await?;
+    let workspace = fetch(&mut tx, id, caller.user_id).await?;
+    tx.commit().await?;
+    Ok(workspace)
+}
+
+async fn fetch(tx: &mut Transaction<'static, Postgres>, id: WorkspaceId, user: UserId) -> Result<Workspace> {
+    sqlx::query_as(concat!(
+        "SELECT ", workspace_columns!(), " FROM workspaces w
+         JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = $2
+         WHERE w.id = $1 AND w.deleted_at IS NULL"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("workspace"))
+}
+
+/// The live workspaces the caller belongs to, oldest first.
+pub async fn list(db: &PgPool, caller: Caller) -> Result<Vec<Workspace>> {
+    let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), None).await?;
+    let rows = sqlx::query_as(concat!(
+        "SELECT ", workspace_columns!(), " FROM workspace_members m
+         JOIN workspaces w ON w.id = m.workspace_id
+         WHERE m.user_id = $1 AND w.deleted_at IS NULL
+         ORDER BY w.created_at, w.id"
+    ))
+    .bind(caller.user_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn get(mut access: Access) -> Result<Workspace> {
+    let workspace = fetch(&mut access.tx, access.workspace, access.caller).await?;
+    access.commit().await?;
+    Ok(workspace)
+}
+
+/// Renames (owner, admin) or changes the daily token limit (owner only).
+pub async fn update(mut access: Access, changes: WorkspaceChanges) -> Result<Workspace> {
+    access.require(access.role.manages_members(), "change this workspace")?;
+    let name = changes.name.as_deref().map(clean_name).transpose()?;
+    let limit = changes.daily_token_limit.map(check_limit).transpose()?;
+    if limit.is_some() {
+        access.require(access.role == Role::Owner, "change the daily token limit")?;
+    }
+    if name.is_none() && limit.is_none() {
+        return Err(ApiError::unprocessable("name", "nothing to change: give name or daily_token_limit"));
+    }
+    sqlx::query(
+        "UPDATE workspaces SET name = COALESCE($2, name), daily_token_limit = COALESCE($3, daily_token_limit),
+                updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(access.workspace)
+    .bind(name)
+    .bind(limit)
+    .execute(&mut *access.tx)
+    .await?;
+    let workspace = fetch(&mut access.tx, access.workspace, access.caller).await?;
+    access.commit().await?;
+    Ok(workspace)
+}
+
+/// Soft-deletes the workspace (owner only); it disappears for everyone at once.
+pub async fn delete(mut access: Access) -> Result<()> {
+    access.require(access.role == Role::Owner, "delete this workspace")?;
+    sqlx::query("UPDATE workspaces SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL")
+        .bind(access.workspace)
+        .execute(&mut *access.tx)
+        .await?;
+    audit(&mut access.tx, access.workspace, access.caller, "workspace.deleted", None, serde_json::json!({})).await?;
+    access.commit().await
+}
+
+macro_rules! member_columns {
+    () => {
+        "m.user_id, u.email, m.role, m.created_at"
+    };
+}
+
+pub async fn members(mut access: Access) -> Result<Vec<Member>> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ", member_columns!(), " FROM workspace_members m JOIN users u ON u.id = m.user_id
+         WHERE m.workspace_id = $1 ORDER BY m.created_at, m.user_id"
+    ))
+    .bind(access.workspace)
+    .fetch_all(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    Ok(rows)
+}
+
+/// Adds an existing account as admin or member (owners and admins only).
+pub async fn add_member(mut access: Access, new: NewMember) -> Result<Member> {
+    access.require(access.role.manages_members(), "manage members")?;
+    if new.role == Role::Owner {
+        return Err(ApiError::unprocessable("role", "a workspace has exactly one owner; add as admin or member"));
+    }
+    let user = match (&new.user_id, &new.email) {
+        // Inside the access transaction: one connection per request.
+        (Some(id), None) => crate::auth::user_exists(&mut *access.tx, *id).await?.then_some(*id),
+        (None, Some(email)) => {
+            let email = crate::auth::normalize_email(email)?;
+            crate::auth::user_by_email(&mut *access.tx, &email).await?
+        }
+        _ => return Err(ApiError::unprocessable("email", "give exactly one of email, user_id")),
+    }
+    .ok_or_else(|| ApiError::not_found("user"))?;
+    let inserted = sqlx::query(
+        "INSERT INTO workspace_members (workspace_id, user_id, role, added_by) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (workspace_id, user_id) DO NOTHING",
+    )
+    .bind(access.workspace)
+    .bind(user)
+    .bind(new.role)
+    .bind(access.caller)
+    .execute(&mut *access.tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ApiError::Conflict("this user is already a member".into()));
+    }
+    audit(
+        &mut access.tx,
+        access.workspace,
+        access.caller,
+        "member.added",
+        Some(user),
+        serde_json::json!({ "role": new.role }),
+    )
+    .await?;
+    let member = sqlx::query_as(concat!(
+        "SELECT ", member_columns!(), " FROM workspace_members m JOIN users u ON u.id = m.user_id
+         WHERE m.workspace_id = $1 AND m.user_id = $2"
+    ))
+    .bind(access.workspace)
+    .bind(user)
+    .fetch_one(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    Ok(member)
+}
+
+/// Removes a member. Anyone may leave; the owner removes anyone else; an
+/// admin removes plain members. The owner cannot be removed.
+pub async fn remove_member(mut access: Access, user: UserId) -> Result<()> {
+    let target: Option<Role> =
+        sqlx::query_scalar("SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
+            .bind(access.workspace)
+            .bind(user)
+            .fetch_optional(&mut *access.tx)
+            .await?;
+    let target = target.ok_or_else(|| ApiError::not_found("member"))?;
+    if target == Role::Owner {
+        return Err(ApiError::Conflict("the owner cannot be removed from the workspace".into()));
+    }
+    let allowed = user == access.caller
+        || access.role == Role::Owner
+        || (access.role == Role::Admin && target == Role::Member);
+    access.require(allowed, "remove this member")?;
+    sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
+        .bind(access.workspace)
+        .bind(user)
+        .execute(&mut *access.tx)
+        .await?;
+    audit(&mut access.tx, access.workspace, access.caller, "member.removed", Some(user), serde_json::json!({ "role": target })).await?;
+    access.commit().await
+}

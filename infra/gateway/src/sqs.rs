@@ -1,0 +1,118 @@
+//! Polls a queue like Lambda's SQS event source mapping: receive a batch,
+//! invoke the consumer with a real SQS event, delete every record not listed
+//! in `batchItemFailures` (those become visible again and, after
+//! maxReceiveCount receives, move to the dead-letter queue).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use common::State;
+use common::aws_lambda_events::sqs::SqsEvent;
+use common::lambda::SqsHandler;
+use serde_json::{Map, Value, json};
+
+/// What one poll did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub received: usize,
+    pub deleted: usize,
+    pub failed: usize,
+}
+
+/// Receives up to `batch_size` messages (long-polling `wait`) and hands them to `handler`.
+pub async fn poll_once(
+    state: &State,
+    queue_url: &str,
+    handler: SqsHandler,
+    batch_size: usize,
+    wait: Duration,
+) -> anyhow::Result<PollOutcome> {
+    let sqs = state.sqs().await;
+    let received = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(batch_size.clamp(1, 10) as i32)
+        .wait_time_seconds(wait.as_secs() as i32)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await?;
+    let messages = received.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Ok(PollOutcome::default());
+    }
+    let region = state.config.aws_region.clone();
+    let event_json = json!({ "Records": messages.iter().map(|m| record(m, queue_url, &region)).collect::<Vec<_>>() });
+    let event: SqsEvent = serde_json::from_value(event_json)?;
+    let response = handler(state, event).await;
+    let failed: HashSet<String> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .filter(|m| !failed.contains(m.message_id().unwrap_or_default()))
+        .enumerate()
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(format!("m{i}"))
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+                .ok()
+        })
+        .collect();
+    let deleted = entries.len();
+    if !entries.is_empty() {
+        sqs.delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+    }
+    Ok(PollOutcome {
+        received: messages.len(),
+        deleted,
+        failed: failed.len(),
+    })
+}
+
+/// Polls forever, logging and backing off on errors.
+pub async fn run(state: std::sync::Arc<State>, queue_url: String, handler: SqsHandler, batch_size: usize) {
+    loop {
+        match poll_once(&state, &queue_url, handler, batch_size, Duration::from_secs(2)).await {
+            Ok(outcome) if outcome.received > 0 => tracing::info!(?outcome, queue = %queue_url, "sqs batch"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, queue = %queue_url, "sqs poll failed");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// One record of a Lambda SQS event, in the wire format Lambda uses.
+fn record(message: &Message, queue_url: &str, region: &str) -> Value {
+    let attributes: Map<String, Value> = message
+        .attributes()
+        .map(|attrs| {
+            attrs
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let queue_name = queue_url.rsplit('/').next().unwrap_or_default();
+    let account = queue_url.rsplit('/').nth(1).unwrap_or("000000000000");
+    json!({
+        "messageId": message.message_id(),
+        "receiptHandle": message.receipt_handle(),
+        "body": message.body(),
+        "attributes": attributes,
+        "messageAttributes": {},
+        "md5OfBody": message.md5_of_body(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:{region}:{account}:{queue_name}"),
+        "awsRegion": region,
+    })
+}

@@ -1,0 +1,112 @@
+//! Reads the functions and their events from template.yaml, the single
+//! source of truth for routes.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_norway::Value;
+
+/// A function declared in the template.
+#[derive(Debug, Clone)]
+pub struct TemplateFunction {
+    pub logical_id: String,
+    /// `Metadata.BuildProperties.Binary`: the `<resource>-<action>` binary.
+    pub binary: String,
+    pub code_uri: String,
+    pub events: Vec<TemplateEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateEvent {
+    Http { method: String, path: String },
+    /// An SQS event source; `queue` is the logical id of the queue resource.
+    Sqs { queue: String, batch_size: usize },
+    Schedule { expression: String },
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Vec<TemplateFunction>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text)
+}
+
+/// Strips CloudFormation short-form tags (`!Ref X` → `X`, `!GetAtt A.B` → `A.B`).
+fn untag(value: &Value) -> &Value {
+    match value {
+        Value::Tagged(tagged) => untag(&tagged.value),
+        other => other,
+    }
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    match value.map(untag)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Sequence(seq) => seq.first().and_then(|v| text(Some(v))),
+        Value::Mapping(map) => {
+            // Long form: {"Fn::GetAtt": [X, Arn]} or {"Ref": X}.
+            map.iter().next().and_then(|(_, v)| text(Some(v)))
+        }
+        _ => None,
+    }
+}
+
+pub fn parse(yaml: &str) -> anyhow::Result<Vec<TemplateFunction>> {
+    let doc: Value = serde_norway::from_str(yaml).context("template.yaml is not valid YAML")?;
+    let resources = doc
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .context("template.yaml has no Resources")?;
+    let mut functions = Vec::new();
+    for (id, resource) in resources {
+        if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let logical_id = id.as_str().unwrap_or_default().to_owned();
+        let binary = resource
+            .get("Metadata")
+            .and_then(|m| m.get("BuildProperties"))
+            .and_then(|b| b.get("Binary"))
+            .and_then(Value::as_str)
+            .with_context(|| format!("{logical_id}: no Metadata.BuildProperties.Binary"))?
+            .to_owned();
+        let properties = resource.get("Properties");
+        let code_uri = text(properties.and_then(|p| p.get("CodeUri"))).unwrap_or_default();
+        let mut events = Vec::new();
+        if let Some(map) = properties.and_then(|p| p.get("Events")).and_then(Value::as_mapping) {
+            for (name, event) in map {
+                let props = event.get("Properties");
+                let get = |key: &str| text(props.and_then(|p| p.get(key)));
+                match event.get("Type").and_then(Value::as_str) {
+                    Some("HttpApi") => events.push(TemplateEvent::Http {
+                        method: get("Method").context("HttpApi event without Method")?.to_uppercase(),
+                        path: get("Path").context("HttpApi event without Path")?,
+                    }),
+                    Some("SQS") => events.push(TemplateEvent::Sqs {
+                        queue: get("Queue")
+                            .context("SQS event without Queue")?
+                            .split('.')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        batch_size: props
+                            .and_then(|p| p.get("BatchSize"))
+                            .and_then(Value::as_u64)
+                            .unwrap_or(10) as usize,
+                    }),
+                    Some("Schedule" | "ScheduleV2") => events.push(TemplateEvent::Schedule {
+                        expression: get("Schedule")
+                            .or_else(|| get("ScheduleExpression"))
+                            .context("Schedule event without expression")?,
+                    }),
+                    other => bail!("{logical_id}: event {name:?} has unsupported type {other:?}"),
+                }
+            }
+        }
+        functions.push(TemplateFunction {
+            logical_id,
+            binary,
+            code_uri,
+            events,
+        });
+    }
+    Ok(functions)
+}

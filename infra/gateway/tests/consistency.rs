@@ -1,0 +1,115 @@
+//! template.yaml is the single source of truth: every route there has a
+//! binary and a handler, every handler and binary has its route, and every
+//! HTTP function has its events/ fixture with the matching route key.
+
+use std::collections::BTreeSet;
+
+use common::lambda::Handler;
+use ragway_gateway::template::{self, TemplateEvent};
+use ragway_gateway::{Gateway, registry};
+
+mod support;
+use support::repo_root;
+
+fn bin_files() -> BTreeSet<(String, String)> {
+    let mut bins = BTreeSet::new();
+    for package in std::fs::read_dir(repo_root().join("functions")).unwrap() {
+        let package = package.unwrap().path();
+        let Ok(entries) = std::fs::read_dir(package.join("src/bin")) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let package_name = package.file_name().unwrap().to_string_lossy().into_owned();
+            bins.insert((package_name, name));
+        }
+    }
+    bins
+}
+
+#[test]
+fn template_binaries_and_handlers_agree() {
+    let functions = template::load(&repo_root().join("template.yaml")).unwrap();
+    let registry = registry();
+    let template_binaries: BTreeSet<String> = functions.iter().map(|f| f.binary.clone()).collect();
+    let handler_names: BTreeSet<String> = registry.iter().map(|f| f.name.to_owned()).collect();
+    let bins = bin_files();
+    let bin_names: BTreeSet<String> = bins.iter().map(|(_, b)| b.clone()).collect();
+
+    assert_eq!(template_binaries, handler_names, "template.yaml functions vs registered handlers");
+    assert_eq!(bin_names, handler_names, "src/bin files vs registered handlers");
+    assert_eq!(functions.len(), template_binaries.len(), "a binary is named by two functions");
+
+    for function in &functions {
+        // CodeUri names the package whose src/bin holds the binary.
+        let package = function.code_uri.trim_start_matches("functions/").trim_end_matches('/');
+        assert!(
+            bins.contains(&(package.to_owned(), function.binary.clone())),
+            "{}: CodeUri {} has no bin {}",
+            function.logical_id,
+            function.code_uri,
+            function.binary
+        );
+        assert!(
+            function.binary.starts_with(&format!("{package}-")),
+            "{} is not named <resource>-<action>",
+            function.binary
+        );
+        let handler = registry.iter().find(|f| f.name == function.binary).unwrap();
+        for event in &function.events {
+            match event {
+                TemplateEvent::Http { .. } => assert!(matches!(handler.handler, Handler::Http(_)), "{}", function.binary),
+                TemplateEvent::Sqs { .. } => assert!(matches!(handler.handler, Handler::Sqs(_)), "{}", function.binary),
+                TemplateEvent::Schedule { .. } => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn gateway_serves_every_template_route_and_fixtures_match_them() {
+    let functions = template::load(&repo_root().join("template.yaml")).unwrap();
+    let gateway = Gateway::from_template(&functions, &registry()).unwrap();
+    let http_events: Vec<(String, String)> = functions
+        .iter()
+        .flat_map(|f| {
+            f.events.iter().filter_map(|e| match e {
+                TemplateEvent::Http { method, path } => Some((f.binary.clone(), format!("{method} {path}"))),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(gateway.routes.len(), http_events.len());
+    assert!(http_events.len() >= 15, "the foundation routes are all declared");
+    let table = gateway.describe();
+    for (binary, route_key) in &http_events {
+        assert!(table.contains(binary.as_str()), "route table lacks {binary}");
+        let fixture = repo_root().join(format!("events/{binary}.json"));
+        let text = std::fs::read_to_string(&fixture).unwrap_or_else(|_| panic!("missing {}", fixture.display()));
+        let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(event["routeKey"], route_key.as_str(), "{}", fixture.display());
+        assert_eq!(event["version"], "2.0");
+    }
+}
+
+#[test]
+fn template_parses_cloudformation_short_forms() {
+    let yaml = r#"
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+  Worker:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildMethod: rust-cargolambda, BuildProperties: { Binary: ingest-worker } }
+    Properties:
+      CodeUri: functions/ingest
+      Events:
+        Q:
+          Type: SQS
+          Properties: { Queue: !GetAtt Queue.Arn, BatchSize: 7 }
+"#;
+    let functions = template::parse(yaml).unwrap();
+    assert_eq!(
+        functions[0].events,
+        vec![TemplateEvent::Sqs { queue: "Queue".into(), batch_size: 7 }]
+    );
+}

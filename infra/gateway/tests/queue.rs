@@ -1,0 +1,107 @@
+//! The gateway's queue poller against the S3/SQS emulator through the real
+//! AWS SDK: an upload's notification is consumed and deleted; a poison
+//! message is reported, stays, and after maxReceiveCount lands in the DLQ.
+
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::lambda::Handler;
+use ragway_gateway::{registry, sqs};
+use sqlx::PgPool;
+
+mod support;
+use support::{config, state};
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn uploads_flow_to_the_worker_and_poison_goes_to_the_dlq(pool: PgPool) {
+    let state = state(pool, config(&[]));
+    let sqs_client = state.sqs().await;
+    let s3 = state.s3().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+
+    // A bucket and queues of this test's own, wired like the stack's.
+    let dlq = sqs_client.create_queue().queue_name(format!("t-dlq-{suffix}")).send().await.unwrap();
+    let dlq_url = dlq.queue_url().unwrap().to_owned();
+    let dlq_arn = sqs_client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let queue = sqs_client
+        .create_queue()
+        .queue_name(format!("t-ingest-{suffix}"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "0")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let queue_url = queue.queue_url().unwrap().to_owned();
+    let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:t-ingest-{suffix}");
+    let bucket = format!("t-uploads-{suffix}");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder()
+                .queue_configurations(
+                    aws_sdk_s3::types::QueueConfiguration::builder()
+                        .queue_arn(&queue_arn)
+                        .events(aws_sdk_s3::types::Event::S3ObjectCreated)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let worker = registry().into_iter().find(|f| f.name == "ingest-worker").unwrap();
+    let Handler::Sqs(handler) = worker.handler else { panic!() };
+    let wait = Duration::from_secs(1);
+
+    // The notification's test event, then an upload: both consumed and deleted.
+    let key = "workspaces/0b4d3c2a-1111-4e5f-8a9b-0c1d2e3f4a5b/documents/5a6b7c8d-3333-4e4f-8a0b-1c2d3e4f5a6b/a report.txt";
+    s3.put_object().bucket(&bucket).key(key).body(ByteStream::from_static(b"hello")).send().await.unwrap();
+    let mut consumed = 0;
+    for _ in 0..10 {
+        let outcome = sqs::poll_once(&state, &queue_url, handler, 10, wait).await.unwrap();
+        assert_eq!(outcome.failed, 0);
+        assert_eq!(outcome.deleted, outcome.received);
+        consumed += outcome.received;
+        if consumed >= 2 {
+            break;
+        }
+    }
+    assert_eq!(consumed, 2, "test event + object created");
+
+    // A poison message is reported failed, not deleted, and is redriven to the DLQ.
+    sqs_client.send_message().queue_url(&queue_url).message_body("garbage").send().await.unwrap();
+    let mut failures = 0;
+    for _ in 0..10 {
+        let outcome = sqs::poll_once(&state, &queue_url, handler, 10, wait).await.unwrap();
+        failures += outcome.failed;
+        assert_eq!(outcome.deleted, 0);
+        if outcome.received == 0 && failures >= 2 {
+            break;
+        }
+    }
+    assert_eq!(failures, 2, "received maxReceiveCount times");
+    let dead = sqs_client
+        .receive_message()
+        .queue_url(&dlq_url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<_> = dead.messages().iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies, vec!["garbage"]);
+}

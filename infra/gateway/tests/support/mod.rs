@@ -1,0 +1,155 @@
+//! Shared test setup: config with test keys, state over a per-test
+//! database, a gateway on an ephemeral port, and a small API client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::State;
+use common::config::Config;
+use ragway_gateway::{Gateway, registry, template};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+pub const ISSUER: &str = "http://ragway.test";
+pub const KID: &str = "test-key-1";
+pub const PREVIOUS_KID: &str = "test-key-0";
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Test configuration: fixture keys, generous rate limits unless overridden,
+/// AWS settings from the test stack's environment.
+pub fn config(overrides: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    for key in ["AWS_ENDPOINT_URL", "AWS_REGION", "BUCKET_NAME", "INGEST_QUEUE_URL"] {
+        if let Ok(v) = std::env::var(key) {
+            vars.insert(key.into(), v);
+        }
+    }
+    vars.insert("DATABASE_URL".into(), "postgres://unused@localhost/unused".into());
+    vars.insert("JWT_ISSUER".into(), ISSUER.into());
+    vars.insert("JWT_KEY_ID".into(), KID.into());
+    vars.insert("JWT_SIGNING_KEY".into(), fixture("test-ed25519.pem"));
+    vars.insert(
+        "JWT_PREVIOUS_KEYS".into(),
+        json!([{ "kid": PREVIOUS_KID, "public_key": fixture("test-ed25519-previous.pub.pem") }]).to_string(),
+    );
+    vars.insert("AUTH_RATE_LIMIT_PER_EMAIL".into(), "1000".into());
+    vars.insert("AUTH_RATE_LIMIT_PER_IP".into(), "1000".into());
+    vars.insert("MAX_REQUEST_BYTES".into(), "65536".into());
+    for (k, v) in overrides {
+        vars.insert((*k).into(), (*v).into());
+    }
+    Config::from_map(&vars).expect("test config is valid")
+}
+
+/// State over the test's own database. Not leaked: sqlx::test's per-test
+/// pool borrows connection slots from a shared parent pool until dropped.
+pub fn state(pool: PgPool, config: Config) -> Arc<State> {
+    Arc::new(State::with_pool(config, pool).expect("state"))
+}
+
+/// Starts the gateway on 127.0.0.1 (ephemeral port) serving template.yaml's routes.
+pub async fn gateway(state: Arc<State>) -> Api {
+    let functions = template::load(&repo_root().join("template.yaml")).unwrap();
+    let gateway = Arc::new(Gateway::from_template(&functions, &registry()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(gateway.serve(state, listener));
+    Api {
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn content_type(&self) -> &str {
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// Asserts a problem+json answer with this status and returns its body.
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "unexpected status, body {}", self.body);
+        assert_eq!(self.content_type(), "application/problem+json", "body {}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].is_string() && self.body["title"].is_string() && self.body["detail"].is_string());
+        &self.body
+    }
+}
+
+impl Api {
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let response = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    /// Signs up `email` and returns (access token, refresh token, user id).
+    pub async fn signup(&self, email: &str) -> (String, String, String) {
+        let reply = self
+            .send("POST", "/auth/signup", None, Some(json!({ "email": email, "password": "correct horse battery" })))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let access = reply.body["access_token"].as_str().unwrap().to_owned();
+        let refresh = reply.body["refresh_token"].as_str().unwrap().to_owned();
+        let me = self.send("GET", "/auth/me", Some(&access), None).await;
+        assert_eq!(me.status, 200, "{}", me.body);
+        (access, refresh, me.body["id"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn create_workspace(&self, token: &str, name: &str) -> String {
+        let reply = self.send("POST", "/workspaces", Some(token), Some(json!({ "name": name }))).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn read(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Reply { status, headers, body }
+}
