@@ -158,7 +158,10 @@ impl Config {
             return bad("DATABASE_MAX_CONNECTIONS", "must be at least 1");
         }
         if !self.jwt_signing_key.expose().contains("BEGIN PRIVATE KEY") {
-            return bad("JWT_SIGNING_KEY", "must be an Ed25519 PKCS#8 PEM private key");
+            return bad(
+                "JWT_SIGNING_KEY",
+                "must be an Ed25519 PKCS#8 PEM private key",
+            );
         }
         if self.access_token_ttl.is_zero() || self.access_token_ttl > Duration::from_secs(86_400) {
             return bad("ACCESS_TOKEN_TTL_SECONDS", "must be between 1 and 86400");
@@ -173,11 +176,17 @@ impl Config {
             if issuer.jwks_url.is_some() == issuer.hs256_secret.is_some() {
                 return bad(
                     "AUTH_EXTERNAL_ISSUERS",
-                    &format!("issuer {}: set exactly one of jwks_url, hs256_secret", issuer.issuer),
+                    &format!(
+                        "issuer {}: set exactly one of jwks_url, hs256_secret",
+                        issuer.issuer
+                    ),
                 );
             }
             if issuer.issuer == self.jwt_issuer {
-                return bad("AUTH_EXTERNAL_ISSUERS", "an external issuer may not reuse JWT_ISSUER");
+                return bad(
+                    "AUTH_EXTERNAL_ISSUERS",
+                    "an external issuer may not reuse JWT_ISSUER",
+                );
             }
         }
         Ok(())
@@ -206,7 +215,11 @@ impl Vars<'_> {
         self.optional(var).unwrap_or_else(|| default.to_owned())
     }
 
-    fn parse_or<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    fn parse_or<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T::Err: fmt::Display,
     {
@@ -219,7 +232,10 @@ impl Vars<'_> {
         }
     }
 
-    fn json_or<T: serde::de::DeserializeOwned + Default>(&self, var: &'static str) -> Result<T, ConfigError> {
+    fn json_or<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        var: &'static str,
+    ) -> Result<T, ConfigError> {
         match self.optional(var) {
             None => Ok(T::default()),
             // The parse error never echoes the value: it may hold secrets.
@@ -291,7 +307,10 @@ mod tests {
     #[test]
     fn invalid_issuer_json_does_not_echo_its_content() {
         let mut vars = base();
-        vars.insert("AUTH_EXTERNAL_ISSUERS".into(), r#"[{"hs256_secret":"s3cr3t-value""#.into());
+        vars.insert(
+            "AUTH_EXTERNAL_ISSUERS".into(),
+            r#"[{"hs256_secret":"s3cr3t-value""#.into(),
+        );
         let err = Config::from_map(&vars).unwrap_err();
         assert_eq!(err.var, "AUTH_EXTERNAL_ISSUERS");
         assert!(!err.to_string().contains("s3cr3t"));
@@ -304,6 +323,9 @@ mod tests {
             "AUTH_EXTERNAL_ISSUERS".into(),
             r#"[{"issuer":"https://idp","audience":"a"}]"#.into(),
         );
-        assert_eq!(Config::from_map(&vars).unwrap_err().var, "AUTH_EXTERNAL_ISSUERS");
+        assert_eq!(
+            Config::from_map(&vars).unwrap_err().var,
+            "AUTH_EXTERNAL_ISSUERS"
+        );
     }
 }

@@ -36,10 +36,12 @@ pub async fn tenant_tx(
     workspace: Option<WorkspaceId>,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('app.user_id', $1, true), set_config('app.workspace_id', $2, true)")
-        .bind(user.map(|u| u.to_string()).unwrap_or_default())
-        .bind(workspace.map(|w| w.to_string()).unwrap_or_default())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "SELECT set_config('app.user_id', $1, true), set_config('app.workspace_id', $2, true)",
+    )
+    .bind(user.map(|u| u.to_string()).unwrap_or_default())
+    .bind(workspace.map(|w| w.to_string()).unwrap_or_default())
+    .execute(&mut *tx)
+    .await?;
     Ok(tx)
 }

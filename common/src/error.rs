@@ -27,9 +27,15 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{detail}")]
-    Unprocessable { detail: String, field: Option<String> },
+    Unprocessable {
+        detail: String,
+        field: Option<String>,
+    },
     #[error("{detail}")]
-    TooManyRequests { detail: String, retry_after: Duration },
+    TooManyRequests {
+        detail: String,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     ServiceUnavailable(String),
     #[error("internal error")]
@@ -73,7 +79,10 @@ impl ApiError {
             _ => status.canonical_reason().unwrap_or("error"),
         };
         Problem {
-            kind: format!("https://ragway.dev/problems/{}", slug.to_lowercase().replace(' ', "-")),
+            kind: format!(
+                "https://ragway.dev/problems/{}",
+                slug.to_lowercase().replace(' ', "-")
+            ),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: self.to_string(),

@@ -53,11 +53,13 @@ where
 
 /// Checks Postgres, the bucket and the ingest queue concurrently.
 pub async fn check(state: &State) -> Health {
-    let database = timed(async {
-        sqlx::query("SELECT 1").execute(&state.db).await.map(|_| ())
-    });
+    let database = timed(async { sqlx::query("SELECT 1").execute(&state.db).await.map(|_| ()) });
     let storage = timed(async {
-        let bucket = state.config.bucket_name.as_deref().ok_or_else(|| "BUCKET_NAME is not set".to_owned())?;
+        let bucket = state
+            .config
+            .bucket_name
+            .as_deref()
+            .ok_or_else(|| "BUCKET_NAME is not set".to_owned())?;
         state
             .s3()
             .await
@@ -69,7 +71,11 @@ pub async fn check(state: &State) -> Health {
             .map_err(|e| aws_error(&e))
     });
     let queue = timed(async {
-        let url = state.config.ingest_queue_url.as_deref().ok_or_else(|| "INGEST_QUEUE_URL is not set".to_owned())?;
+        let url = state
+            .config
+            .ingest_queue_url
+            .as_deref()
+            .ok_or_else(|| "INGEST_QUEUE_URL is not set".to_owned())?;
         state
             .sqs()
             .await
@@ -82,15 +88,25 @@ pub async fn check(state: &State) -> Health {
             .map_err(|e| aws_error(&e))
     });
     let (database, storage, queue) = tokio::join!(database, storage, queue);
-    for (name, component) in [("database", &database), ("storage", &storage), ("queue", &queue)] {
+    for (name, component) in [
+        ("database", &database),
+        ("storage", &storage),
+        ("queue", &queue),
+    ] {
         if let Some(error) = &component.error {
             tracing::warn!(component = name, %error, "health check failed");
         }
     }
-    let healthy = [&database, &storage, &queue].iter().all(|c| c.error.is_none());
+    let healthy = [&database, &storage, &queue]
+        .iter()
+        .all(|c| c.error.is_none());
     Health {
         status: if healthy { "healthy" } else { "degraded" },
-        components: BTreeMap::from([("database", database), ("storage", storage), ("queue", queue)]),
+        components: BTreeMap::from([
+            ("database", database),
+            ("storage", storage),
+            ("queue", queue),
+        ]),
     }
 }
 

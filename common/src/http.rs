@@ -79,7 +79,8 @@ fn anyhow_chain(error: &ApiError) -> String {
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>> {
-    let body = serde_json::to_vec(value).map_err(|e| anyhow::anyhow!("serializing response: {e}"))?;
+    let body =
+        serde_json::to_vec(value).map_err(|e| anyhow::anyhow!("serializing response: {e}"))?;
     Ok(Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "application/json")
@@ -126,8 +127,14 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
         return Err(ApiError::PayloadTooLarge { limit: max_bytes });
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("request body is empty; a JSON object is required".into()));
+        return Err(ApiError::BadRequest(
+            "request body is empty; a JSON object is required".into(),
+        ));
     }
+    // Syntax first, so malformed JSON is a 400 even where its first part
+    // would already fail the typed parse.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -143,9 +150,6 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
             _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
         }
     })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     Ok(value)
 }
 
@@ -157,7 +161,9 @@ pub fn path_param<T: FromStr>(req: &Request, name: &str) -> Result<T> {
         .ok_or_else(|| ApiError::BadRequest(format!("missing path parameter {name}")))?;
     raw.parse().map_err(|_| {
         let shown: String = raw.chars().take(64).collect();
-        ApiError::BadRequest(format!("path parameter {name} is not a valid id: {shown:?}"))
+        ApiError::BadRequest(format!(
+            "path parameter {name} is not a valid id: {shown:?}"
+        ))
     })
 }
 

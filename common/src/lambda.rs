@@ -4,8 +4,8 @@
 //! tables, so Lambda and local runs call the very same handler.
 
 use futures::future::BoxFuture;
-use lambda_http::{Body, Request, Response};
 use lambda_http::lambda_runtime::{self, LambdaEvent};
+use lambda_http::{Body, Request, Response};
 
 use crate::state::State;
 
@@ -39,7 +39,10 @@ macro_rules! http_function {
         fn boxed<'a>(
             state: &'a $crate::State,
             req: $crate::lambda_http::Request,
-        ) -> $crate::futures::future::BoxFuture<'a, $crate::lambda_http::Response<$crate::lambda_http::Body>> {
+        ) -> $crate::futures::future::BoxFuture<
+            'a,
+            $crate::lambda_http::Response<$crate::lambda_http::Body>,
+        > {
             Box::pin($handler(state, req))
         }
         $crate::lambda::Function {
@@ -76,7 +79,9 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
         .ok_or_else(|| format!("no function named {name} in this package"))?;
     // One event at a time per container: a single-threaded runtime starts
     // faster and needs no cross-thread synchronisation.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let config = crate::config::Config::from_env()?;
         // Lives as long as the container: leaking gives handlers a `&'static State`.

@@ -68,7 +68,9 @@ impl State {
 impl State {
     /// The authenticated caller of `req` (401 problem otherwise).
     pub async fn caller(&self, req: &lambda_http::Request) -> crate::Result<crate::auth::Caller> {
-        self.auth.caller(&self.db, crate::http::authorization(req)).await
+        self.auth
+            .caller(&self.db, crate::http::authorization(req))
+            .await
     }
 }
 

@@ -101,7 +101,10 @@ fn clean_name(name: &str) -> Result<String> {
 
 fn check_limit(limit: i64) -> Result<i64> {
     if limit < 0 {
-        return Err(ApiError::unprocessable("daily_token_limit", "must not be negative"));
+        return Err(ApiError::unprocessable(
+            "daily_token_limit",
+            "must not be negative",
+        ));
     }
     Ok(limit)
 }
@@ -153,7 +156,9 @@ impl Access {
         if allowed {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("your role does not allow you to {what}")))
+            Err(ApiError::Forbidden(format!(
+                "your role does not allow you to {what}"
+            )))
         }
     }
 }
@@ -180,18 +185,25 @@ async fn audit(
 }
 
 /// Creates a workspace owned by the caller.
-pub async fn create(db: &PgPool, caller: Caller, new: NewWorkspace, default_limit: i64) -> Result<Workspace> {
+pub async fn create(
+    db: &PgPool,
+    caller: Caller,
+    new: NewWorkspace,
+    default_limit: i64,
+) -> Result<Workspace> {
     let name = clean_name(&new.name)?;
     let limit = check_limit(new.daily_token_limit.unwrap_or(default_limit))?;
     let id = WorkspaceId::new();
     let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), Some(id)).await?;
-    sqlx::query("INSERT INTO workspaces (id, owner_id, name, daily_token_limit) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(caller.user_id)
-        .bind(&name)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO workspaces (id, owner_id, name, daily_token_limit) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(caller.user_id)
+    .bind(&name)
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("INSERT INTO workspace_members (workspace_id, user_id, role, added_by) VALUES ($1, $2, 'owner', $2)")
         .bind(id)
         .bind(caller.user_id)
@@ -202,9 +214,15 @@ pub async fn create(db: &PgPool, caller: Caller, new: NewWorkspace, default_limi
     Ok(workspace)
 }
 
-async fn fetch(tx: &mut Transaction<'static, Postgres>, id: WorkspaceId, user: UserId) -> Result<Workspace> {
+async fn fetch(
+    tx: &mut Transaction<'static, Postgres>,
+    id: WorkspaceId,
+    user: UserId,
+) -> Result<Workspace> {
     sqlx::query_as(concat!(
-        "SELECT ", workspace_columns!(), " FROM workspaces w
+        "SELECT ",
+        workspace_columns!(),
+        " FROM workspaces w
          JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = $2
          WHERE w.id = $1 AND w.deleted_at IS NULL"
     ))
@@ -219,7 +237,9 @@ async fn fetch(tx: &mut Transaction<'static, Postgres>, id: WorkspaceId, user: U
 pub async fn list(db: &PgPool, caller: Caller) -> Result<Vec<Workspace>> {
     let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), None).await?;
     let rows = sqlx::query_as(concat!(
-        "SELECT ", workspace_columns!(), " FROM workspace_members m
+        "SELECT ",
+        workspace_columns!(),
+        " FROM workspace_members m
          JOIN workspaces w ON w.id = m.workspace_id
          WHERE m.user_id = $1 AND w.deleted_at IS NULL
          ORDER BY w.created_at, w.id"
@@ -246,7 +266,10 @@ pub async fn update(mut access: Access, changes: WorkspaceChanges) -> Result<Wor
         access.require(access.role == Role::Owner, "change the daily token limit")?;
     }
     if name.is_none() && limit.is_none() {
-        return Err(ApiError::unprocessable("name", "nothing to change: give name or daily_token_limit"));
+        return Err(ApiError::unprocessable(
+            "name",
+            "nothing to change: give name or daily_token_limit",
+        ));
     }
     sqlx::query(
         "UPDATE workspaces SET name = COALESCE($2, name), daily_token_limit = COALESCE($3, daily_token_limit),
@@ -270,7 +293,15 @@ pub async fn delete(mut access: Access) -> Result<()> {
         .bind(access.workspace)
         .execute(&mut *access.tx)
         .await?;
-    audit(&mut access.tx, access.workspace, access.caller, "workspace.deleted", None, serde_json::json!({})).await?;
+    audit(
+        &mut access.tx,
+        access.workspace,
+        access.caller,
+        "workspace.deleted",
+        None,
+        serde_json::json!({}),
+    )
+    .await?;
     access.commit().await
 }
 
@@ -282,7 +313,9 @@ macro_rules! member_columns {
 
 pub async fn members(mut access: Access) -> Result<Vec<Member>> {
     let rows = sqlx::query_as(concat!(
-        "SELECT ", member_columns!(), " FROM workspace_members m JOIN users u ON u.id = m.user_id
+        "SELECT ",
+        member_columns!(),
+        " FROM workspace_members m JOIN users u ON u.id = m.user_id
          WHERE m.workspace_id = $1 ORDER BY m.created_at, m.user_id"
     ))
     .bind(access.workspace)
@@ -296,16 +329,26 @@ pub async fn members(mut access: Access) -> Result<Vec<Member>> {
 pub async fn add_member(mut access: Access, new: NewMember) -> Result<Member> {
     access.require(access.role.manages_members(), "manage members")?;
     if new.role == Role::Owner {
-        return Err(ApiError::unprocessable("role", "a workspace has exactly one owner; add as admin or member"));
+        return Err(ApiError::unprocessable(
+            "role",
+            "a workspace has exactly one owner; add as admin or member",
+        ));
     }
     let user = match (&new.user_id, &new.email) {
         // Inside the access transaction: one connection per request.
-        (Some(id), None) => crate::auth::user_exists(&mut *access.tx, *id).await?.then_some(*id),
+        (Some(id), None) => crate::auth::user_exists(&mut *access.tx, *id)
+            .await?
+            .then_some(*id),
         (None, Some(email)) => {
             let email = crate::auth::normalize_email(email)?;
             crate::auth::user_by_email(&mut *access.tx, &email).await?
         }
-        _ => return Err(ApiError::unprocessable("email", "give exactly one of email, user_id")),
+        _ => {
+            return Err(ApiError::unprocessable(
+                "email",
+                "give exactly one of email, user_id",
+            ));
+        }
     }
     .ok_or_else(|| ApiError::not_found("user"))?;
     let inserted = sqlx::query(
@@ -331,7 +374,9 @@ pub async fn add_member(mut access: Access, new: NewMember) -> Result<Member> {
     )
     .await?;
     let member = sqlx::query_as(concat!(
-        "SELECT ", member_columns!(), " FROM workspace_members m JOIN users u ON u.id = m.user_id
+        "SELECT ",
+        member_columns!(),
+        " FROM workspace_members m JOIN users u ON u.id = m.user_id
          WHERE m.workspace_id = $1 AND m.user_id = $2"
     ))
     .bind(access.workspace)
@@ -345,15 +390,18 @@ pub async fn add_member(mut access: Access, new: NewMember) -> Result<Member> {
 /// Removes a member. Anyone may leave; the owner removes anyone else; an
 /// admin removes plain members. The owner cannot be removed.
 pub async fn remove_member(mut access: Access, user: UserId) -> Result<()> {
-    let target: Option<Role> =
-        sqlx::query_scalar("SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
-            .bind(access.workspace)
-            .bind(user)
-            .fetch_optional(&mut *access.tx)
-            .await?;
+    let target: Option<Role> = sqlx::query_scalar(
+        "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+    )
+    .bind(access.workspace)
+    .bind(user)
+    .fetch_optional(&mut *access.tx)
+    .await?;
     let target = target.ok_or_else(|| ApiError::not_found("member"))?;
     if target == Role::Owner {
-        return Err(ApiError::Conflict("the owner cannot be removed from the workspace".into()));
+        return Err(ApiError::Conflict(
+            "the owner cannot be removed from the workspace".into(),
+        ));
     }
     let allowed = user == access.caller
         || access.role == Role::Owner
@@ -364,6 +412,14 @@ pub async fn remove_member(mut access: Access, user: UserId) -> Result<()> {
         .bind(user)
         .execute(&mut *access.tx)
         .await?;
-    audit(&mut access.tx, access.workspace, access.caller, "member.removed", Some(user), serde_json::json!({ "role": target })).await?;
+    audit(
+        &mut access.tx,
+        access.workspace,
+        access.caller,
+        "member.removed",
+        Some(user),
+        serde_json::json!({ "role": target }),
+    )
+    .await?;
     access.commit().await
 }

@@ -93,19 +93,31 @@ impl Auth {
     /// on first sight.
     pub async fn caller(&self, db: &PgPool, authorization: Option<&str>) -> Result<Caller> {
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
         match self.verifier.verify(token).await? {
             Principal::Local { user_id } => Ok(Caller { user_id }),
-            Principal::External { issuer, subject, email } => {
+            Principal::External {
+                issuer,
+                subject,
+                email,
+            } => {
                 let key = (issuer, subject);
-                let cached = self.external_users.lock().ok().and_then(|m| m.get(&key).copied());
+                let cached = self
+                    .external_users
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&key).copied());
                 let user_id = match cached {
                     Some(id) => id,
                     None => {
-                        let id = users::upsert_external(db, &key.0, &key.1, email.as_deref()).await?;
+                        let id =
+                            users::upsert_external(db, &key.0, &key.1, email.as_deref()).await?;
                         if let Ok(mut map) = self.external_users.lock() {
                             map.insert(key, id);
                         }
@@ -119,7 +131,12 @@ impl Auth {
 
     /// Creates a built-in account and signs it in.
     #[tracing::instrument(skip_all)]
-    pub async fn signup(&self, db: &PgPool, credentials: Credentials, source_ip: &str) -> Result<TokenPair> {
+    pub async fn signup(
+        &self,
+        db: &PgPool,
+        credentials: Credentials,
+        source_ip: &str,
+    ) -> Result<TokenPair> {
         let email = users::normalize_email(&credentials.email)?;
         self.throttle(db, "signup", &email, source_ip).await?;
         passwords::check_policy(&credentials.password, &email, self.password_min_length)?;
@@ -132,7 +149,12 @@ impl Auth {
     /// Checks credentials; unknown email and wrong password give the same
     /// answer after the same work.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, db: &PgPool, credentials: Credentials, source_ip: &str) -> Result<TokenPair> {
+    pub async fn login(
+        &self,
+        db: &PgPool,
+        credentials: Credentials,
+        source_ip: &str,
+    ) -> Result<TokenPair> {
         let email = users::normalize_email(&credentials.email)
             .map_err(|_| ApiError::Unauthorized("invalid email or password".into()))?;
         self.throttle(db, "login", &email, source_ip).await?;
@@ -154,7 +176,8 @@ impl Auth {
     /// Rotates a refresh token: the presented one is spent, a new pair is
     /// issued. Presenting a spent token revokes its whole family.
     pub async fn refresh(&self, db: &PgPool, request: RefreshRequest) -> Result<TokenPair> {
-        let (user_id, refresh_token) = sessions::rotate(db, &request.refresh_token, self.refresh_ttl).await?;
+        let (user_id, refresh_token) =
+            sessions::rotate(db, &request.refresh_token, self.refresh_ttl).await?;
         let email = users::profile(db, user_id).await?.and_then(|p| p.email);
         self.pair(user_id, email.as_deref(), refresh_token)
     }
@@ -176,7 +199,12 @@ impl Auth {
         self.pair(user_id, Some(email), refresh_token)
     }
 
-    fn pair(&self, user_id: UserId, email: Option<&str>, refresh_token: String) -> Result<TokenPair> {
+    fn pair(
+        &self,
+        user_id: UserId,
+        email: Option<&str>,
+        refresh_token: String,
+    ) -> Result<TokenPair> {
         Ok(TokenPair {
             access_token: self.signer.issue(user_id, email)?,
             refresh_token,
@@ -185,7 +213,13 @@ impl Auth {
         })
     }
 
-    async fn throttle(&self, db: &PgPool, action: &str, email: &str, source_ip: &str) -> Result<()> {
+    async fn throttle(
+        &self,
+        db: &PgPool,
+        action: &str,
+        email: &str,
+        source_ip: &str,
+    ) -> Result<()> {
         rate_limit::hit(db, &format!("{action}:ip:{source_ip}"), self.ip_limit).await?;
         rate_limit::hit(db, &format!("{action}:email:{email}"), self.email_limit).await
     }

@@ -16,7 +16,10 @@ const PREFIX: &str = "rt_";
 fn new_token() -> (String, Vec<u8>) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let token = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let token = format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
     let hash = digest(&token);
     (token, hash)
 }
@@ -84,21 +87,24 @@ pub async fn rotate(db: &PgPool, token: &str, ttl: Duration) -> Result<(UserId, 
 }
 
 async fn revoke_family(db: &PgPool, family: Uuid) -> Result<u64> {
-    Ok(sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-        .bind(family)
-        .execute(db)
-        .await?
-        .rows_affected())
+    Ok(sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .execute(db)
+    .await?
+    .rows_affected())
 }
 
 pub async fn revoke_family_of(db: &PgPool, token: &str) -> Result<()> {
     if !token.starts_with(PREFIX) || token.len() > 128 {
         return Ok(());
     }
-    let family: Option<Uuid> = sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
-        .bind(digest(token))
-        .fetch_optional(db)
-        .await?;
+    let family: Option<Uuid> =
+        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(digest(token))
+            .fetch_optional(db)
+            .await?;
     if let Some(family) = family {
         revoke_family(db, family).await?;
     }

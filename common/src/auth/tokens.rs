@@ -55,17 +55,23 @@ pub struct TokenSigner {
 
 impl TokenSigner {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let key = EncodingKey::from_ed_pem(config.jwt_signing_key.expose().as_bytes())
-            .map_err(|e| anyhow::anyhow!("JWT_SIGNING_KEY is not an Ed25519 PKCS#8 PEM key: {e}"))?;
+        let key =
+            EncodingKey::from_ed_pem(config.jwt_signing_key.expose().as_bytes()).map_err(|e| {
+                anyhow::anyhow!("JWT_SIGNING_KEY is not an Ed25519 PKCS#8 PEM key: {e}")
+            })?;
         let mut current = Jwk::from_encoding_key(&key, Algorithm::EdDSA)
             .map_err(|e| anyhow::anyhow!("JWT_SIGNING_KEY: cannot derive public key: {e}"))?;
         current.common.key_id = Some(config.jwt_key_id.clone());
         current.common.public_key_use = Some(PublicKeyUse::Signature);
         let mut keys = vec![current];
         for previous in &config.jwt_previous_keys {
-            let decoding = DecodingKey::from_ed_pem(previous.public_key.as_bytes()).map_err(|e| {
-                anyhow::anyhow!("JWT_PREVIOUS_KEYS: key {} is not an Ed25519 public PEM: {e}", previous.kid)
-            })?;
+            let decoding =
+                DecodingKey::from_ed_pem(previous.public_key.as_bytes()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "JWT_PREVIOUS_KEYS: key {} is not an Ed25519 public PEM: {e}",
+                        previous.kid
+                    )
+                })?;
             let mut jwk = Jwk::from_decoding_key(&decoding, Some(Algorithm::EdDSA))?;
             jwk.common.key_id = Some(previous.kid.clone());
             jwk.common.public_key_use = Some(PublicKeyUse::Signature);
@@ -131,7 +137,11 @@ enum KeySource {
 }
 
 impl TokenVerifier {
-    pub fn from_config(config: &Config, signer: &TokenSigner, http: reqwest::Client) -> anyhow::Result<Self> {
+    pub fn from_config(
+        config: &Config,
+        signer: &TokenSigner,
+        http: reqwest::Client,
+    ) -> anyhow::Result<Self> {
         let mut own_keys = HashMap::new();
         for jwk in &signer.jwks().keys {
             let kid = jwk.common.key_id.clone().unwrap_or_default();
@@ -140,14 +150,18 @@ impl TokenVerifier {
         let mut external = HashMap::new();
         for issuer in &config.external_issuers {
             let keys = match (&issuer.hs256_secret, &issuer.jwks_url) {
-                (Some(secret), _) => KeySource::Secret(DecodingKey::from_secret(secret.expose().as_bytes())),
+                (Some(secret), _) => {
+                    KeySource::Secret(DecodingKey::from_secret(secret.expose().as_bytes()))
+                }
                 (None, Some(url)) => KeySource::Jwks(JwksCache::new(
                     url.clone(),
                     http.clone(),
                     config.jwks_cache_ttl,
                     config.jwks_min_refetch_interval,
                 )),
-                (None, None) => anyhow::bail!("AUTH_EXTERNAL_ISSUERS: {} has no key source", issuer.issuer),
+                (None, None) => {
+                    anyhow::bail!("AUTH_EXTERNAL_ISSUERS: {} has no key source", issuer.issuer)
+                }
             };
             let algorithms = allowed_algorithms(issuer)?;
             external.insert(
@@ -184,33 +198,53 @@ impl TokenVerifier {
         let issuer = unverified_issuer(token)?;
         if issuer == self.issuer {
             if header.alg != Algorithm::EdDSA {
-                return Err(format!("algorithm {:?} not allowed for own tokens", header.alg));
+                return Err(format!(
+                    "algorithm {:?} not allowed for own tokens",
+                    header.alg
+                ));
             }
             let kid = header.kid.as_deref().ok_or("own token without kid")?;
-            let key = self.own_keys.get(kid).ok_or_else(|| format!("unknown kid {kid}"))?;
+            let key = self
+                .own_keys
+                .get(kid)
+                .ok_or_else(|| format!("unknown kid {kid}"))?;
             let mut validation = validation(Algorithm::EdDSA, &self.issuer, &self.audience);
             validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-            let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| e.to_string())?;
-            return Ok(Principal::Local { user_id: data.claims.sub });
+            let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+                .map_err(|e| e.to_string())?;
+            return Ok(Principal::Local {
+                user_id: data.claims.sub,
+            });
         }
         let external = self
             .external
             .get(&issuer)
             .ok_or_else(|| format!("untrusted issuer {issuer}"))?;
         if !external.algorithms.contains(&header.alg) {
-            return Err(format!("algorithm {:?} not allowed for {issuer}", header.alg));
+            return Err(format!(
+                "algorithm {:?} not allowed for {issuer}",
+                header.alg
+            ));
         }
         let key = match &external.keys {
             KeySource::Secret(key) => key.clone(),
             KeySource::Jwks(cache) => {
-                let kid = header.kid.as_deref().ok_or("token without kid for a JWKS issuer")?;
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or("token without kid for a JWKS issuer")?;
                 cache.key(kid).await?
             }
         };
-        let mut validation = validation(header.alg, &external.config.issuer, &external.config.audience);
+        let mut validation = validation(
+            header.alg,
+            &external.config.issuer,
+            &external.config.audience,
+        );
         validation.algorithms = external.algorithms.clone();
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<ExternalClaims>(token, &key, &validation).map_err(|e| e.to_string())?;
+        let data = jsonwebtoken::decode::<ExternalClaims>(token, &key, &validation)
+            .map_err(|e| e.to_string())?;
         if data.claims.sub.is_empty() {
             return Err("empty sub".into());
         }
@@ -327,7 +361,10 @@ impl JwksCache {
             if let Some(key) = state.keys.get(kid).filter(|_| fresh) {
                 return Ok(key.clone());
             }
-            if state.attempted_at.is_some_and(|t| t.elapsed() < self.min_refetch) {
+            if state
+                .attempted_at
+                .is_some_and(|t| t.elapsed() < self.min_refetch)
+            {
                 return state
                     .keys
                     .get(kid)
@@ -341,7 +378,11 @@ impl JwksCache {
                 let mut state = self.state.write().await;
                 state.keys = keys;
                 state.fetched_at = Some(Instant::now());
-                state.keys.get(kid).cloned().ok_or_else(|| format!("unknown kid {kid}"))
+                state
+                    .keys
+                    .get(kid)
+                    .cloned()
+                    .ok_or_else(|| format!("unknown kid {kid}"))
             }
             Err(e) => {
                 tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");

@@ -50,22 +50,29 @@ pub async fn create_local(db: &PgPool, email: &str, password_hash: &str) -> Resu
     .execute(db)
     .await?;
     if inserted.rows_affected() == 0 {
-        return Err(ApiError::Conflict("an account with this email already exists".into()));
+        return Err(ApiError::Conflict(
+            "an account with this email already exists".into(),
+        ));
     }
     Ok(id)
 }
 
 pub async fn find_local_by_email(db: &PgPool, email: &str) -> Result<Option<(UserId, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT id, password_hash FROM users WHERE email = $1 AND issuer IS NULL",
+    Ok(
+        sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1 AND issuer IS NULL")
+            .bind(email)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(email)
-    .fetch_optional(db)
-    .await?)
 }
 
 /// The local id of an external issuer's subject, created on first sight.
-pub async fn upsert_external(db: &PgPool, issuer: &str, subject: &str, email: Option<&str>) -> Result<UserId> {
+pub async fn upsert_external(
+    db: &PgPool,
+    issuer: &str,
+    subject: &str,
+    email: Option<&str>,
+) -> Result<UserId> {
     let (id,): (UserId,) = sqlx::query_as(
         "WITH inserted AS (
              INSERT INTO users (id, email, issuer, subject) VALUES ($1, $2, $3, $4)
@@ -96,17 +103,21 @@ pub async fn profile(db: &PgPool, id: UserId) -> Result<Option<UserProfile>> {
 
 /// A built-in account by email, for adding members.
 pub async fn find_by_email(db: impl sqlx::PgExecutor<'_>, email: &str) -> Result<Option<UserId>> {
-    Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND issuer IS NULL")
-        .bind(email)
-        .fetch_optional(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND issuer IS NULL")
+            .bind(email)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 pub async fn exists(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
-        .bind(id)
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+            .bind(id)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 #[cfg(test)]
@@ -115,12 +126,25 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lowercased() {
-        assert_eq!(normalize_email("  Alice@Example.COM ").unwrap(), "alice@example.com");
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
     }
 
     #[test]
     fn non_emails_are_refused() {
-        for bad in ["", "alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@b@c.com", "a@.com", "a@x..com"] {
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "a@.com",
+            "a@x..com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -74,7 +74,10 @@ impl QueueMessage {
         let records = notification.records.ok_or("no Records in message")?;
         let mut objects = Vec::new();
         for record in records {
-            let created = record.event_name.as_deref().is_some_and(|n| n.starts_with("ObjectCreated:"));
+            let created = record
+                .event_name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ObjectCreated:"));
             let Some(s3) = record.s3.filter(|_| created) else {
                 continue;
             };

@@ -18,7 +18,9 @@ pub async fn handle_batch(_state: &State, event: SqsEvent) -> SqsBatchResponse {
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         match QueueMessage::parse(record.body.as_deref().unwrap_or_default()) {
-            Ok(QueueMessage::TestEvent) => tracing::info!(message_id = %id, "S3 test event acknowledged"),
+            Ok(QueueMessage::TestEvent) => {
+                tracing::info!(message_id = %id, "S3 test event acknowledged")
+            }
             Ok(QueueMessage::ObjectsCreated(objects)) => {
                 for object in objects {
                     // No document store exists yet: nothing to ingest into.

@@ -20,7 +20,10 @@ pub const FUNCTIONS: &[Function] = &[
 pub async fn signup(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let credentials = json_body(&req, state.config.max_request_bytes)?;
-        let tokens = state.auth.signup(&state.db, credentials, &source_ip(&req)).await?;
+        let tokens = state
+            .auth
+            .signup(&state.db, credentials, &source_ip(&req))
+            .await?;
         json_private(StatusCode::CREATED, &tokens)
     })
     .await
@@ -30,7 +33,10 @@ pub async fn signup(state: &State, req: Request) -> Response<Body> {
 pub async fn login(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let credentials = json_body(&req, state.config.max_request_bytes)?;
-        let tokens = state.auth.login(&state.db, credentials, &source_ip(&req)).await?;
+        let tokens = state
+            .auth
+            .login(&state.db, credentials, &source_ip(&req))
+            .await?;
         json_private(StatusCode::OK, &tokens)
     })
     .await

@@ -31,7 +31,10 @@ pub async fn add(state: &State, req: Request) -> Response<Body> {
         let workspace_id = path_param(&req, "workspace_id")?;
         let new = json_body(&req, state.config.max_request_bytes)?;
         let access = Access::open(&state.db, caller, workspace_id).await?;
-        json(StatusCode::CREATED, &workspaces::add_member(access, new).await?)
+        json(
+            StatusCode::CREATED,
+            &workspaces::add_member(access, new).await?,
+        )
     })
     .await
 }

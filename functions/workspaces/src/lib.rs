@@ -20,8 +20,13 @@ pub async fn create(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let caller = state.caller(&req).await?;
         let new = json_body(&req, state.config.max_request_bytes)?;
-        let workspace =
-            workspaces::create(&state.db, caller, new, state.config.default_daily_token_limit).await?;
+        let workspace = workspaces::create(
+            &state.db,
+            caller,
+            new,
+            state.config.default_daily_token_limit,
+        )
+        .await?;
         json(StatusCode::CREATED, &workspace)
     })
     .await

@@ -9,13 +9,24 @@ use serde_json::{Map, Value, json};
 /// An API Gateway HTTP API payload 2.0 event for one request, as AWS builds
 /// it: lower-case headers (repeats joined by commas), cookies split out,
 /// decoded query parameters, base64 bodies for non-text content.
-pub fn http_event(parts: &Parts, body: &[u8], route_key: &str, params: &[(String, String)], peer: SocketAddr) -> Value {
+pub fn http_event(
+    parts: &Parts,
+    body: &[u8],
+    route_key: &str,
+    params: &[(String, String)],
+    peer: SocketAddr,
+) -> Value {
     let mut headers = Map::new();
     let mut cookies = Vec::new();
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         if name == hyper::header::COOKIE {
-            cookies.extend(value.split(';').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()));
+            cookies.extend(
+                value
+                    .split(';')
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty()),
+            );
             continue;
         }
         match headers.get_mut(name.as_str()) {
@@ -99,7 +110,8 @@ pub fn http_event(parts: &Parts, body: &[u8], route_key: &str, params: &[(String
         object.insert("queryStringParameters".into(), Value::Object(query));
     }
     if !params.is_empty() {
-        let params: Map<String, Value> = params.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let params: Map<String, Value> =
+            params.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         object.insert("pathParameters".into(), Value::Object(params));
     }
     if !body.is_null() {

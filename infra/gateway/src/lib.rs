@@ -56,10 +56,12 @@ impl Route {
         let segments = path
             .trim_start_matches('/')
             .split('/')
-            .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => Segment::Param(name.to_owned()),
-                None => Segment::Literal(s.to_owned()),
-            })
+            .map(
+                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Segment::Param(name.to_owned()),
+                    None => Segment::Literal(s.to_owned()),
+                },
+            )
             .collect();
         Self {
             method: method.to_owned(),
@@ -107,12 +109,19 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn from_template(functions: &[TemplateFunction], registry: &[Function]) -> anyhow::Result<Self> {
+    pub fn from_template(
+        functions: &[TemplateFunction],
+        registry: &[Function],
+    ) -> anyhow::Result<Self> {
         let mut routes = Vec::new();
         let mut queue_consumers = Vec::new();
         for function in functions {
             let Some(found) = registry.iter().find(|f| f.name == function.binary) else {
-                bail!("{}: no handler for binary {}", function.logical_id, function.binary);
+                bail!(
+                    "{}: no handler for binary {}",
+                    function.logical_id,
+                    function.binary
+                );
             };
             for event in &function.events {
                 match (event, found.handler) {
@@ -123,15 +132,29 @@ impl Gateway {
                         queue_consumers.push((function.clone(), *found));
                     }
                     (TemplateEvent::Schedule { .. }, _) => {
-                        bail!("{}: schedules are not served locally yet", function.logical_id)
+                        bail!(
+                            "{}: schedules are not served locally yet",
+                            function.logical_id
+                        )
                     }
-                    (event, _) => bail!("{}: handler kind does not fit event {event:?}", function.logical_id),
+                    (event, _) => bail!(
+                        "{}: handler kind does not fit event {event:?}",
+                        function.logical_id
+                    ),
                 }
             }
         }
         // Literal segments win over parameters, as in API Gateway.
-        routes.sort_by_key(|r| r.segments.iter().filter(|s| matches!(s, Segment::Param(_))).count());
-        Ok(Self { routes, queue_consumers })
+        routes.sort_by_key(|r| {
+            r.segments
+                .iter()
+                .filter(|s| matches!(s, Segment::Param(_)))
+                .count()
+        });
+        Ok(Self {
+            routes,
+            queue_consumers,
+        })
     }
 
     /// The route table, as printed at start.
@@ -159,7 +182,11 @@ impl Gateway {
     }
 
     /// Serves HTTP on `listener` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, state: Arc<State>, listener: TcpListener) -> anyhow::Result<()> {
+    pub async fn serve(
+        self: Arc<Self>,
+        state: Arc<State>,
+        listener: TcpListener,
+    ) -> anyhow::Result<()> {
         loop {
             let (stream, peer) = listener.accept().await.context("accepting a connection")?;
             let gateway = self.clone();
@@ -168,7 +195,9 @@ impl Gateway {
                 let service = hyper::service::service_fn(move |req| {
                     let gateway = gateway.clone();
                     let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(gateway.handle(&state, req, peer).await) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(gateway.handle(&state, req, peer).await)
+                    }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -180,7 +209,12 @@ impl Gateway {
         }
     }
 
-    async fn handle(&self, state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    async fn handle(
+        &self,
+        state: &State,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let Some((route, params)) = self.find(&method, &path) else {
@@ -189,7 +223,9 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_PAYLOAD_BYTES).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(_) => return gateway_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+            Err(_) => {
+                return gateway_message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            }
         };
         let event = events::http_event(&parts, &body, &route.route_key(), &params, peer);
         let request = match common::lambda_http::request::from_str(&event.to_string()) {
@@ -215,6 +251,8 @@ fn gateway_message(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::json!({ "message": message }).to_string())))
+        .body(Full::new(Bytes::from(
+            serde_json::json!({ "message": message }).to_string(),
+        )))
         .expect("static response is valid")
 }

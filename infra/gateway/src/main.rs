@@ -10,7 +10,9 @@ use ragway_gateway::{Gateway, registry, sqs, template};
 
 fn main() -> anyhow::Result<()> {
     common::telemetry::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run())
 }
 
@@ -23,9 +25,13 @@ async fn run() -> anyhow::Result<()> {
     let state = Arc::new(common::State::new(config)?);
 
     for (function, consumer) in &gateway.queue_consumers {
-        let Handler::Sqs(handler) = consumer.handler else { continue };
+        let Handler::Sqs(handler) = consumer.handler else {
+            continue;
+        };
         for event in &function.events {
-            let TemplateEvent::Sqs { queue, batch_size } = event else { continue };
+            let TemplateEvent::Sqs { queue, batch_size } = event else {
+                continue;
+            };
             // The only queue the template declares is the ingest queue.
             let url = match queue.as_str() {
                 "IngestQueue" => state.config.ingest_queue_url.clone(),
@@ -39,7 +45,11 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    println!("ragway gateway on http://{}\n{}", listener.local_addr()?, gateway.describe());
+    println!(
+        "ragway gateway on http://{}\n{}",
+        listener.local_addr()?,
+        gateway.describe()
+    );
     tokio::select! {
         served = gateway.serve(state, listener) => served,
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -78,10 +78,25 @@ pub async fn poll_once(
 }
 
 /// Polls forever, logging and backing off on errors.
-pub async fn run(state: std::sync::Arc<State>, queue_url: String, handler: SqsHandler, batch_size: usize) {
+pub async fn run(
+    state: std::sync::Arc<State>,
+    queue_url: String,
+    handler: SqsHandler,
+    batch_size: usize,
+) {
     loop {
-        match poll_once(&state, &queue_url, handler, batch_size, Duration::from_secs(2)).await {
-            Ok(outcome) if outcome.received > 0 => tracing::info!(?outcome, queue = %queue_url, "sqs batch"),
+        match poll_once(
+            &state,
+            &queue_url,
+            handler,
+            batch_size,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(outcome) if outcome.received > 0 => {
+                tracing::info!(?outcome, queue = %queue_url, "sqs batch")
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, queue = %queue_url, "sqs poll failed");

@@ -18,14 +18,23 @@ pub struct TemplateFunction {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateEvent {
-    Http { method: String, path: String },
+    Http {
+        method: String,
+        path: String,
+    },
     /// An SQS event source; `queue` is the logical id of the queue resource.
-    Sqs { queue: String, batch_size: usize },
-    Schedule { expression: String },
+    Sqs {
+        queue: String,
+        batch_size: usize,
+    },
+    Schedule {
+        expression: String,
+    },
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Vec<TemplateFunction>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text)
 }
 
@@ -71,13 +80,18 @@ pub fn parse(yaml: &str) -> anyhow::Result<Vec<TemplateFunction>> {
         let properties = resource.get("Properties");
         let code_uri = text(properties.and_then(|p| p.get("CodeUri"))).unwrap_or_default();
         let mut events = Vec::new();
-        if let Some(map) = properties.and_then(|p| p.get("Events")).and_then(Value::as_mapping) {
+        if let Some(map) = properties
+            .and_then(|p| p.get("Events"))
+            .and_then(Value::as_mapping)
+        {
             for (name, event) in map {
                 let props = event.get("Properties");
                 let get = |key: &str| text(props.and_then(|p| p.get(key)));
                 match event.get("Type").and_then(Value::as_str) {
                     Some("HttpApi") => events.push(TemplateEvent::Http {
-                        method: get("Method").context("HttpApi event without Method")?.to_uppercase(),
+                        method: get("Method")
+                            .context("HttpApi event without Method")?
+                            .to_uppercase(),
                         path: get("Path").context("HttpApi event without Path")?,
                     }),
                     Some("SQS") => events.push(TemplateEvent::Sqs {

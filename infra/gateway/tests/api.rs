@@ -22,12 +22,22 @@ async fn signup_login_me_and_duplicate_signup(pool: PgPool) {
     assert_eq!(me.body["id"], id.as_str());
 
     let again = api
-        .send("POST", "/auth/signup", None, Some(json!({"email": "alice@example.com", "password": "another long password"})))
+        .send(
+            "POST",
+            "/auth/signup",
+            None,
+            Some(json!({"email": "alice@example.com", "password": "another long password"})),
+        )
         .await;
     again.problem(409);
 
     let login = api
-        .send("POST", "/auth/login", None, Some(json!({"email": "ALICE@example.com", "password": "correct horse battery"})))
+        .send(
+            "POST",
+            "/auth/login",
+            None,
+            Some(json!({"email": "ALICE@example.com", "password": "correct horse battery"})),
+        )
         .await;
     assert_eq!(login.status, 200, "{}", login.body);
     assert_eq!(login.body["token_type"], "Bearer");
@@ -40,10 +50,20 @@ async fn wrong_password_and_unknown_email_get_the_same_answer(pool: PgPool) {
     let api = api(pool).await;
     api.signup("alice@example.com").await;
     let wrong = api
-        .send("POST", "/auth/login", None, Some(json!({"email": "alice@example.com", "password": "not the password"})))
+        .send(
+            "POST",
+            "/auth/login",
+            None,
+            Some(json!({"email": "alice@example.com", "password": "not the password"})),
+        )
         .await;
     let unknown = api
-        .send("POST", "/auth/login", None, Some(json!({"email": "nobody@example.com", "password": "not the password"})))
+        .send(
+            "POST",
+            "/auth/login",
+            None,
+            Some(json!({"email": "nobody@example.com", "password": "not the password"})),
+        )
         .await;
     wrong.problem(401);
     unknown.problem(401);
@@ -55,11 +75,21 @@ async fn wrong_password_and_unknown_email_get_the_same_answer(pool: PgPool) {
 async fn weak_passwords_and_bad_emails_are_refused_with_the_field(pool: PgPool) {
     let api = api(pool).await;
     let short = api
-        .send("POST", "/auth/signup", None, Some(json!({"email": "a@example.com", "password": "short"})))
+        .send(
+            "POST",
+            "/auth/signup",
+            None,
+            Some(json!({"email": "a@example.com", "password": "short"})),
+        )
         .await;
     assert_eq!(short.problem(422)["field"], "password");
     let bad_email = api
-        .send("POST", "/auth/signup", None, Some(json!({"email": "not-an-email", "password": "correct horse battery"})))
+        .send(
+            "POST",
+            "/auth/signup",
+            None,
+            Some(json!({"email": "not-an-email", "password": "correct horse battery"})),
+        )
         .await;
     assert_eq!(bad_email.problem(422)["field"], "email");
 }
@@ -69,23 +99,66 @@ async fn refresh_rotates_and_reuse_revokes_the_family(pool: PgPool) {
     let api = api(pool).await;
     let (_, first, _) = api.signup("alice@example.com").await;
 
-    let rotated = api.send("POST", "/auth/refresh", None, Some(json!({"refresh_token": first}))).await;
+    let rotated = api
+        .send(
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(json!({"refresh_token": first})),
+        )
+        .await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     let second = rotated.body["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(second, first);
-    let me = api.send("GET", "/auth/me", rotated.body["access_token"].as_str(), None).await;
+    let me = api
+        .send(
+            "GET",
+            "/auth/me",
+            rotated.body["access_token"].as_str(),
+            None,
+        )
+        .await;
     assert_eq!(me.status, 200);
 
     // Replaying the spent token is theft: the whole family dies, including `second`.
-    api.send("POST", "/auth/refresh", None, Some(json!({"refresh_token": first}))).await.problem(401);
-    api.send("POST", "/auth/refresh", None, Some(json!({"refresh_token": second}))).await.problem(401);
+    api.send(
+        "POST",
+        "/auth/refresh",
+        None,
+        Some(json!({"refresh_token": first})),
+    )
+    .await
+    .problem(401);
+    api.send(
+        "POST",
+        "/auth/refresh",
+        None,
+        Some(json!({"refresh_token": second})),
+    )
+    .await
+    .problem(401);
 
     // A fresh login starts a new, working family.
     let login = api
-        .send("POST", "/auth/login", None, Some(json!({"email": "alice@example.com", "password": "correct horse battery"})))
+        .send(
+            "POST",
+            "/auth/login",
+            None,
+            Some(json!({"email": "alice@example.com", "password": "correct horse battery"})),
+        )
         .await;
     let third = login.body["refresh_token"].as_str().unwrap().to_owned();
-    assert_eq!(api.send("POST", "/auth/refresh", None, Some(json!({"refresh_token": third}))).await.status, 200);
+    assert_eq!(
+        api.send(
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(json!({"refresh_token": third}))
+        )
+        .await
+        .status,
+        200
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -106,11 +179,35 @@ async fn concurrent_refreshes_of_one_token_have_one_winner(pool: PgPool) {
 async fn logout_revokes_the_session(pool: PgPool) {
     let api = api(pool).await;
     let (_, refresh, _) = api.signup("alice@example.com").await;
-    let out = api.send("POST", "/auth/logout", None, Some(json!({"refresh_token": refresh}))).await;
+    let out = api
+        .send(
+            "POST",
+            "/auth/logout",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
     assert_eq!(out.status, 204);
-    api.send("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await.problem(401);
+    api.send(
+        "POST",
+        "/auth/refresh",
+        None,
+        Some(json!({"refresh_token": refresh})),
+    )
+    .await
+    .problem(401);
     // Logging out twice is fine.
-    assert_eq!(api.send("POST", "/auth/logout", None, Some(json!({"refresh_token": refresh}))).await.status, 204);
+    assert_eq!(
+        api.send(
+            "POST",
+            "/auth/logout",
+            None,
+            Some(json!({"refresh_token": refresh}))
+        )
+        .await
+        .status,
+        204
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -119,15 +216,26 @@ async fn login_is_rate_limited_per_email_with_retry_after(pool: PgPool) {
     let api = gateway(state).await;
     let attempt = json!({"email": "victim@example.com", "password": "guess guess guess"});
     for _ in 0..3 {
-        api.send("POST", "/auth/login", None, Some(attempt.clone())).await.problem(401);
+        api.send("POST", "/auth/login", None, Some(attempt.clone()))
+            .await
+            .problem(401);
     }
     let limited = api.send("POST", "/auth/login", None, Some(attempt)).await;
     limited.problem(429);
-    let retry_after: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=300).contains(&retry_after), "{retry_after}");
     // Another email from the same address is not affected by that email's limit.
     let other = api
-        .send("POST", "/auth/login", None, Some(json!({"email": "other@example.com", "password": "guess guess guess"})))
+        .send(
+            "POST",
+            "/auth/login",
+            None,
+            Some(json!({"email": "other@example.com", "password": "guess guess guess"})),
+        )
         .await;
     other.problem(401);
 }
@@ -138,7 +246,12 @@ async fn signup_is_rate_limited_per_source_ip(pool: PgPool) {
     api.signup("one@example.com").await;
     api.signup("two@example.com").await;
     let third = api
-        .send("POST", "/auth/signup", None, Some(json!({"email": "three@example.com", "password": "correct horse battery"})))
+        .send(
+            "POST",
+            "/auth/signup",
+            None,
+            Some(json!({"email": "three@example.com", "password": "correct horse battery"})),
+        )
         .await;
     third.problem(429);
     assert!(third.headers.contains_key("retry-after"));
@@ -152,7 +265,9 @@ async fn workspace_lifecycle_members_and_isolation(pool: PgPool) {
     let (carol, _, carol_id) = api.signup("carol@example.com").await;
 
     let ws = api.create_workspace(&alice, "Research").await;
-    let got = api.send("GET", &format!("/workspaces/{ws}"), Some(&alice), None).await;
+    let got = api
+        .send("GET", &format!("/workspaces/{ws}"), Some(&alice), None)
+        .await;
     assert_eq!(got.body["name"], "Research");
     assert_eq!(got.body["role"], "owner");
     assert_eq!(got.body["daily_token_limit"], 100_000);
@@ -160,10 +275,18 @@ async fn workspace_lifecycle_members_and_isolation(pool: PgPool) {
     // Bob is not a member: everything under the workspace is 404, as for a random id.
     let probes = [
         ("GET", format!("/workspaces/{ws}"), None),
-        ("PATCH", format!("/workspaces/{ws}"), Some(json!({"name": "mine"}))),
+        (
+            "PATCH",
+            format!("/workspaces/{ws}"),
+            Some(json!({"name": "mine"})),
+        ),
         ("DELETE", format!("/workspaces/{ws}"), None),
         ("GET", format!("/workspaces/{ws}/members"), None),
-        ("POST", format!("/workspaces/{ws}/members"), Some(json!({"email": "bob@example.com"}))),
+        (
+            "POST",
+            format!("/workspaces/{ws}/members"),
+            Some(json!({"email": "bob@example.com"})),
+        ),
         ("DELETE", format!("/workspaces/{ws}/members/{bob_id}"), None),
     ];
     for (method, path, body) in &probes {
@@ -172,62 +295,176 @@ async fn workspace_lifecycle_members_and_isolation(pool: PgPool) {
         let random = path.replace(&ws, &uuid::Uuid::new_v4().to_string());
         let reply_random = api.send(method, &random, Some(&bob), body.clone()).await;
         reply_random.problem(404);
-        assert_eq!(reply.body["detail"], reply_random.body["detail"], "{method} {path} leaks existence");
+        assert_eq!(
+            reply.body["detail"], reply_random.body["detail"],
+            "{method} {path} leaks existence"
+        );
     }
     let bobs = api.send("GET", "/workspaces", Some(&bob), None).await;
     assert_eq!(bobs.body["items"], json!([]));
 
     // Alice adds Bob as a member and Carol as an admin.
     let added = api
-        .send("POST", &format!("/workspaces/{ws}/members"), Some(&alice), Some(json!({"email": "BOB@example.com"})))
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/members"),
+            Some(&alice),
+            Some(json!({"email": "BOB@example.com"})),
+        )
         .await;
     assert_eq!(added.status, 201, "{}", added.body);
     assert_eq!(added.body["role"], "member");
-    api.send("POST", &format!("/workspaces/{ws}/members"), Some(&alice), Some(json!({"email": "bob@example.com"})))
-        .await
-        .problem(409);
+    api.send(
+        "POST",
+        &format!("/workspaces/{ws}/members"),
+        Some(&alice),
+        Some(json!({"email": "bob@example.com"})),
+    )
+    .await
+    .problem(409);
     let admin = api
-        .send("POST", &format!("/workspaces/{ws}/members"), Some(&alice), Some(json!({"user_id": carol_id, "role": "admin"})))
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/members"),
+            Some(&alice),
+            Some(json!({"user_id": carol_id, "role": "admin"})),
+        )
         .await;
     assert_eq!(admin.status, 201, "{}", admin.body);
-    api.send("POST", &format!("/workspaces/{ws}/members"), Some(&alice), Some(json!({"email": "nobody@example.com"})))
-        .await
-        .problem(404);
-    api.send("POST", &format!("/workspaces/{ws}/members"), Some(&alice), Some(json!({"user_id": bob_id, "role": "owner"})))
-        .await
-        .problem(422);
+    api.send(
+        "POST",
+        &format!("/workspaces/{ws}/members"),
+        Some(&alice),
+        Some(json!({"email": "nobody@example.com"})),
+    )
+    .await
+    .problem(404);
+    api.send(
+        "POST",
+        &format!("/workspaces/{ws}/members"),
+        Some(&alice),
+        Some(json!({"user_id": bob_id, "role": "owner"})),
+    )
+    .await
+    .problem(422);
 
     // Bob now sees it, as a member.
     let bobs = api.send("GET", "/workspaces", Some(&bob), None).await;
     assert_eq!(bobs.body["items"][0]["id"], ws.as_str());
     assert_eq!(bobs.body["items"][0]["role"], "member");
-    let members = api.send("GET", &format!("/workspaces/{ws}/members"), Some(&bob), None).await;
+    let members = api
+        .send(
+            "GET",
+            &format!("/workspaces/{ws}/members"),
+            Some(&bob),
+            None,
+        )
+        .await;
     assert_eq!(members.body["items"].as_array().unwrap().len(), 3);
 
     // Members cannot manage; admins rename but cannot change the budget or delete.
-    api.send("PATCH", &format!("/workspaces/{ws}"), Some(&bob), Some(json!({"name": "x"}))).await.problem(403);
-    api.send("POST", &format!("/workspaces/{ws}/members"), Some(&bob), Some(json!({"email": "carol@example.com"})))
+    api.send(
+        "PATCH",
+        &format!("/workspaces/{ws}"),
+        Some(&bob),
+        Some(json!({"name": "x"})),
+    )
+    .await
+    .problem(403);
+    api.send(
+        "POST",
+        &format!("/workspaces/{ws}/members"),
+        Some(&bob),
+        Some(json!({"email": "carol@example.com"})),
+    )
+    .await
+    .problem(403);
+    let renamed = api
+        .send(
+            "PATCH",
+            &format!("/workspaces/{ws}"),
+            Some(&carol),
+            Some(json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(renamed.body["name"], "Renamed");
+    api.send(
+        "PATCH",
+        &format!("/workspaces/{ws}"),
+        Some(&carol),
+        Some(json!({"daily_token_limit": 5})),
+    )
+    .await
+    .problem(403);
+    api.send("DELETE", &format!("/workspaces/{ws}"), Some(&carol), None)
         .await
         .problem(403);
-    let renamed = api.send("PATCH", &format!("/workspaces/{ws}"), Some(&carol), Some(json!({"name": "Renamed"}))).await;
-    assert_eq!(renamed.body["name"], "Renamed");
-    api.send("PATCH", &format!("/workspaces/{ws}"), Some(&carol), Some(json!({"daily_token_limit": 5}))).await.problem(403);
-    api.send("DELETE", &format!("/workspaces/{ws}"), Some(&carol), None).await.problem(403);
-    let limited = api.send("PATCH", &format!("/workspaces/{ws}"), Some(&alice), Some(json!({"daily_token_limit": 5000}))).await;
+    let limited = api
+        .send(
+            "PATCH",
+            &format!("/workspaces/{ws}"),
+            Some(&alice),
+            Some(json!({"daily_token_limit": 5000})),
+        )
+        .await;
     assert_eq!(limited.body["daily_token_limit"], 5000);
 
     // Admin removes a plain member; nobody removes the owner.
-    let alice_id = api.send("GET", "/auth/me", Some(&alice), None).await.body["id"].as_str().unwrap().to_owned();
-    api.send("DELETE", &format!("/workspaces/{ws}/members/{alice_id}"), Some(&carol), None).await.problem(409);
-    assert_eq!(api.send("DELETE", &format!("/workspaces/{ws}/members/{bob_id}"), Some(&carol), None).await.status, 204);
-    api.send("GET", &format!("/workspaces/{ws}"), Some(&bob), None).await.problem(404);
+    let alice_id = api.send("GET", "/auth/me", Some(&alice), None).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.send(
+        "DELETE",
+        &format!("/workspaces/{ws}/members/{alice_id}"),
+        Some(&carol),
+        None,
+    )
+    .await
+    .problem(409);
+    assert_eq!(
+        api.send(
+            "DELETE",
+            &format!("/workspaces/{ws}/members/{bob_id}"),
+            Some(&carol),
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    api.send("GET", &format!("/workspaces/{ws}"), Some(&bob), None)
+        .await
+        .problem(404);
     // Carol leaves on her own.
-    assert_eq!(api.send("DELETE", &format!("/workspaces/{ws}/members/{carol_id}"), Some(&carol), None).await.status, 204);
+    assert_eq!(
+        api.send(
+            "DELETE",
+            &format!("/workspaces/{ws}/members/{carol_id}"),
+            Some(&carol),
+            None
+        )
+        .await
+        .status,
+        204
+    );
 
     // Only the owner deletes; then it is gone for everyone.
-    assert_eq!(api.send("DELETE", &format!("/workspaces/{ws}"), Some(&alice), None).await.status, 204);
-    api.send("GET", &format!("/workspaces/{ws}"), Some(&alice), None).await.problem(404);
-    assert_eq!(api.send("GET", "/workspaces", Some(&alice), None).await.body["items"], json!([]));
+    assert_eq!(
+        api.send("DELETE", &format!("/workspaces/{ws}"), Some(&alice), None)
+            .await
+            .status,
+        204
+    );
+    api.send("GET", &format!("/workspaces/{ws}"), Some(&alice), None)
+        .await
+        .problem(404);
+    assert_eq!(
+        api.send("GET", "/workspaces", Some(&alice), None)
+            .await
+            .body["items"],
+        json!([])
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -241,26 +478,41 @@ async fn row_level_security_hides_other_workspaces_even_without_filters(pool: Pg
     // A transaction scoped to workspace A, as Alice, selecting with no WHERE at all.
     let alice_uuid: uuid::Uuid = alice_id.parse().unwrap();
     let ws_a_uuid: uuid::Uuid = ws_a.parse().unwrap();
-    let mut tx = common::db::tenant_tx(&pool, Some(alice_uuid.into()), Some(ws_a_uuid.into())).await.unwrap();
-    let workspaces: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM workspaces").fetch_all(&mut *tx).await.unwrap();
-    let members: Vec<uuid::Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM workspace_members").fetch_all(&mut *tx).await.unwrap();
+    let mut tx = common::db::tenant_tx(&pool, Some(alice_uuid.into()), Some(ws_a_uuid.into()))
+        .await
+        .unwrap();
+    let workspaces: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM workspaces")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let members: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT user_id FROM workspace_members")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(workspaces, vec![ws_a_uuid]);
     assert_eq!(members, vec![alice_uuid]);
     // Writes into another workspace are refused by the policy.
     let bob_uuid: uuid::Uuid = bob_id.parse().unwrap();
     let ws_b_uuid: uuid::Uuid = ws_b.parse().unwrap();
-    let sneaky = sqlx::query("INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, 'member')")
-        .bind(ws_b_uuid)
-        .bind(bob_uuid)
-        .execute(&mut *tx)
-        .await;
-    assert!(sneaky.is_err(), "RLS let a write into another workspace through");
+    let sneaky = sqlx::query(
+        "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, 'member')",
+    )
+    .bind(ws_b_uuid)
+    .bind(bob_uuid)
+    .execute(&mut *tx)
+    .await;
+    assert!(
+        sneaky.is_err(),
+        "RLS let a write into another workspace through"
+    );
     drop(tx);
 
     // Without any context nothing is visible.
     let mut tx = common::db::tenant_tx(&pool, None, None).await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM workspaces").fetch_one(&mut *tx).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM workspaces")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(count, 0);
 }
 
@@ -269,7 +521,12 @@ async fn jwks_serves_current_and_previous_keys(pool: PgPool) {
     let api = api(pool).await;
     let jwks = api.send("GET", "/.well-known/jwks.json", None, None).await;
     assert_eq!(jwks.status, 200);
-    let kids: Vec<&str> = jwks.body["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
     assert_eq!(kids, vec![support::KID, support::PREVIOUS_KID]);
     for key in jwks.body["keys"].as_array().unwrap() {
         assert_eq!(key["kty"], "OKP");
@@ -282,7 +539,11 @@ async fn jwks_serves_current_and_previous_keys(pool: PgPool) {
 async fn health_reports_components(pool: PgPool) {
     let api = api(pool).await;
     let health = api.send("GET", "/health", None, None).await;
-    assert_eq!(health.body["components"]["database"]["status"], "up", "{}", health.body);
+    assert_eq!(
+        health.body["components"]["database"]["status"], "up",
+        "{}",
+        health.body
+    );
     // S3 and SQS are the test stack's emulator.
     assert_eq!(health.status, 200, "{}", health.body);
     assert_eq!(health.body["status"], "healthy");

@@ -15,7 +15,9 @@ fn bin_files() -> BTreeSet<(String, String)> {
     let mut bins = BTreeSet::new();
     for package in std::fs::read_dir(repo_root().join("functions")).unwrap() {
         let package = package.unwrap().path();
-        let Ok(entries) = std::fs::read_dir(package.join("src/bin")) else { continue };
+        let Ok(entries) = std::fs::read_dir(package.join("src/bin")) else {
+            continue;
+        };
         for entry in entries {
             let path = entry.unwrap().path();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -35,13 +37,26 @@ fn template_binaries_and_handlers_agree() {
     let bins = bin_files();
     let bin_names: BTreeSet<String> = bins.iter().map(|(_, b)| b.clone()).collect();
 
-    assert_eq!(template_binaries, handler_names, "template.yaml functions vs registered handlers");
-    assert_eq!(bin_names, handler_names, "src/bin files vs registered handlers");
-    assert_eq!(functions.len(), template_binaries.len(), "a binary is named by two functions");
+    assert_eq!(
+        template_binaries, handler_names,
+        "template.yaml functions vs registered handlers"
+    );
+    assert_eq!(
+        bin_names, handler_names,
+        "src/bin files vs registered handlers"
+    );
+    assert_eq!(
+        functions.len(),
+        template_binaries.len(),
+        "a binary is named by two functions"
+    );
 
     for function in &functions {
         // CodeUri names the package whose src/bin holds the binary.
-        let package = function.code_uri.trim_start_matches("functions/").trim_end_matches('/');
+        let package = function
+            .code_uri
+            .trim_start_matches("functions/")
+            .trim_end_matches('/');
         assert!(
             bins.contains(&(package.to_owned(), function.binary.clone())),
             "{}: CodeUri {} has no bin {}",
@@ -57,8 +72,16 @@ fn template_binaries_and_handlers_agree() {
         let handler = registry.iter().find(|f| f.name == function.binary).unwrap();
         for event in &function.events {
             match event {
-                TemplateEvent::Http { .. } => assert!(matches!(handler.handler, Handler::Http(_)), "{}", function.binary),
-                TemplateEvent::Sqs { .. } => assert!(matches!(handler.handler, Handler::Sqs(_)), "{}", function.binary),
+                TemplateEvent::Http { .. } => assert!(
+                    matches!(handler.handler, Handler::Http(_)),
+                    "{}",
+                    function.binary
+                ),
+                TemplateEvent::Sqs { .. } => assert!(
+                    matches!(handler.handler, Handler::Sqs(_)),
+                    "{}",
+                    function.binary
+                ),
                 TemplateEvent::Schedule { .. } => {}
             }
         }
@@ -73,20 +96,34 @@ fn gateway_serves_every_template_route_and_fixtures_match_them() {
         .iter()
         .flat_map(|f| {
             f.events.iter().filter_map(|e| match e {
-                TemplateEvent::Http { method, path } => Some((f.binary.clone(), format!("{method} {path}"))),
+                TemplateEvent::Http { method, path } => {
+                    Some((f.binary.clone(), format!("{method} {path}")))
+                }
                 _ => None,
             })
         })
         .collect();
     assert_eq!(gateway.routes.len(), http_events.len());
-    assert!(http_events.len() >= 15, "the foundation routes are all declared");
+    assert!(
+        http_events.len() >= 15,
+        "the foundation routes are all declared"
+    );
     let table = gateway.describe();
     for (binary, route_key) in &http_events {
-        assert!(table.contains(binary.as_str()), "route table lacks {binary}");
+        assert!(
+            table.contains(binary.as_str()),
+            "route table lacks {binary}"
+        );
         let fixture = repo_root().join(format!("events/{binary}.json"));
-        let text = std::fs::read_to_string(&fixture).unwrap_or_else(|_| panic!("missing {}", fixture.display()));
+        let text = std::fs::read_to_string(&fixture)
+            .unwrap_or_else(|_| panic!("missing {}", fixture.display()));
         let event: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(event["routeKey"], route_key.as_str(), "{}", fixture.display());
+        assert_eq!(
+            event["routeKey"],
+            route_key.as_str(),
+            "{}",
+            fixture.display()
+        );
         assert_eq!(event["version"], "2.0");
     }
 }
@@ -110,6 +147,9 @@ Resources:
     let functions = template::parse(yaml).unwrap();
     assert_eq!(
         functions[0].events,
-        vec![TemplateEvent::Sqs { queue: "Queue".into(), batch_size: 7 }]
+        vec![TemplateEvent::Sqs {
+            queue: "Queue".into(),
+            batch_size: 7
+        }]
     );
 }

@@ -20,9 +20,12 @@ async fn invoke(state: &common::State, binary: &str, replace: &[(&str, &str)]) -
     for (from, to) in replace {
         text = text.replace(from, to);
     }
-    let request = common::lambda_http::request::from_str(&text).expect("fixture parses as an API Gateway request");
+    let request = common::lambda_http::request::from_str(&text)
+        .expect("fixture parses as an API Gateway request");
     let function = registry().into_iter().find(|f| f.name == binary).unwrap();
-    let Handler::Http(handler) = function.handler else { panic!("{binary} is not HTTP") };
+    let Handler::Http(handler) = function.handler else {
+        panic!("{binary} is not HTTP")
+    };
     let response = handler(state, request).await;
     let status = response.status().as_u16();
     let body = match response.body() {
@@ -30,7 +33,11 @@ async fn invoke(state: &common::State, binary: &str, replace: &[(&str, &str)]) -
         body => serde_json::from_slice(body.as_ref()).unwrap(),
     };
     if status >= 400 {
-        assert_eq!(response.headers()["content-type"], "application/problem+json", "{binary}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{binary}"
+        );
     }
     (status, body)
 }
@@ -44,25 +51,51 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (status, login) = invoke(&state, "auth-login", &[]).await;
     assert_eq!(status, 200, "{login}");
-    let auth = [("REPLACE_WITH_ACCESS_TOKEN", access.as_str()), ("REPLACE_WITH_REFRESH_TOKEN", refresh.as_str())];
+    let auth = [
+        ("REPLACE_WITH_ACCESS_TOKEN", access.as_str()),
+        ("REPLACE_WITH_REFRESH_TOKEN", refresh.as_str()),
+    ];
 
     let (status, me) = invoke(&state, "auth-me", &auth).await;
-    assert_eq!((status, me["email"].as_str()), (200, Some("alice@example.com")));
+    assert_eq!(
+        (status, me["email"].as_str()),
+        (200, Some("alice@example.com"))
+    );
     assert_eq!(invoke(&state, "auth-jwks", &[]).await.0, 200);
 
     // The fixtures name a workspace that does not exist: 404 problems, never 5xx.
     let (status, created) = invoke(&state, "workspaces-create", &auth).await;
     assert_eq!((status, created["name"].as_str()), (201, Some("Research")));
-    assert_eq!(invoke(&state, "workspaces-list", &auth).await.1["items"].as_array().unwrap().len(), 1);
-    for binary in ["workspaces-get", "workspaces-update", "workspaces-delete", "members-list", "members-add", "members-remove"] {
+    assert_eq!(
+        invoke(&state, "workspaces-list", &auth).await.1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    for binary in [
+        "workspaces-get",
+        "workspaces-update",
+        "workspaces-delete",
+        "members-list",
+        "members-add",
+        "members-remove",
+    ] {
         let (status, body) = invoke(&state, binary, &auth).await;
         assert_eq!(status, 404, "{binary}: {body}");
     }
     // The same fixtures pointed at the real workspace succeed.
     let ws = created["id"].as_str().unwrap();
-    let real = [auth[0], auth[1], ("0b4d3c2a-1111-4e5f-8a9b-0c1d2e3f4a5b", ws)];
+    let real = [
+        auth[0],
+        auth[1],
+        ("0b4d3c2a-1111-4e5f-8a9b-0c1d2e3f4a5b", ws),
+    ];
     assert_eq!(invoke(&state, "workspaces-get", &real).await.0, 200);
-    assert_eq!(invoke(&state, "workspaces-update", &real).await.1["name"], "Research (renamed)");
+    assert_eq!(
+        invoke(&state, "workspaces-update", &real).await.1["name"],
+        "Research (renamed)"
+    );
     assert_eq!(invoke(&state, "members-list", &real).await.0, 200);
 
     let (status, rotated) = invoke(&state, "auth-refresh", &auth).await;
@@ -77,8 +110,13 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn sqs_fixtures_are_acknowledged(pool: PgPool) {
     let state = state(pool, config(&[]));
-    let function = registry().into_iter().find(|f| f.name == "ingest-worker").unwrap();
-    let Handler::Sqs(handler) = function.handler else { panic!() };
+    let function = registry()
+        .into_iter()
+        .find(|f| f.name == "ingest-worker")
+        .unwrap();
+    let Handler::Sqs(handler) = function.handler else {
+        panic!()
+    };
     for fixture in ["ingest-worker", "s3-test-event"] {
         let event = serde_json::from_str(&fixture_text(fixture)).unwrap();
         let response = handler(&state, event).await;
@@ -91,6 +129,10 @@ async fn sqs_fixtures_are_acknowledged(pool: PgPool) {
     poison["body"] = "this is not json".into();
     event["Records"].as_array_mut().unwrap().push(poison);
     let response = handler(&state, serde_json::from_value(event).unwrap()).await;
-    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
     assert_eq!(failed, vec!["poison-1".to_owned()]);
 }

@@ -20,7 +20,12 @@ async fn uploads_flow_to_the_worker_and_poison_goes_to_the_dlq(pool: PgPool) {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
 
     // A bucket and queues of this test's own, wired like the stack's.
-    let dlq = sqs_client.create_queue().queue_name(format!("t-dlq-{suffix}")).send().await.unwrap();
+    let dlq = sqs_client
+        .create_queue()
+        .queue_name(format!("t-dlq-{suffix}"))
+        .send()
+        .await
+        .unwrap();
     let dlq_url = dlq.queue_url().unwrap().to_owned();
     let dlq_arn = sqs_client
         .get_queue_attributes()
@@ -35,7 +40,10 @@ async fn uploads_flow_to_the_worker_and_poison_goes_to_the_dlq(pool: PgPool) {
     let queue = sqs_client
         .create_queue()
         .queue_name(format!("t-ingest-{suffix}"))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "0")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "0",
+        )
         .attributes(
             aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
             serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
@@ -64,16 +72,29 @@ async fn uploads_flow_to_the_worker_and_poison_goes_to_the_dlq(pool: PgPool) {
         .await
         .unwrap();
 
-    let worker = registry().into_iter().find(|f| f.name == "ingest-worker").unwrap();
-    let Handler::Sqs(handler) = worker.handler else { panic!() };
+    let worker = registry()
+        .into_iter()
+        .find(|f| f.name == "ingest-worker")
+        .unwrap();
+    let Handler::Sqs(handler) = worker.handler else {
+        panic!()
+    };
     let wait = Duration::from_secs(1);
 
     // The notification's test event, then an upload: both consumed and deleted.
     let key = "workspaces/0b4d3c2a-1111-4e5f-8a9b-0c1d2e3f4a5b/documents/5a6b7c8d-3333-4e4f-8a0b-1c2d3e4f5a6b/a report.txt";
-    s3.put_object().bucket(&bucket).key(key).body(ByteStream::from_static(b"hello")).send().await.unwrap();
+    s3.put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .unwrap();
     let mut consumed = 0;
     for _ in 0..10 {
-        let outcome = sqs::poll_once(&state, &queue_url, handler, 10, wait).await.unwrap();
+        let outcome = sqs::poll_once(&state, &queue_url, handler, 10, wait)
+            .await
+            .unwrap();
         assert_eq!(outcome.failed, 0);
         assert_eq!(outcome.deleted, outcome.received);
         consumed += outcome.received;
@@ -84,10 +105,18 @@ async fn uploads_flow_to_the_worker_and_poison_goes_to_the_dlq(pool: PgPool) {
     assert_eq!(consumed, 2, "test event + object created");
 
     // A poison message is reported failed, not deleted, and is redriven to the DLQ.
-    sqs_client.send_message().queue_url(&queue_url).message_body("garbage").send().await.unwrap();
+    sqs_client
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body("garbage")
+        .send()
+        .await
+        .unwrap();
     let mut failures = 0;
     for _ in 0..10 {
-        let outcome = sqs::poll_once(&state, &queue_url, handler, 10, wait).await.unwrap();
+        let outcome = sqs::poll_once(&state, &queue_url, handler, 10, wait)
+            .await
+            .unwrap();
         failures += outcome.failed;
         assert_eq!(outcome.deleted, 0);
         if outcome.received == 0 && failures >= 2 {

@@ -47,7 +47,10 @@ async fn jwks_server() -> (String, Arc<AtomicUsize>) {
     jwk.common.key_id = Some("rsa-1".into());
     let body = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     tokio::spawn(async move {
@@ -75,13 +78,19 @@ async fn setup(pool: PgPool) -> (Arc<common::State>, Arc<AtomicUsize>) {
     ]);
     let state = state(
         pool,
-        config(&[("AUTH_EXTERNAL_ISSUERS", &issuers.to_string()), ("JWKS_MIN_REFETCH_SECONDS", "60")]),
+        config(&[
+            ("AUTH_EXTERNAL_ISSUERS", &issuers.to_string()),
+            ("JWKS_MIN_REFETCH_SECONDS", "1"),
+        ]),
     );
     (state, hits)
 }
 
 async fn caller(state: &common::State, token: &str) -> Result<Caller, ApiError> {
-    state.auth.caller(&state.db, Some(&format!("Bearer {token}"))).await
+    state
+        .auth
+        .caller(&state.db, Some(&format!("Bearer {token}")))
+        .await
 }
 
 async fn assert_rejected(state: &common::State, token: &str, why: &str) {
@@ -96,14 +105,30 @@ async fn own_tokens_verify_with_current_and_previous_keys(pool: PgPool) {
     let (state, _) = setup(pool).await;
     let user = uuid::Uuid::new_v4().to_string();
     let token = sign(Algorithm::EdDSA, Some(KID), &own_key(), own_claims(&user));
-    assert_eq!(caller(&state, &token).await.unwrap().user_id.to_string(), user);
+    assert_eq!(
+        caller(&state, &token).await.unwrap().user_id.to_string(),
+        user
+    );
 
-    let previous = EncodingKey::from_ed_pem(fixture("test-ed25519-previous.pem").as_bytes()).unwrap();
-    let rotated = sign(Algorithm::EdDSA, Some(PREVIOUS_KID), &previous, own_claims(&user));
-    assert_eq!(caller(&state, &rotated).await.unwrap().user_id.to_string(), user);
+    let previous =
+        EncodingKey::from_ed_pem(fixture("test-ed25519-previous.pem").as_bytes()).unwrap();
+    let rotated = sign(
+        Algorithm::EdDSA,
+        Some(PREVIOUS_KID),
+        &previous,
+        own_claims(&user),
+    );
+    assert_eq!(
+        caller(&state, &rotated).await.unwrap().user_id.to_string(),
+        user
+    );
 
     // Tokens we issue ourselves round-trip.
-    let issued = state.auth.signer().issue(common::ids::UserId::new(), Some("a@b.co")).unwrap();
+    let issued = state
+        .auth
+        .signer()
+        .issue(common::ids::UserId::new(), Some("a@b.co"))
+        .unwrap();
     assert!(caller(&state, &issued).await.is_ok());
 }
 
@@ -119,42 +144,97 @@ async fn malformed_and_forged_own_tokens_are_rejected(pool: PgPool) {
     for garbage in ["", "abc", "a.b.c", "....", "Bearer", &"x".repeat(5000)] {
         assert_rejected(&state, garbage, "garbage").await;
     }
-    let none = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(own_claims(&user)));
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(own_claims(&user))
+    );
     assert_rejected(&state, &none, "alg none").await;
 
     // HS/RS confusion: HMAC "signed" with our public key as the secret.
     let public_x = state.auth.signer().jwks().keys[0].clone();
     let public_bytes = serde_json::to_vec(&public_x).unwrap();
-    let confused = sign(Algorithm::HS256, Some(KID), &EncodingKey::from_secret(&public_bytes), own_claims(&user));
+    let confused = sign(
+        Algorithm::HS256,
+        Some(KID),
+        &EncodingKey::from_secret(&public_bytes),
+        own_claims(&user),
+    );
     assert_rejected(&state, &confused, "HS256 with public key as secret").await;
 
     let mut claims = own_claims(&user);
     claims["iss"] = json!("https://evil.example");
-    assert_rejected(&state, &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims), "wrong iss").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims),
+        "wrong iss",
+    )
+    .await;
 
     let mut claims = own_claims(&user);
     claims["aud"] = json!("someone-else");
-    assert_rejected(&state, &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims), "wrong aud").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims),
+        "wrong aud",
+    )
+    .await;
 
     let mut claims = own_claims(&user);
     claims["exp"] = json!(now() - 3600);
-    assert_rejected(&state, &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims), "expired").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims),
+        "expired",
+    )
+    .await;
 
     let mut claims = own_claims(&user);
     claims["nbf"] = json!(now() + 3600);
     claims["exp"] = json!(now() + 7200);
-    assert_rejected(&state, &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims), "not yet valid").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims),
+        "not yet valid",
+    )
+    .await;
 
     let mut claims = own_claims(&user);
     claims.as_object_mut().unwrap().remove("exp");
-    assert_rejected(&state, &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims), "no exp").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::EdDSA, Some(KID), &own_key(), claims),
+        "no exp",
+    )
+    .await;
 
-    assert_rejected(&state, &sign(Algorithm::EdDSA, Some("unknown"), &own_key(), own_claims(&user)), "unknown kid").await;
-    assert_rejected(&state, &sign(Algorithm::EdDSA, None, &own_key(), own_claims(&user)), "no kid").await;
+    assert_rejected(
+        &state,
+        &sign(
+            Algorithm::EdDSA,
+            Some("unknown"),
+            &own_key(),
+            own_claims(&user),
+        ),
+        "unknown kid",
+    )
+    .await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::EdDSA, None, &own_key(), own_claims(&user)),
+        "no kid",
+    )
+    .await;
 
     // Right kid, wrong key: a forgery.
-    let stranger = EncodingKey::from_ed_pem(fixture("test-ed25519-previous.pem").as_bytes()).unwrap();
-    assert_rejected(&state, &sign(Algorithm::EdDSA, Some(KID), &stranger, own_claims(&user)), "wrong key").await;
+    let stranger =
+        EncodingKey::from_ed_pem(fixture("test-ed25519-previous.pem").as_bytes()).unwrap();
+    assert_rejected(
+        &state,
+        &sign(Algorithm::EdDSA, Some(KID), &stranger, own_claims(&user)),
+        "wrong key",
+    )
+    .await;
 
     // Tampered payload with the original signature.
     let good = sign(Algorithm::EdDSA, Some(KID), &own_key(), own_claims(&user));
@@ -170,20 +250,45 @@ async fn hs256_external_issuer_is_accepted_and_mapped_to_one_user(pool: PgPool) 
     let (state, _) = setup(pool).await;
     let secret = EncodingKey::from_secret(SUPABASE_SECRET.as_bytes());
     let claims = json!({"sub": "supabase-user-1", "iss": SUPABASE, "aud": "authenticated", "exp": now() + 600, "email": "Sup@Example.com"});
-    let first = caller(&state, &sign(Algorithm::HS256, None, &secret, claims.clone())).await.unwrap();
-    let second = caller(&state, &sign(Algorithm::HS256, None, &secret, claims.clone())).await.unwrap();
+    let first = caller(
+        &state,
+        &sign(Algorithm::HS256, None, &secret, claims.clone()),
+    )
+    .await
+    .unwrap();
+    let second = caller(
+        &state,
+        &sign(Algorithm::HS256, None, &secret, claims.clone()),
+    )
+    .await
+    .unwrap();
     assert_eq!(first, second);
     let profile = state.auth.profile(&state.db, first).await.unwrap();
     assert_eq!(profile.issuer.as_deref(), Some(SUPABASE));
     assert_eq!(profile.email.as_deref(), Some("sup@example.com"));
 
     let wrong = EncodingKey::from_secret(b"not-the-secret-not-the-secret-not-the-secret");
-    assert_rejected(&state, &sign(Algorithm::HS256, None, &wrong, claims.clone()), "wrong secret").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::HS256, None, &wrong, claims.clone()),
+        "wrong secret",
+    )
+    .await;
     let mut bad_aud = claims.clone();
     bad_aud["aud"] = json!("anon");
-    assert_rejected(&state, &sign(Algorithm::HS256, None, &secret, bad_aud), "wrong aud").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::HS256, None, &secret, bad_aud),
+        "wrong aud",
+    )
+    .await;
     // HS384 is not in this issuer's allow-list.
-    assert_rejected(&state, &sign(Algorithm::HS384, None, &secret, claims), "alg not allowed").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::HS384, None, &secret, claims),
+        "alg not allowed",
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -196,23 +301,65 @@ async fn jwks_issuer_is_cached_and_refetch_is_rate_limited(pool: PgPool) {
     assert_eq!(a, b);
     assert_eq!(hits.load(Ordering::SeqCst), 1, "JWKS is cached");
 
-    // Unknown kids: at most one refetch per interval, however many arrive.
+    // Unknown kids: at most one refetch per interval (1 s here), however many arrive.
+    assert_rejected(
+        &state,
+        &sign(
+            Algorithm::RS256,
+            Some("rotated-0"),
+            &rsa_key(),
+            claims.clone(),
+        ),
+        "unknown kid",
+    )
+    .await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "no refetch right after a fetch"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for kid in ["rotated-1", "rotated-2", "rotated-3"] {
-        assert_rejected(&state, &sign(Algorithm::RS256, Some(kid), &rsa_key(), claims.clone()), "unknown kid").await;
+        assert_rejected(
+            &state,
+            &sign(Algorithm::RS256, Some(kid), &rsa_key(), claims.clone()),
+            "unknown kid",
+        )
+        .await;
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 2, "one refetch for unknown kids");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "one refetch for unknown kids"
+    );
 
     // HS/RS confusion against the JWKS issuer: HMAC keyed with the RSA public key.
-    let public = serde_json::to_vec(&Jwk::from_encoding_key(&rsa_key(), Algorithm::RS256).unwrap()).unwrap();
-    let confused = sign(Algorithm::HS256, Some("rsa-1"), &EncodingKey::from_secret(&public), claims.clone());
+    let public =
+        serde_json::to_vec(&Jwk::from_encoding_key(&rsa_key(), Algorithm::RS256).unwrap()).unwrap();
+    let confused = sign(
+        Algorithm::HS256,
+        Some("rsa-1"),
+        &EncodingKey::from_secret(&public),
+        claims.clone(),
+    );
     assert_rejected(&state, &confused, "HS256 against an RS256 issuer").await;
 
     let mut expired = claims.clone();
     expired["exp"] = json!(now() - 3600);
-    assert_rejected(&state, &sign(Algorithm::RS256, Some("rsa-1"), &rsa_key(), expired), "expired").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::RS256, Some("rsa-1"), &rsa_key(), expired),
+        "expired",
+    )
+    .await;
     let mut untrusted = claims;
     untrusted["iss"] = json!("https://idp.evil.test/");
-    assert_rejected(&state, &sign(Algorithm::RS256, Some("rsa-1"), &rsa_key(), untrusted), "untrusted iss").await;
+    assert_rejected(
+        &state,
+        &sign(Algorithm::RS256, Some("rsa-1"), &rsa_key(), untrusted),
+        "untrusted iss",
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -226,7 +373,10 @@ async fn rejected_tokens_are_401_problems_over_http(pool: PgPool) {
         let reply = api.send("GET", "/auth/me", token, None).await;
         reply.problem(401);
         assert_eq!(reply.headers["www-authenticate"], "Bearer");
-        assert!(reply.body["instance"].is_string(), "problem carries the request id");
+        assert!(
+            reply.body["instance"].is_string(),
+            "problem carries the request id"
+        );
     }
     // External users reach their own (empty) workspace list.
     let secret = EncodingKey::from_secret(SUPABASE_SECRET.as_bytes());

@@ -2,12 +2,21 @@
 //! Run once per deploy (and by the local stack script).
 
 fn main() -> anyhow::Result<()> {
-    let url = std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("DATABASE_URL is not set"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let url =
+        std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("DATABASE_URL is not set"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await?;
         common::db::MIGRATOR.run(&pool).await?;
-        println!("migrations applied: {}", common::db::MIGRATOR.iter().count());
+        println!(
+            "migrations applied: {}",
+            common::db::MIGRATOR.iter().count()
+        );
         Ok(())
     })
 }

@@ -16,7 +16,11 @@ pub const KID: &str = "test-key-1";
 pub const PREVIOUS_KID: &str = "test-key-0";
 
 pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 pub fn repo_root() -> std::path::PathBuf {
@@ -27,18 +31,27 @@ pub fn repo_root() -> std::path::PathBuf {
 /// AWS settings from the test stack's environment.
 pub fn config(overrides: &[(&str, &str)]) -> Config {
     let mut vars: HashMap<String, String> = HashMap::new();
-    for key in ["AWS_ENDPOINT_URL", "AWS_REGION", "BUCKET_NAME", "INGEST_QUEUE_URL"] {
+    for key in [
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "BUCKET_NAME",
+        "INGEST_QUEUE_URL",
+    ] {
         if let Ok(v) = std::env::var(key) {
             vars.insert(key.into(), v);
         }
     }
-    vars.insert("DATABASE_URL".into(), "postgres://unused@localhost/unused".into());
+    vars.insert(
+        "DATABASE_URL".into(),
+        "postgres://unused@localhost/unused".into(),
+    );
     vars.insert("JWT_ISSUER".into(), ISSUER.into());
     vars.insert("JWT_KEY_ID".into(), KID.into());
     vars.insert("JWT_SIGNING_KEY".into(), fixture("test-ed25519.pem"));
     vars.insert(
         "JWT_PREVIOUS_KEYS".into(),
-        json!([{ "kid": PREVIOUS_KID, "public_key": fixture("test-ed25519-previous.pub.pem") }]).to_string(),
+        json!([{ "kid": PREVIOUS_KID, "public_key": fixture("test-ed25519-previous.pub.pem") }])
+            .to_string(),
     );
     vars.insert("AUTH_RATE_LIMIT_PER_EMAIL".into(), "1000".into());
     vars.insert("AUTH_RATE_LIMIT_PER_IP".into(), "1000".into());
@@ -83,21 +96,39 @@ pub struct Reply {
 
 impl Reply {
     pub fn content_type(&self) -> &str {
-        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
 
     /// Asserts a problem+json answer with this status and returns its body.
     pub fn problem(&self, status: u16) -> &Value {
         assert_eq!(self.status, status, "unexpected status, body {}", self.body);
-        assert_eq!(self.content_type(), "application/problem+json", "body {}", self.body);
+        assert_eq!(
+            self.content_type(),
+            "application/problem+json",
+            "body {}",
+            self.body
+        );
         assert_eq!(self.body["status"], status);
-        assert!(self.body["type"].is_string() && self.body["title"].is_string() && self.body["detail"].is_string());
+        assert!(
+            self.body["type"].is_string()
+                && self.body["title"].is_string()
+                && self.body["detail"].is_string()
+        );
         &self.body
     }
 }
 
 impl Api {
-    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut request = self
             .http
             .request(method.parse().unwrap(), format!("{}{}", self.base, path));
@@ -125,7 +156,12 @@ impl Api {
     /// Signs up `email` and returns (access token, refresh token, user id).
     pub async fn signup(&self, email: &str) -> (String, String, String) {
         let reply = self
-            .send("POST", "/auth/signup", None, Some(json!({ "email": email, "password": "correct horse battery" })))
+            .send(
+                "POST",
+                "/auth/signup",
+                None,
+                Some(json!({ "email": email, "password": "correct horse battery" })),
+            )
             .await;
         assert_eq!(reply.status, 201, "{}", reply.body);
         let access = reply.body["access_token"].as_str().unwrap().to_owned();
@@ -136,7 +172,14 @@ impl Api {
     }
 
     pub async fn create_workspace(&self, token: &str, name: &str) -> String {
-        let reply = self.send("POST", "/workspaces", Some(token), Some(json!({ "name": name }))).await;
+        let reply = self
+            .send(
+                "POST",
+                "/workspaces",
+                Some(token),
+                Some(json!({ "name": name })),
+            )
+            .await;
         assert_eq!(reply.status, 201, "{}", reply.body);
         reply.body["id"].as_str().unwrap().to_owned()
     }
@@ -149,7 +192,12 @@ async fn read(response: reqwest::Response) -> Reply {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
