@@ -18,11 +18,17 @@ pub type SqsHandler = for<'a> fn(
     aws_lambda_events::sqs::SqsEvent,
 ) -> BoxFuture<'a, aws_lambda_events::sqs::SqsBatchResponse>;
 
+/// A scheduled job (EventBridge schedule). An error fails the invocation,
+/// so the scheduler's retry policy applies.
+pub type ScheduleHandler =
+    for<'a> fn(&'a State, serde_json::Value) -> BoxFuture<'a, Result<(), crate::error::ApiError>>;
+
 /// What kind of event a function consumes.
 #[derive(Clone, Copy)]
 pub enum Handler {
     Http(HttpHandler),
     Sqs(SqsHandler),
+    Schedule(ScheduleHandler),
 }
 
 /// One function: its binary name (`<resource>-<action>`, as in template.yaml) and handler.
@@ -69,6 +75,24 @@ macro_rules! sqs_function {
     }};
 }
 
+/// Wraps an `async fn(&State, serde_json::Value) -> Result<(), ApiError>` as a [`ScheduleHandler`].
+#[macro_export]
+macro_rules! schedule_function {
+    ($name:literal, $handler:path) => {{
+        fn boxed<'a>(
+            state: &'a $crate::State,
+            event: $crate::serde_json::Value,
+        ) -> $crate::futures::future::BoxFuture<'a, ::std::result::Result<(), $crate::ApiError>>
+        {
+            Box::pin($handler(state, event))
+        }
+        $crate::lambda::Function {
+            name: $name,
+            handler: $crate::lambda::Handler::Schedule(boxed),
+        }
+    }};
+}
+
 /// Runs the function called `name` from `functions` under the Lambda runtime.
 /// Call from a binary's `main` with `env!("CARGO_BIN_NAME")`.
 pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::Error> {
@@ -97,6 +121,16 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
                 lambda_runtime::run(lambda_runtime::service_fn(
                     move |event: LambdaEvent<aws_lambda_events::sqs::SqsEvent>| async move {
                         Ok::<_, std::convert::Infallible>(handler(state, event.payload).await)
+                    },
+                ))
+                .await
+            }
+            Handler::Schedule(handler) => {
+                lambda_runtime::run(lambda_runtime::service_fn(
+                    move |event: LambdaEvent<serde_json::Value>| async move {
+                        handler(state, event.payload)
+                            .await
+                            .map_err(|e| lambda_runtime::Error::from(e.to_string()))
                     },
                 ))
                 .await

@@ -22,3 +22,4 @@ pub use state::State;
 pub use aws_lambda_events;
 pub use futures;
 pub use lambda_http;
+pub use serde_json;

@@ -4,6 +4,7 @@
 //! feeds the ingest queue's messages to the queue consumer as SQS batches.
 
 pub mod events;
+pub mod schedule;
 pub mod sqs;
 pub mod template;
 
@@ -106,6 +107,7 @@ impl Route {
 pub struct Gateway {
     pub routes: Vec<Route>,
     pub queue_consumers: Vec<(TemplateFunction, Function)>,
+    pub schedules: Vec<schedule::Schedule>,
 }
 
 impl Gateway {
@@ -115,6 +117,7 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         let mut routes = Vec::new();
         let mut queue_consumers = Vec::new();
+        let mut schedules = Vec::new();
         for function in functions {
             let Some(found) = registry.iter().find(|f| f.name == function.binary) else {
                 bail!(
@@ -131,11 +134,18 @@ impl Gateway {
                     (TemplateEvent::Sqs { .. }, Handler::Sqs(_)) => {
                         queue_consumers.push((function.clone(), *found));
                     }
-                    (TemplateEvent::Schedule { .. }, _) => {
-                        bail!(
-                            "{}: schedules are not served locally yet",
-                            function.logical_id
-                        )
+                    (TemplateEvent::Schedule { expression }, Handler::Schedule(handler)) => {
+                        let every = schedule::parse_rate(expression).with_context(|| {
+                            format!(
+                                "{}: only rate(...) schedules run locally, not {expression}",
+                                function.logical_id
+                            )
+                        })?;
+                        schedules.push(schedule::Schedule {
+                            binary: function.binary.clone(),
+                            every,
+                            handler,
+                        });
                     }
                     (event, _) => bail!(
                         "{}: handler kind does not fit event {event:?}",
@@ -154,6 +164,7 @@ impl Gateway {
         Ok(Self {
             routes,
             queue_consumers,
+            schedules,
         })
     }
 
@@ -171,6 +182,13 @@ impl Gateway {
                     lines.push(format!("  SQS     {queue:<48} → {}", function.binary));
                 }
             }
+        }
+        for schedule in &self.schedules {
+            lines.push(format!(
+                "  EVERY   {:<48} → {}",
+                format!("{:?}", schedule.every),
+                schedule.binary
+            ));
         }
         lines.join("\n")
     }

@@ -42,6 +42,13 @@ async fn run() -> anyhow::Result<()> {
         }
     }
 
+    for schedule in &gateway.schedules {
+        tokio::spawn(ragway_gateway::schedule::run(
+            state.clone(),
+            schedule.clone(),
+        ));
+    }
+
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

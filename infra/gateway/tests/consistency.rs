@@ -153,3 +153,45 @@ Resources:
         }]
     );
 }
+
+static TICKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn count_tick(_state: &common::State, event: serde_json::Value) -> common::Result<()> {
+    assert_eq!(event["detail-type"], "Scheduled Event");
+    TICKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test]
+async fn scheduled_functions_run_on_their_timer() {
+    let yaml = r#"
+Resources:
+  Sweeper:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: budget-sweeper } }
+    Properties:
+      CodeUri: functions/budget
+      Events:
+        Every:
+          Type: Schedule
+          Properties: { Schedule: rate(1 minute) }
+"#;
+    let functions = template::parse(yaml).unwrap();
+    let registry = [common::schedule_function!("budget-sweeper", count_tick)];
+    let gateway = Gateway::from_template(&functions, &registry).unwrap();
+    assert_eq!(gateway.schedules.len(), 1);
+    assert_eq!(
+        gateway.schedules[0].every,
+        std::time::Duration::from_secs(60)
+    );
+    assert!(gateway.describe().contains("budget-sweeper"));
+
+    // Run it at a test-sized period; the state's pool is lazy, so no database is needed.
+    let mut schedule = gateway.schedules[0].clone();
+    schedule.every = std::time::Duration::from_millis(40);
+    let state = std::sync::Arc::new(common::State::new(support::config(&[])).unwrap());
+    let task = tokio::spawn(ragway_gateway::schedule::run(state, schedule));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    task.abort();
+    assert!(TICKS.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+}
