@@ -127,19 +127,19 @@ impl Access {
     /// Checks that `caller` is a member of live workspace `workspace`; 404 otherwise.
     pub async fn open(db: &PgPool, caller: Caller, workspace: WorkspaceId) -> Result<Self> {
         let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), None).await?;
-        let role: Option<Role> = sqlx::query_scalar(
-            "SELECT m.role FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+        // The target list runs only for a matching row, so the transaction
+        // is scoped to the workspace exactly when the caller is a member,
+        // in the same round trip as the membership check.
+        let row: Option<(Role, String)> = sqlx::query_as(
+            "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true)
+             FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
              WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL",
         )
         .bind(workspace)
         .bind(caller.user_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let role = role.ok_or_else(|| ApiError::not_found("workspace"))?;
-        sqlx::query("SELECT set_config('app.workspace_id', $1, true)")
-            .bind(workspace.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let (role, _) = row.ok_or_else(|| ApiError::not_found("workspace"))?;
         Ok(Self {
             tx,
             caller: caller.user_id,

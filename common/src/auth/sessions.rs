@@ -33,7 +33,12 @@ fn invalid() -> ApiError {
     ApiError::Unauthorized("invalid or expired refresh token".into())
 }
 
-async fn insert(db: &PgPool, user: UserId, family: Uuid, ttl: Duration) -> Result<String> {
+async fn insert(
+    db: impl sqlx::PgExecutor<'_>,
+    user: UserId,
+    family: Uuid,
+    ttl: Duration,
+) -> Result<String> {
     let (token, hash) = new_token();
     sqlx::query(
         "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
@@ -54,25 +59,30 @@ pub async fn start(db: &PgPool, user: UserId, ttl: Duration) -> Result<String> {
     insert(db, user, Uuid::now_v7(), ttl).await
 }
 
-/// Spends `token` and returns the next one of its family. Of two concurrent
-/// rotations of one token exactly one wins; the loser looks like a replay,
-/// and a replay revokes the family.
+/// Spends `token` and returns the next one of its family, in one
+/// transaction: a crash between the two steps never strands a session.
+/// Of two concurrent rotations of one token exactly one wins; the loser
+/// looks like a replay, and a replay revokes the family.
 pub async fn rotate(db: &PgPool, token: &str, ttl: Duration) -> Result<(UserId, String)> {
     if !token.starts_with(PREFIX) || token.len() > 128 {
         return Err(invalid());
     }
     let hash = digest(token);
+    let mut tx = db.begin().await?;
     let spent: Option<(UserId, Uuid)> = sqlx::query_as(
         "UPDATE refresh_tokens SET used_at = now()
          WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
          RETURNING user_id, family_id",
     )
     .bind(&hash)
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some((user, family)) = spent {
-        return Ok((user, insert(db, user, family, ttl).await?));
+        let next = insert(&mut *tx, user, family, ttl).await?;
+        tx.commit().await?;
+        return Ok((user, next));
     }
+    tx.rollback().await?;
     let replayed: Option<Uuid> = sqlx::query_scalar(
         "SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL",
     )

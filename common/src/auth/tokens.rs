@@ -245,13 +245,21 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<ExternalClaims>(token, &key, &validation)
             .map_err(|e| e.to_string())?;
-        if data.claims.sub.is_empty() {
-            return Err("empty sub".into());
+        // Claims become database text: refuse what Postgres would reject
+        // (NUL) or what is no identifier, rather than fail with a 500.
+        let printable =
+            |s: &str| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control);
+        if !printable(&data.claims.sub) {
+            return Err("sub is empty, too long or has control characters".into());
         }
         Ok(Principal::External {
             issuer,
             subject: data.claims.sub,
-            email: data.claims.email.map(|e| e.to_lowercase()),
+            email: data
+                .claims
+                .email
+                .filter(|e| printable(e))
+                .map(|e| e.to_lowercase()),
         })
     }
 }

@@ -110,13 +110,7 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn sqs_fixtures_are_acknowledged(pool: PgPool) {
     let state = state(pool, config(&[]));
-    let function = registry()
-        .into_iter()
-        .find(|f| f.name == "ingest-worker")
-        .unwrap();
-    let Handler::Sqs(handler) = function.handler else {
-        panic!()
-    };
+    let handler = support::ingest_worker();
     for fixture in ["ingest-worker", "s3-test-event"] {
         let event = serde_json::from_str(&fixture_text(fixture)).unwrap();
         let response = handler(&state, event).await;

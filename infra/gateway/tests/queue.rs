@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::lambda::Handler;
-use ragway_gateway::{registry, sqs};
+use ragway_gateway::sqs;
 use sqlx::PgPool;
 
 mod support;
@@ -72,13 +71,7 @@ async fn uploads_flow_to_the_worker_and_poison_goes_to_the_dlq(pool: PgPool) {
         .await
         .unwrap();
 
-    let worker = registry()
-        .into_iter()
-        .find(|f| f.name == "ingest-worker")
-        .unwrap();
-    let Handler::Sqs(handler) = worker.handler else {
-        panic!()
-    };
+    let handler = support::ingest_worker();
     let wait = Duration::from_secs(1);
 
     // The notification's test event, then an upload: both consumed and deleted.

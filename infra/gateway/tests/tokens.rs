@@ -282,6 +282,15 @@ async fn hs256_external_issuer_is_accepted_and_mapped_to_one_user(pool: PgPool) 
         "wrong aud",
     )
     .await;
+    // A subject Postgres could not store is a 401, not a 500.
+    let mut nul_sub = claims.clone();
+    nul_sub["sub"] = json!("user\u{0}one");
+    assert_rejected(
+        &state,
+        &sign(Algorithm::HS256, None, &secret, nul_sub),
+        "NUL in sub",
+    )
+    .await;
     // HS384 is not in this issuer's allow-list.
     assert_rejected(
         &state,

@@ -68,6 +68,18 @@ pub fn state(pool: PgPool, config: Config) -> Arc<State> {
     Arc::new(State::with_pool(config, pool).expect("state"))
 }
 
+/// The ingest worker's SQS handler, as the registry holds it.
+pub fn ingest_worker() -> common::lambda::SqsHandler {
+    let function = registry()
+        .into_iter()
+        .find(|f| f.name == "ingest-worker")
+        .unwrap();
+    match function.handler {
+        common::lambda::Handler::Sqs(handler) => handler,
+        _ => panic!("ingest-worker is not an SQS function"),
+    }
+}
+
 /// Starts the gateway on 127.0.0.1 (ephemeral port) serving template.yaml's routes.
 pub async fn gateway(state: Arc<State>) -> Api {
     let functions = template::load(&repo_root().join("template.yaml")).unwrap();
