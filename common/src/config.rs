@@ -72,6 +72,28 @@ pub struct ExternalIssuer {
     pub algorithms: Vec<String>,
 }
 
+/// Limits on what a document may hold; breaking one is a 413 or 422
+/// problem naming the field.
+#[derive(Debug, Clone)]
+pub struct DocumentLimits {
+    /// UTF-8 bytes of inline content.
+    pub content_bytes: usize,
+    pub title_chars: usize,
+    /// Bytes of the metadata object serialized as JSON.
+    pub metadata_bytes: usize,
+    /// Nesting depth of metadata: `{"a": 1}` is 1, `{"a": {"b": 1}}` is 2.
+    pub metadata_depth: usize,
+}
+
+impl DocumentLimits {
+    /// The largest request body a document write may need: content, with
+    /// JSON escaping (a control character takes 6 bytes) bounded at 2×, the
+    /// title, the metadata, and room for the field names.
+    pub fn body_bytes(&self) -> usize {
+        self.content_bytes * 2 + self.title_chars * 6 + self.metadata_bytes * 2 + 4096
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Secret,
@@ -92,6 +114,7 @@ pub struct Config {
     pub password_min_length: usize,
     pub default_daily_token_limit: i64,
     pub max_request_bytes: usize,
+    pub documents: DocumentLimits,
     pub bucket_name: Option<String>,
     pub ingest_queue_url: Option<String>,
     pub aws_endpoint_url: Option<String>,
@@ -131,6 +154,12 @@ impl Config {
             password_min_length: vars.parse_or("PASSWORD_MIN_LENGTH", 10)?,
             default_daily_token_limit: vars.parse_or("DEFAULT_DAILY_TOKEN_LIMIT", 100_000)?,
             max_request_bytes: vars.parse_or("MAX_REQUEST_BYTES", 1024 * 1024)?,
+            documents: DocumentLimits {
+                content_bytes: vars.parse_or("DOCUMENT_MAX_CONTENT_BYTES", 1024 * 1024)?,
+                title_chars: vars.parse_or("DOCUMENT_MAX_TITLE_CHARS", 300)?,
+                metadata_bytes: vars.parse_or("DOCUMENT_MAX_METADATA_BYTES", 8 * 1024)?,
+                metadata_depth: vars.parse_or("DOCUMENT_MAX_METADATA_DEPTH", 5)?,
+            },
             bucket_name: vars.optional("BUCKET_NAME"),
             ingest_queue_url: vars.optional("INGEST_QUEUE_URL"),
             aws_endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
@@ -168,6 +197,20 @@ impl Config {
         }
         if self.password_min_length < 8 {
             return bad("PASSWORD_MIN_LENGTH", "must be at least 8");
+        }
+        let docs = &self.documents;
+        if docs.content_bytes == 0 || docs.content_bytes > 5 * 1024 * 1024 {
+            // Lambda's synchronous payload limit is 6 MB, JSON escaping included.
+            return bad(
+                "DOCUMENT_MAX_CONTENT_BYTES",
+                "must be between 1 and 5242880",
+            );
+        }
+        if docs.title_chars == 0 || docs.metadata_bytes < 2 || docs.metadata_depth == 0 {
+            return bad(
+                "DOCUMENT_MAX_TITLE_CHARS",
+                "document limits (title, metadata bytes, metadata depth) must be positive",
+            );
         }
         if self.default_daily_token_limit < 0 {
             return bad("DEFAULT_DAILY_TOKEN_LIMIT", "must not be negative");

@@ -22,14 +22,26 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("request body is larger than {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    /// A body (`field` None) or one field of it over its size limit.
+    #[error("{} is larger than {limit} bytes", field.as_deref().unwrap_or("request body"))]
+    PayloadTooLarge { limit: usize, field: Option<String> },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{detail}")]
     Unprocessable {
         detail: String,
         field: Option<String>,
+    },
+    /// A conditional write sent without `If-Match` (RFC 6585 428).
+    #[error("{0}")]
+    PreconditionRequired(String),
+    /// `If-Match` / `If-None-Match` did not hold. Carries the server's
+    /// current copy (and its entity tag) so the client can merge.
+    #[error("{detail}")]
+    PreconditionFailed {
+        detail: String,
+        current: Option<Box<serde_json::Value>>,
+        etag: Option<String>,
     },
     #[error("{detail}")]
     TooManyRequests {
@@ -50,6 +62,13 @@ impl ApiError {
         }
     }
 
+    pub fn too_large(field: &str, limit: usize) -> Self {
+        Self::PayloadTooLarge {
+            limit,
+            field: Some(field.to_owned()),
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::NotFound(format!("{what} not found"))
     }
@@ -63,6 +82,8 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -88,7 +109,13 @@ impl ApiError {
             detail: self.to_string(),
             instance: instance.map(str::to_owned),
             field: match self {
-                Self::Unprocessable { field, .. } => field.clone(),
+                Self::Unprocessable { field, .. } | Self::PayloadTooLarge { field, .. } => {
+                    field.clone()
+                }
+                _ => None,
+            },
+            current: match self {
+                Self::PreconditionFailed { current, .. } => current.as_deref().cloned(),
                 _ => None,
             },
         }
@@ -118,9 +145,12 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
-    /// The request field at fault, for validation problems.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The request field at fault, for validation and size problems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The server's current copy, for 412 Precondition Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

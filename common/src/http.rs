@@ -63,6 +63,11 @@ pub fn problem_response(error: &ApiError, request_id: Option<&str>) -> Response<
         ApiError::Unauthorized(_) => {
             response = response.header(http::header::WWW_AUTHENTICATE, "Bearer");
         }
+        ApiError::PreconditionFailed {
+            etag: Some(etag), ..
+        } => {
+            response = response.header(http::header::ETAG, crate::conditional::quote(etag));
+        }
         _ => {}
     }
     response
@@ -124,7 +129,10 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
     }
     let bytes: &[u8] = req.body().as_ref();
     if bytes.len() > max_bytes {
-        return Err(ApiError::PayloadTooLarge { limit: max_bytes });
+        return Err(ApiError::PayloadTooLarge {
+            limit: max_bytes,
+            field: None,
+        });
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest(
@@ -172,4 +180,26 @@ pub fn authorization(req: &Request) -> Option<&str> {
     req.headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+}
+
+/// Adds the strong `ETag` for `opaque` and asks caches to revalidate
+/// (documents are private and change under concurrent edits).
+pub fn with_etag(mut response: Response<Body>, opaque: &str) -> Response<Body> {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&crate::conditional::quote(opaque)) {
+        headers.insert(http::header::ETAG, value);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    response
+}
+
+/// 304 Not Modified: no body, the current `ETag`.
+pub fn not_modified(opaque: &str) -> Response<Body> {
+    with_etag(
+        Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::Empty)
+            .expect("static response is valid"),
+        opaque,
+    )
 }

@@ -51,3 +51,11 @@ id_type!(
     /// A workspace: the tenant boundary.
     WorkspaceId
 );
+id_type!(
+    /// A document in a workspace.
+    DocumentId
+);
+id_type!(
+    /// One chunk of a document's text.
+    ChunkId
+);

@@ -2,16 +2,20 @@
 //! request, calls into these modules, and renders the outcome.
 
 pub mod auth;
+pub mod conditional;
 pub mod config;
 pub mod db;
+pub mod documents;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod ids;
 pub mod ingest;
 pub mod lambda;
+pub mod pagination;
 pub mod rate_limit;
 pub mod state;
+pub mod storage;
 pub mod telemetry;
 pub mod workspaces;
 

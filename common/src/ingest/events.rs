@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::ids::WorkspaceId;
+use crate::ids::{DocumentId, WorkspaceId};
 
 /// A message on the ingest queue.
 #[derive(Debug, PartialEq)]
@@ -11,6 +11,29 @@ pub enum QueueMessage {
     TestEvent,
     /// One or more S3 ObjectCreated records.
     ObjectsCreated(Vec<CreatedObject>),
+    /// An inline document was created or its content changed: ingest
+    /// `version` (or anything newer) of it.
+    DocumentChanged(DocumentChanged),
+}
+
+/// Our own message for inline documents and edits, beside S3's events.
+#[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
+pub struct DocumentChanged {
+    pub workspace_id: WorkspaceId,
+    pub document_id: DocumentId,
+    pub version: i32,
+}
+
+/// The `type` of [`DocumentChanged`] messages.
+pub const DOCUMENT_CHANGED: &str = "ragway.document.changed";
+
+impl DocumentChanged {
+    /// The message body sent to the ingest queue.
+    pub fn to_message(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("ids serialize");
+        value["type"] = DOCUMENT_CHANGED.into();
+        value.to_string()
+    }
 }
 
 /// An object that S3 reports as created.
@@ -35,6 +58,8 @@ struct Notification {
     event: Option<String>,
     #[serde(rename = "Records")]
     records: Option<Vec<Record>>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +95,16 @@ impl QueueMessage {
             serde_json::from_str(body).map_err(|e| format!("not an S3 event notification: {e}"))?;
         if notification.event.as_deref() == Some("s3:TestEvent") {
             return Ok(Self::TestEvent);
+        }
+        if notification.kind.as_deref() == Some(DOCUMENT_CHANGED) {
+            #[derive(Deserialize)]
+            struct Tagged {
+                #[serde(flatten)]
+                changed: DocumentChanged,
+            }
+            let tagged: Tagged = serde_json::from_str(body)
+                .map_err(|e| format!("malformed {DOCUMENT_CHANGED} message: {e}"))?;
+            return Ok(Self::DocumentChanged(tagged.changed));
         }
         let records = notification.records.ok_or("no Records in message")?;
         let mut objects = Vec::new();
@@ -122,6 +157,22 @@ mod tests {
     #[test]
     fn keys_are_url_decoded_with_plus_as_space() {
         assert_eq!(decode_key("a%2Fb+c%C3%A9.pdf").unwrap(), "a/b cé.pdf");
+    }
+
+    #[test]
+    fn document_changed_messages_round_trip() {
+        let changed = DocumentChanged {
+            workspace_id: WorkspaceId::new(),
+            document_id: DocumentId::new(),
+            version: 3,
+        };
+        let body = changed.to_message();
+        assert_eq!(
+            QueueMessage::parse(&body).unwrap(),
+            QueueMessage::DocumentChanged(changed)
+        );
+        let broken = body.replace("\"version\":3", "\"version\":\"x\"");
+        assert!(QueueMessage::parse(&broken).is_err());
     }
 
     #[test]

@@ -9,7 +9,29 @@ pub mod events;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
 use crate::state::State;
-use events::QueueMessage;
+use events::{DocumentChanged, QueueMessage};
+
+/// Queues `changed` for ingestion. The document is already stored (status
+/// pending); a failure here is logged and returned, and the caller decides
+/// whether the request fails.
+pub async fn enqueue(state: &State, changed: &DocumentChanged) -> anyhow::Result<()> {
+    let Some(queue_url) = &state.config.ingest_queue_url else {
+        anyhow::bail!(
+            "INGEST_QUEUE_URL is not set; document {} not queued",
+            changed.document_id
+        );
+    };
+    state
+        .sqs()
+        .await
+        .send_message()
+        .queue_url(queue_url)
+        .message_body(changed.to_message())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
 
 /// Handles one SQS batch, reporting failed records in `batchItemFailures`
 /// so one bad message never holds back its batch-mates.
@@ -20,6 +42,12 @@ pub async fn handle_batch(_state: &State, event: SqsEvent) -> SqsBatchResponse {
         match QueueMessage::parse(record.body.as_deref().unwrap_or_default()) {
             Ok(QueueMessage::TestEvent) => {
                 tracing::info!(message_id = %id, "S3 test event acknowledged")
+            }
+            Ok(QueueMessage::DocumentChanged(changed)) => {
+                // Extraction, chunking and embedding arrive with the ingestion issue.
+                tracing::info!(message_id = %id, workspace = %changed.workspace_id,
+                    document = %changed.document_id, version = changed.version,
+                    "document changed; ingestion not built yet, acknowledged");
             }
             Ok(QueueMessage::ObjectsCreated(objects)) => {
                 for object in objects {

@@ -31,6 +31,7 @@ pub fn registry() -> Vec<Function> {
         auth::FUNCTIONS,
         workspaces::FUNCTIONS,
         members::FUNCTIONS,
+        documents::FUNCTIONS,
         ingest::FUNCTIONS,
     ]
     .concat()
