@@ -45,7 +45,7 @@ pub struct Cursor {
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Change {
     Upsert {
-        document: Document,
+        document: Box<Document>,
     },
     Delete {
         id: DocumentId,
@@ -183,7 +183,7 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
                 deleted_at,
             },
             None => Change::Upsert {
-                document: row.document.clone(),
+                document: Box::new(row.document.clone()),
             },
         })
         .collect();

@@ -96,6 +96,7 @@ pub async fn create(state: &State, req: Request) -> Response<Body> {
 /// `GET /workspaces/{workspace_id}/documents?query=&status=&limit=&cursor=`.
 pub async fn list(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let status = query_param(&req, "status")
             .map(|s| {
                 s.parse().map_err(|_| {
@@ -122,7 +123,6 @@ pub async fn list(state: &State, req: Request) -> Response<Body> {
         };
         let limit = pagination::limit(&req, 50, 200)?;
         let after: Option<DocumentId> = pagination::cursor(&req)?;
-        let access = access(state, &req).await?;
         json(
             StatusCode::OK,
             &documents::list(access, filter, after, limit).await?,
@@ -135,9 +135,9 @@ pub async fn list(state: &State, req: Request) -> Response<Body> {
 /// current tag; 412 when `If-Match` does not.
 pub async fn get(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         let id: DocumentId = path_param(&req, "document_id")?;
-        let access = access(state, &req).await?;
         let document = documents::get(access, id).await?;
         if !pre.allow_read(&document.etag) {
             return Err(ApiError::PreconditionFailed {
@@ -158,10 +158,10 @@ pub async fn get(state: &State, req: Request) -> Response<Body> {
 /// the server's copy when stale).
 pub async fn update(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         pre.require_if_match()?;
         let id: DocumentId = path_param(&req, "document_id")?;
-        let access = access(state, &req).await?;
         let replacement = json_body(&req, body_limit(state))?;
         let written =
             documents::replace(access, id, replacement, &pre, &state.config.documents).await?;
@@ -174,9 +174,9 @@ pub async fn update(state: &State, req: Request) -> Response<Body> {
 /// `DELETE .../documents/{document_id}` → 204; a tombstone stays for sync.
 pub async fn delete(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         let id: DocumentId = path_param(&req, "document_id")?;
-        let access = access(state, &req).await?;
         let workspace = access.workspace;
         let deleted = documents::delete(access, id, &pre).await?;
         if deleted.source == documents::Source::Upload || deleted.s3_key.is_some() {
@@ -195,10 +195,10 @@ pub async fn delete(state: &State, req: Request) -> Response<Body> {
 /// `GET .../documents/{document_id}/versions?limit=&cursor=`, newest first.
 pub async fn list_versions(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let limit = pagination::limit(&req, 50, 200)?;
         let before: Option<i32> = pagination::cursor(&req)?;
-        let access = access(state, &req).await?;
         json(
             StatusCode::OK,
             &versions::list(access, id, before, limit).await?,
@@ -210,9 +210,9 @@ pub async fn list_versions(state: &State, req: Request) -> Response<Body> {
 /// `GET .../documents/{document_id}/versions/{version}` with its content.
 pub async fn get_version(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let version = version_param(&req)?;
-        let access = access(state, &req).await?;
         let found = versions::get(access, id, version).await?;
         Ok(with_etag(json(StatusCode::OK, &found)?, &found.etag))
     })
@@ -238,13 +238,13 @@ struct SnapshotRequest {
 /// `POST .../documents/{document_id}/versions` (optional `label`) → 201.
 pub async fn snapshot(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let request: SnapshotRequest = if req.body().as_ref().iter().all(u8::is_ascii_whitespace) {
             SnapshotRequest::default()
         } else {
             json_body(&req, state.config.max_request_bytes)?
         };
-        let access = access(state, &req).await?;
         let version = versions::snapshot(access, id, request.label).await?;
         json(StatusCode::CREATED, &version)
     })
@@ -255,10 +255,10 @@ pub async fn snapshot(state: &State, req: Request) -> Response<Body> {
 /// document at its new version (`If-Match` honoured when sent).
 pub async fn restore(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let version = version_param(&req)?;
-        let access = access(state, &req).await?;
         let written = versions::restore(access, id, version, &pre).await?;
         queue_ingestion(state, &written).await;
         document_response(StatusCode::OK, &written)
@@ -269,10 +269,10 @@ pub async fn restore(state: &State, req: Request) -> Response<Body> {
 /// `GET .../documents/{document_id}/chunks?limit=&cursor=` in order.
 pub async fn chunks(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let limit = pagination::limit(&req, 100, 500)?;
         let after: Option<i32> = pagination::cursor(&req)?;
-        let access = access(state, &req).await?;
         json(
             StatusCode::OK,
             &documents::chunks(access, id, after, limit).await?,
@@ -284,9 +284,9 @@ pub async fn chunks(state: &State, req: Request) -> Response<Body> {
 /// `GET /workspaces/{workspace_id}/sync?cursor=&limit=`: changes since the cursor.
 pub async fn sync_changes(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
+        let access = access(state, &req).await?;
         let limit = pagination::limit(&req, 100, 200)?;
         let cursor = query_param(&req, "cursor");
-        let access = access(state, &req).await?;
         let changes = sync::changes(access, cursor.as_deref(), limit).await?;
         let mut response = json(StatusCode::OK, &changes)?;
         response.headers_mut().insert(

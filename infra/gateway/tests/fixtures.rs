@@ -80,6 +80,17 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "members-list",
         "members-add",
         "members-remove",
+        "documents-create",
+        "documents-list",
+        "documents-get",
+        "documents-update",
+        "documents-delete",
+        "documents-versions",
+        "documents-version",
+        "documents-snapshot",
+        "documents-restore",
+        "documents-chunks",
+        "documents-sync",
     ] {
         let (status, body) = invoke(&state, binary, &auth).await;
         assert_eq!(status, 404, "{binary}: {body}");
@@ -97,6 +108,38 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "Research (renamed)"
     );
     assert_eq!(invoke(&state, "members-list", &real).await.0, 200);
+
+    // Documents: create, then every other fixture pointed at the new document.
+    let (status, doc) = invoke(&state, "documents-create", &real).await;
+    assert_eq!(
+        (status, doc["status"].as_str()),
+        (201, Some("pending")),
+        "{doc}"
+    );
+    let doc_id = doc["id"].as_str().unwrap().to_owned();
+    let etag = doc["etag"].as_str().unwrap().to_owned();
+    let on_doc = [
+        real[0],
+        real[1],
+        real[2],
+        ("0b4d3c2a-2222-4e5f-8a9b-0c1d2e3f4a5b", doc_id.as_str()),
+        ("REPLACE_WITH_ETAG", etag.as_str()),
+    ];
+    for (binary, expected) in [
+        ("documents-list", 200),
+        ("documents-get", 200),
+        ("documents-update", 200),
+        ("documents-versions", 200),
+        ("documents-version", 200),
+        ("documents-snapshot", 201),
+        ("documents-restore", 200),
+        ("documents-chunks", 200),
+        ("documents-sync", 200),
+        ("documents-delete", 204),
+    ] {
+        let (status, body) = invoke(&state, binary, &on_doc).await;
+        assert_eq!(status, expected, "{binary}: {body}");
+    }
 
     let (status, rotated) = invoke(&state, "auth-refresh", &auth).await;
     assert_eq!(status, 200, "{rotated}");
@@ -121,6 +164,17 @@ async fn sqs_fixtures_are_acknowledged(pool: PgPool) {
     let mut poison = event["Records"][0].clone();
     poison["messageId"] = "poison-1".into();
     poison["body"] = "this is not json".into();
+    // A queued inline document is a message the worker understands.
+    let mut inline = event["Records"][0].clone();
+    inline["messageId"] = "inline-1".into();
+    inline["body"] = common::ingest::events::DocumentChanged {
+        workspace_id: common::ids::WorkspaceId::new(),
+        document_id: common::ids::DocumentId::new(),
+        version: 1,
+    }
+    .to_message()
+    .into();
+    event["Records"].as_array_mut().unwrap().push(inline);
     event["Records"].as_array_mut().unwrap().push(poison);
     let response = handler(&state, serde_json::from_value(event).unwrap()).await;
     let failed: Vec<_> = response

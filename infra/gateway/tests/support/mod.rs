@@ -107,6 +107,13 @@ pub struct Reply {
 }
 
 impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
     pub fn content_type(&self) -> &str {
         self.headers
             .get("content-type")
@@ -141,9 +148,24 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
+        self.send_with(method, path, token, body, &[]).await
+    }
+
+    /// `send` with extra request headers (conditional requests).
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self
             .http
             .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
