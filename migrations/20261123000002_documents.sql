@@ -6,9 +6,14 @@
 -- pg_trgm is a trusted extension: the database owner may create it.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
+-- Keyed by (workspace_id, id): every access names the workspace, every
+-- index leads with it, and the planner has no tenant-blind index to walk
+-- (a primary key on id alone lets it scan the whole table newest-first and
+-- filter other tenants out, which is slow exactly when a tenant is small).
+-- Ids are unique within a workspace; clients may choose them offline.
 CREATE TABLE documents (
-    id             uuid PRIMARY KEY,
     workspace_id   uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    id             uuid NOT NULL,
     title          text NOT NULL,
     source         text NOT NULL CHECK (source IN ('inline', 'upload')),
     -- Inline documents keep their text here; uploads keep it in S3 (s3_key).
@@ -37,7 +42,8 @@ CREATE TABLE documents (
     -- transaction was not visible in the reader's previous snapshot, which
     -- stays correct when transactions commit out of order (a sequence
     -- number would not: a lower number can commit after a higher one).
-    change_xid     xid8 NOT NULL DEFAULT pg_current_xact_id()
+    change_xid     xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    PRIMARY KEY (workspace_id, id)
 );
 
 -- List pages: newest first by id (UUIDv7), keyset on the immutable id.
@@ -62,9 +68,9 @@ CREATE TRIGGER documents_touch BEFORE INSERT OR UPDATE ON documents
 
 -- Every state a document has had, one row per version; never updated.
 CREATE TABLE document_versions (
-    document_id    uuid NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+    workspace_id   uuid NOT NULL,
+    document_id    uuid NOT NULL,
     version        integer NOT NULL CHECK (version >= 1),
-    workspace_id   uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
     -- create | update | snapshot | restore
     kind           text NOT NULL CHECK (kind IN ('create', 'update', 'snapshot', 'restore')),
     label          text,
@@ -79,7 +85,8 @@ CREATE TABLE document_versions (
     metadata       jsonb NOT NULL,
     created_by     uuid REFERENCES users (id) ON DELETE SET NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (document_id, version)
+    PRIMARY KEY (workspace_id, document_id, version),
+    FOREIGN KEY (workspace_id, document_id) REFERENCES documents (workspace_id, id) ON DELETE CASCADE
 );
 
 CREATE FUNCTION document_versions_append_only() RETURNS trigger
@@ -95,8 +102,8 @@ CREATE TRIGGER document_versions_append_only BEFORE UPDATE ON document_versions
 -- transaction and adds the embedding and full-text columns with its indexes.
 CREATE TABLE chunks (
     id           uuid PRIMARY KEY,
-    workspace_id uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
-    document_id  uuid NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+    workspace_id uuid NOT NULL,
+    document_id  uuid NOT NULL,
     ordinal      integer NOT NULL CHECK (ordinal >= 0),
     content      text NOT NULL,
     token_count  integer NOT NULL CHECK (token_count >= 0),
@@ -104,9 +111,9 @@ CREATE TABLE chunks (
     page         integer,
     heading      text,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (document_id, ordinal)
+    UNIQUE (workspace_id, document_id, ordinal),
+    FOREIGN KEY (workspace_id, document_id) REFERENCES documents (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX chunks_workspace_idx ON chunks (workspace_id);
 
 ALTER TABLE documents ENABLE ROW LEVEL SECURITY;
 ALTER TABLE documents FORCE ROW LEVEL SECURITY;

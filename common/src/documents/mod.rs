@@ -131,8 +131,9 @@ macro_rules! update_state {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewDocument {
-    /// A client-chosen id (offline-first clients create ids locally).
-    /// Sending the same document again with it is a harmless replay.
+    /// A client-chosen id, unique within the workspace (offline-first
+    /// clients create ids locally). Sending the same document again with
+    /// it is a harmless replay.
     #[serde(default)]
     pub id: Option<DocumentId>,
     pub title: String,
@@ -428,7 +429,8 @@ fn check(pre: &Preconditions, current: &Document) -> Result<()> {
 
 /// Creates an inline document (version 1, status pending). With a
 /// client-chosen id already present in this workspace, the same document
-/// again is a replay (`stored: false`), a different one is 409.
+/// again is a replay (`stored: false`), a different one (or one since
+/// deleted) is 409.
 pub async fn create(
     mut access: Access,
     new: NewDocument,
@@ -447,7 +449,7 @@ pub async fn create(
             INSERT INTO documents (id, workspace_id, title, source, content, content_type, size,
                                    content_sha256, etag, version, metadata, created_by, updated_by)
             VALUES ($1, $2, $3, 'inline', $4, $5, $6, $7, $8, 1, $9, $10, $10)
-            ON CONFLICT (id) DO NOTHING
+            ON CONFLICT (workspace_id, id) DO NOTHING
             RETURNING *
          ), v AS (",
         record_version_from!("d", "'create'", "NULL::integer"),
@@ -701,7 +703,11 @@ pub async fn list(
         (true, true) => select!(" AND status = $4 AND title ILIKE $5"),
     };
     let after = after.map_or(uuid::Uuid::max(), |id| id.0);
+    // A title search is planned for its pattern each time: a cached generic
+    // plan cannot know whether the pattern is rare (use the trigram index)
+    // or common (walk the list index).
     let mut query = sqlx::query_as(sql)
+        .persistent(pattern.is_none())
         .bind(access.workspace)
         .bind(after)
         .bind(limit as i64 + 1);

@@ -67,7 +67,25 @@ struct Row {
     #[sqlx(flatten)]
     document: Document,
     deleted_at: Option<DateTime<Utc>>,
-    change_xid: String,
+    // Text, not the column name: ORDER BY would sort by an alias that shadows it.
+    xid_text: String,
+}
+
+/// Where a page starts in `(change_xid, id)` order: after the last row
+/// delivered, and never below the previous snapshot's xmin (everything
+/// older was visible to it). One keyset bound, so the index scan starts
+/// right there instead of at the workspace's oldest change.
+pub fn start_after(previous: &str, last: Option<(u64, uuid::Uuid)>) -> (u64, uuid::Uuid) {
+    let xmin: u64 = previous
+        .split(':')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(1);
+    let floor = (xmin.saturating_sub(1), uuid::Uuid::max());
+    match last {
+        Some(last) if last > floor => last,
+        _ => floor,
+    }
 }
 
 /// `xmin:xmax:xip,...`, as `pg_snapshot` prints it; anything else is not ours.
@@ -81,6 +99,7 @@ fn valid_snapshot(text: &str) -> bool {
     let number = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
     number(xmin)
         && number(xmax)
+        && xmin.parse::<u64>().is_ok_and(|x| x >= 1)
         && (xip.is_empty() || xip.split(',').all(number))
         && xmin.parse::<u64>().ok() <= xmax.parse::<u64>().ok()
 }
@@ -108,11 +127,12 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
     let snapshots_valid = [&cursor.p, &cursor.t]
         .iter()
         .all(|s| s.as_deref().is_none_or(valid_snapshot));
-    let xid_valid = cursor
-        .x
-        .as_deref()
-        .is_none_or(|x| !x.is_empty() && x.len() <= 20 && x.bytes().all(|b| b.is_ascii_digit()));
-    if cursor.w != access.workspace || !snapshots_valid || !xid_valid {
+    let last = match (&cursor.x, cursor.i) {
+        (Some(x), Some(i)) => Some((x.parse::<u64>().map_err(|_| bad_cursor())?, i.0)),
+        (None, None) => None,
+        _ => return Err(bad_cursor()),
+    };
+    if cursor.w != access.workspace || !snapshots_valid {
         return Err(bad_cursor());
     }
     let target = match &cursor.t {
@@ -125,13 +145,13 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
         }
     };
     let previous = cursor.p.as_deref().unwrap_or(EMPTY_SNAPSHOT);
+    let start = start_after(previous, last);
     let rows: Vec<Row> = sqlx::query_as(concat!(
         "SELECT ",
         summary_columns!(),
-        ", deleted_at, change_xid::text AS change_xid
+        ", deleted_at, change_xid::text AS xid_text
          FROM documents
          WHERE workspace_id = $1
-           AND change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
            AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)
            AND pg_visible_in_snapshot(change_xid, $3::text::pg_snapshot)
            AND (change_xid, id) > ($4::text::xid8, $5)
@@ -142,8 +162,8 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
     .bind(access.workspace)
     .bind(previous)
     .bind(&target)
-    .bind(cursor.x.as_deref().unwrap_or("0"))
-    .bind(cursor.i.map_or(uuid::Uuid::nil(), |i| i.0))
+    .bind(start.0.to_string())
+    .bind(start.1)
     // A first sync has nothing to delete: tombstones are left out.
     .bind(cursor.p.is_some())
     .bind(limit as i64 + 1)
@@ -162,7 +182,7 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
         let last = rows.last().expect("limit is at least 1");
         Cursor {
             t: Some(target),
-            x: Some(last.change_xid.clone()),
+            x: Some(last.xid_text.clone()),
             i: Some(last.document.id),
             ..cursor
         }
@@ -197,6 +217,18 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_start_at_the_later_of_the_cursor_and_the_previous_xmin() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(start_after("100:105:", None), (99, uuid::Uuid::max()));
+        assert_eq!(
+            start_after("100:105:", Some((42, id))),
+            (99, uuid::Uuid::max())
+        );
+        assert_eq!(start_after("100:105:", Some((101, id))), (101, id));
+        assert_eq!(start_after(EMPTY_SNAPSHOT, None), (0, uuid::Uuid::max()));
+    }
 
     #[test]
     fn only_postgres_snapshot_text_is_accepted() {

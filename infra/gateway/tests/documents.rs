@@ -662,8 +662,9 @@ async fn another_workspace_never_sees_or_touches_a_document(pool: PgPool) {
         (now.body["version"].as_i64(), now.body["content"].as_str()),
         (Some(1), Some("secret"))
     );
-    // A client-chosen id taken elsewhere is a conflict, not a takeover.
-    let clash = s
+    // Ids are scoped to their workspace: the same id elsewhere is another
+    // document, and the original is untouched.
+    let twin = s
         .api
         .send(
             "POST",
@@ -672,7 +673,9 @@ async fn another_workspace_never_sees_or_touches_a_document(pool: PgPool) {
             Some(json!({ "id": id, "title": "t", "content": "x" })),
         )
         .await;
-    clash.problem(409);
+    assert_eq!(twin.status, 201, "{}", twin.body);
+    let still = s.get(&foreign, &[]).await;
+    assert_eq!(still.body["content"], "secret");
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

@@ -1,0 +1,563 @@
+//! Benchmarks that need the real handlers and a real database.
+//!
+//!   ragway-bench documents [--docs N] [--pages N] [--keep]
+//!
+//! Reads the stack's env (DATABASE_URL, JWT_*), works in a scratch
+//! database of its own (dropped at the end unless --keep), and prints
+//! median and p95 per page through the handler next to the same SQL run
+//! raw, in the same run, interleaved so both see the same cache state.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use common::State;
+use common::auth::Credentials;
+use common::config::Config;
+use common::documents::sync::start_after;
+use common::lambda::Handler;
+use common::lambda_http::{Body, Request};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+
+const SCRATCH_DB: &str = "ragway_bench_documents";
+const DROP_SCRATCH: &str = "DROP DATABASE IF EXISTS ragway_bench_documents WITH (FORCE)";
+const CREATE_SCRATCH: &str = "CREATE DATABASE ragway_bench_documents";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match args.first().map(String::as_str) {
+        Some("documents") => runtime.block_on(documents(&args[1..])),
+        _ => bail!("usage: ragway-bench documents [--docs N] [--pages N] [--keep]"),
+    }
+}
+
+fn flag(args: &[String], name: &str, default: usize) -> anyhow::Result<usize> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .context("flag needs a value")?
+            .parse()
+            .with_context(|| format!("{name} takes a number")),
+        None => Ok(default),
+    }
+}
+
+/// Latencies of one measured operation.
+#[derive(Default)]
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+    fn quantile(&self, q: f64) -> f64 {
+        let mut v: Vec<f64> = self.0.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    }
+}
+
+fn report(what: &str, handler: &Samples, raw: &Samples) {
+    let (h50, h95) = (handler.quantile(0.5), handler.quantile(0.95));
+    let (r50, r95) = (raw.quantile(0.5), raw.quantile(0.95));
+    println!(
+        "{what:<34} n={:<5} handler p50 {h50:6.3} ms  p95 {h95:6.3} ms | raw SQL p50 {r50:6.3} ms  p95 {r95:6.3} ms | ratio p50 {:.2}  p95 {:.2}",
+        handler.0.len(),
+        h50 / r50,
+        h95 / r95
+    );
+}
+
+async fn scratch_pool(config: &Config) -> anyhow::Result<PgPool> {
+    let base = PgConnectOptions::from_str(config.database_url.expose())?;
+    let admin = PgPool::connect_with(base.clone()).await?;
+    admin.execute(DROP_SCRATCH).await?;
+    admin.execute(CREATE_SCRATCH).await?;
+    admin.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(base.database(SCRATCH_DB))
+        .await?;
+    common::db::MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+async fn drop_scratch(config: &Config) -> anyhow::Result<()> {
+    let admin = PgPool::connect(config.database_url.expose()).await?;
+    admin.execute(DROP_SCRATCH).await?;
+    Ok(())
+}
+
+/// `n` documents in `workspace`, in transactions of 5,000 (so rows carry
+/// many different writer transactions, as real ones do).
+async fn seed(
+    pool: &PgPool,
+    user: uuid::Uuid,
+    workspace: uuid::Uuid,
+    n: usize,
+) -> anyhow::Result<()> {
+    let words = [
+        "trial", "vaccine", "protein", "climate", "budget", "design", "memo", "report",
+    ];
+    let mut start = 0;
+    while start < n {
+        let end = (start + 5_000).min(n);
+        let mut tx = common::db::tenant_tx(pool, Some(user.into()), Some(workspace.into())).await?;
+        sqlx::query(
+            "INSERT INTO documents (id, workspace_id, title, source, content, content_type, size,
+                 content_sha256, etag, version, metadata, status, created_by, updated_by)
+             SELECT uuidv7(), $1, initcap(($4::text[])[1 + g % 8]) || ' ' || ($4::text[])[1 + (g / 8) % 8] || ' no. ' || g,
+                 'inline', repeat(md5(g::text), 12), 'text/plain', 384,
+                 md5(g::text), md5('e' || g), 1 + g % 3,
+                 jsonb_build_object('n', g, 'team', ($4::text[])[1 + g % 5]),
+                 (ARRAY['ready','ready','ready','pending','failed'])[1 + g % 5], $5, $5
+             FROM generate_series($2::int, $3::int - 1) g",
+        )
+        .bind(workspace)
+        .bind(start as i32)
+        .bind(end as i32)
+        .bind(&words[..])
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        start = end;
+    }
+    Ok(())
+}
+
+fn http_handler(name: &str) -> anyhow::Result<common::lambda::HttpHandler> {
+    let function = ragway_gateway::registry()
+        .into_iter()
+        .find(|f| f.name == name)
+        .with_context(|| format!("no function {name}"))?;
+    match function.handler {
+        Handler::Http(h) => Ok(h),
+        _ => bail!("{name} is not an HTTP function"),
+    }
+}
+
+/// The request API Gateway would deliver for `GET path?query`.
+fn request(
+    route_key: &str,
+    path: &str,
+    query: &str,
+    params: &[(&str, &str)],
+    token: &str,
+) -> Request {
+    let uri = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    let (parts, ()) = common::lambda_http::http::Request::builder()
+        .method("GET")
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .expect("valid request")
+        .into_parts();
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let event = ragway_gateway::events::http_event(
+        &parts,
+        b"",
+        route_key,
+        &params,
+        "127.0.0.1:9".parse().expect("address"),
+    );
+    common::lambda_http::request::from_str(&event.to_string()).expect("event parses")
+}
+
+fn body_json(response: &common::lambda_http::Response<Body>) -> anyhow::Result<Value> {
+    if response.status() != 200 {
+        bail!(
+            "handler answered {}: {}",
+            response.status(),
+            String::from_utf8_lossy(response.body().as_ref())
+        );
+    }
+    Ok(serde_json::from_slice(response.body().as_ref())?)
+}
+
+// The statements the handlers send, written out: a transaction with the
+// RLS context, the membership check, the page, the commit.
+const SET_CONTEXT: &str =
+    "SELECT set_config('app.user_id', $1, true), set_config('app.workspace_id', $2, true)";
+const MEMBERSHIP: &str = "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true)
+     FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+     WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL";
+const LIST_PAGE: &str = "SELECT id, workspace_id, title, source, content_type, size, status, error, attempts, \
+     etag, version, metadata, created_by, updated_by, created_at, updated_at \
+     FROM documents WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 ORDER BY id DESC LIMIT $3";
+const SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
+const SYNC_PAGE: &str = "SELECT id, workspace_id, title, source, content_type, size, status, error, attempts, \
+     etag, version, metadata, created_by, updated_by, created_at, updated_at, deleted_at, change_xid::text AS xid_text
+     FROM documents
+     WHERE workspace_id = $1
+       AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)
+       AND pg_visible_in_snapshot(change_xid, $3::text::pg_snapshot)
+       AND (change_xid, id) > ($4::text::xid8, $5)
+       AND (deleted_at IS NULL OR $6)
+     ORDER BY change_xid, id
+     LIMIT $7";
+
+struct Tenant {
+    user: uuid::Uuid,
+    workspace: uuid::Uuid,
+}
+
+impl Tenant {
+    async fn open(
+        &self,
+        pool: &PgPool,
+    ) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = pool.begin().await?;
+        sqlx::query(SET_CONTEXT)
+            .bind(self.user.to_string())
+            .bind("")
+            .execute(&mut *tx)
+            .await?;
+        let member: Option<(String, String)> = sqlx::query_as(MEMBERSHIP)
+            .bind(self.workspace)
+            .bind(self.user)
+            .fetch_optional(&mut *tx)
+            .await?;
+        member.context("not a member")?;
+        Ok(tx)
+    }
+
+    async fn list_page(
+        &self,
+        pool: &PgPool,
+        after: uuid::Uuid,
+        limit: i64,
+    ) -> anyhow::Result<usize> {
+        let mut tx = self.open(pool).await?;
+        let rows = sqlx::query(LIST_PAGE)
+            .bind(self.workspace)
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    /// One sync page; `target` None starts a pass (takes the snapshot).
+    async fn sync_page(
+        &self,
+        pool: &PgPool,
+        previous: &str,
+        target: Option<&str>,
+        last: Option<(u64, uuid::Uuid)>,
+        limit: i64,
+    ) -> anyhow::Result<usize> {
+        let mut tx = self.open(pool).await?;
+        let target = match target {
+            Some(t) => t.to_owned(),
+            None => {
+                sqlx::query_as::<_, (String,)>(SNAPSHOT)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .0
+            }
+        };
+        let start = start_after(previous, last);
+        let rows = sqlx::query(SYNC_PAGE)
+            .bind(self.workspace)
+            .bind(previous)
+            .bind(&target)
+            .bind(start.0.to_string())
+            .bind(start.1)
+            .bind(previous != "1:1:")
+            .bind(limit + 1)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+}
+
+async fn documents(args: &[String]) -> anyhow::Result<()> {
+    let docs = flag(args, "--docs", 100_000)?;
+    let pages = flag(args, "--pages", 400)?;
+    let keep = args.iter().any(|a| a == "--keep");
+    let config = Config::from_env().context("load the stack env first: . .local/dev/env")?;
+    let setup = Instant::now();
+    let pool = scratch_pool(&config).await?;
+    let state = State::with_pool(config.clone(), pool.clone())?;
+
+    let tokens = state
+        .auth
+        .signup(
+            &pool,
+            Credentials {
+                email: "bench@example.com".into(),
+                password: "benchmark password 1".into(),
+            },
+            "127.0.0.1",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("signup: {e}"))?;
+    let caller = state
+        .caller(&request("GET /x", "/x", "", &[], &tokens.access_token))
+        .await
+        .map_err(|e| anyhow::anyhow!("caller: {e}"))?;
+    let new = |name: &str| common::workspaces::NewWorkspace {
+        name: name.into(),
+        daily_token_limit: None,
+    };
+    let workspace = common::workspaces::create(&pool, caller, new("Bench"), 1000)
+        .await
+        .map_err(|e| anyhow::anyhow!("workspace: {e}"))?
+        .id;
+    let neighbour = common::workspaces::create(&pool, caller, new("Neighbour"), 1000)
+        .await
+        .map_err(|e| anyhow::anyhow!("workspace: {e}"))?
+        .id;
+    let user = caller.user_id.0;
+    seed(&pool, user, workspace.0, docs).await?;
+    // Another tenant's rows share the table and its indexes.
+    seed(&pool, user, neighbour.0, docs / 2).await?;
+    pool.execute("VACUUM ANALYZE documents").await?;
+    println!(
+        "seeded {docs} documents (+{} in a neighbouring workspace) in {:.1} s",
+        docs / 2,
+        setup.elapsed().as_secs_f64()
+    );
+
+    let tenant = Tenant {
+        user,
+        workspace: workspace.0,
+    };
+    let ws = workspace.to_string();
+    let token = tokens.access_token.as_str();
+    let docs_path = format!("/workspaces/{ws}/documents");
+    let list = http_handler("documents-list")?;
+    let sync = http_handler("documents-sync")?;
+
+    // Warm both paths (connections, prepared statements, caches).
+    for _ in 0..20 {
+        body_json(
+            &list(
+                &state,
+                request(
+                    "GET /workspaces/{workspace_id}/documents",
+                    &docs_path,
+                    "limit=50",
+                    &[("workspace_id", &ws)],
+                    token,
+                ),
+            )
+            .await,
+        )?;
+        tenant.list_page(&pool, uuid::Uuid::max(), 50).await?;
+    }
+
+    // List: walk `pages` pages of 50 by cursor, handler and raw in turn.
+    let (mut handler, mut raw) = (Samples::default(), Samples::default());
+    let mut cursor: Option<String> = None;
+    for _ in 0..pages {
+        let query = match &cursor {
+            Some(c) => format!("limit=50&cursor={c}"),
+            None => "limit=50".to_owned(),
+        };
+        let req = request(
+            "GET /workspaces/{workspace_id}/documents",
+            &docs_path,
+            &query,
+            &[("workspace_id", &ws)],
+            token,
+        );
+        let started = Instant::now();
+        let response = list(&state, req).await;
+        handler.push(started.elapsed());
+        let page = body_json(&response)?;
+        let after: uuid::Uuid = match &cursor {
+            Some(c) => {
+                common::pagination::decode(c, "cursor").map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+            None => uuid::Uuid::max(),
+        };
+        let started = Instant::now();
+        let rows = tenant.list_page(&pool, after, 50).await?;
+        raw.push(started.elapsed());
+        if rows
+            != page["items"].as_array().map_or(0, Vec::len)
+                + usize::from(page["next_cursor"].is_string())
+        {
+            bail!("raw SQL and handler disagree on the page");
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    report("list page (50 docs)", &handler, &raw);
+
+    // Title search: first pages for rare and for common terms.
+    let (mut handler, mut raw_search) = (Samples::default(), Samples::default());
+    let words = [
+        "trial", "vaccine", "protein", "climate", "budget", "design", "memo", "report",
+    ];
+    for n in 0..100 {
+        // Half rare (one title and its prefixes), half common (a word in 1/8 of titles).
+        let g = (n * 7919) % docs;
+        let term = if n % 2 == 0 {
+            format!("{} no. {g}", words[(g / 8) % 8])
+        } else {
+            words[n % 8].to_owned()
+        };
+        let encoded = term.replace(' ', "%20");
+        let req = request(
+            "GET /workspaces/{workspace_id}/documents",
+            &docs_path,
+            &format!("limit=50&query={encoded}"),
+            &[("workspace_id", &ws)],
+            token,
+        );
+        let started = Instant::now();
+        body_json(&list(&state, req).await)?;
+        handler.push(started.elapsed());
+        let started = Instant::now();
+        let mut tx = tenant.open(&pool).await?;
+        sqlx::query(
+            "SELECT id, workspace_id, title, source, content_type, size, status, error, attempts, \
+             etag, version, metadata, created_by, updated_by, created_at, updated_at \
+             FROM documents WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 AND title ILIKE $4 \
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant.workspace)
+        .bind(uuid::Uuid::max())
+        .bind(51_i64)
+        .bind(format!("%{term}%"))
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        raw_search.push(started.elapsed());
+    }
+    report("list page, title search", &handler, &raw_search);
+
+    // Sync: a first full sync of the workspace in pages of 100.
+    let sync_path = format!("/workspaces/{ws}/sync");
+    let (mut handler, mut raw) = (Samples::default(), Samples::default());
+    let mut cursor: Option<String> = None;
+    let mut raw_state: (String, Option<String>, Option<(u64, uuid::Uuid)>) =
+        ("1:1:".into(), None, None);
+    let mut delivered = 0;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("limit=100&cursor={c}"),
+            None => "limit=100".to_owned(),
+        };
+        let req = request(
+            "GET /workspaces/{workspace_id}/sync",
+            &sync_path,
+            &query,
+            &[("workspace_id", &ws)],
+            token,
+        );
+        let started = Instant::now();
+        let response = sync(&state, req).await;
+        handler.push(started.elapsed());
+        let page = body_json(&response)?;
+        let changes = page["changes"].as_array().map_or(0, Vec::len);
+        delivered += changes;
+
+        // The raw pass keeps its own (previous, target, last) state.
+        let started = Instant::now();
+        let (previous, target, last) = &raw_state;
+        let start = start_after(previous, *last);
+        let mut tx = tenant.open(&pool).await?;
+        let target = match target {
+            Some(t) => t.clone(),
+            None => {
+                sqlx::query_as::<_, (String,)>(SNAPSHOT)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .0
+            }
+        };
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query(SYNC_PAGE)
+            .bind(tenant.workspace)
+            .bind(previous)
+            .bind(&target)
+            .bind(start.0.to_string())
+            .bind(start.1)
+            .bind(previous != "1:1:")
+            .bind(101_i64)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|row| {
+                use sqlx::Row;
+                (row.get("id"), row.get("xid_text"))
+            })
+            .collect();
+        tx.commit().await?;
+        raw.push(started.elapsed());
+        let more = rows.len() > 100;
+        raw_state = if more {
+            let (id, xid) = rows[99].clone();
+            (previous.clone(), Some(target), Some((xid.parse()?, id)))
+        } else {
+            (target, None, None)
+        };
+
+        if rows.len().min(100) != changes {
+            bail!("raw SQL and handler disagree on a sync page");
+        }
+        cursor = page["cursor"].as_str().map(str::to_owned);
+        if !page["has_more"].as_bool().unwrap_or(false) {
+            break;
+        }
+    }
+    report("sync page (100 changes)", &handler, &raw);
+    if delivered != docs {
+        bail!("first sync delivered {delivered} documents, expected {docs}");
+    }
+
+    // Incremental sync: 50 edits, then an up-to-date client polls.
+    let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(workspace)).await?;
+    sqlx::query("UPDATE documents SET version = version + 1 WHERE id IN (SELECT id FROM documents WHERE workspace_id = $1 ORDER BY random() LIMIT 50)")
+        .bind(workspace)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let (mut handler, mut raw) = (Samples::default(), Samples::default());
+    let previous = raw_state.0.clone();
+    for _ in 0..200 {
+        let req = request(
+            "GET /workspaces/{workspace_id}/sync",
+            &sync_path,
+            &format!("limit=100&cursor={}", cursor.as_deref().unwrap_or_default()),
+            &[("workspace_id", &ws)],
+            token,
+        );
+        let started = Instant::now();
+        let page = body_json(&sync(&state, req).await)?;
+        handler.push(started.elapsed());
+        if page["changes"].as_array().map_or(0, Vec::len) != 50 {
+            bail!("incremental sync did not see the 50 edits");
+        }
+        let started = Instant::now();
+        tenant.sync_page(&pool, &previous, None, None, 100).await?;
+        raw.push(started.elapsed());
+    }
+    report("sync page, 50 changes since cursor", &handler, &raw);
+
+    pool.close().await;
+    if !keep {
+        drop_scratch(&config).await?;
+    }
+    Ok(())
+}
