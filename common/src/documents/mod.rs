@@ -380,6 +380,28 @@ impl Body {
     }
 }
 
+/// Binds `$1..$10` of the statements that write a document state: id,
+/// workspace, title, content, content type, size, content hash, entity
+/// tag, metadata, and the caller as author.
+trait BindState<'q> {
+    fn bind_state(self, id: DocumentId, access: &Access, body: &'q Body) -> Self;
+}
+
+impl<'q, O> BindState<'q> for sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    fn bind_state(self, id: DocumentId, access: &Access, body: &'q Body) -> Self {
+        self.bind(id)
+            .bind(access.workspace)
+            .bind(&body.title)
+            .bind(&body.content)
+            .bind(&body.content_type)
+            .bind(body.size)
+            .bind(&body.content_sha256)
+            .bind(&body.etag)
+            .bind(Json(&body.metadata))
+            .bind(access.caller)
+    }
+}
+
 /// The current row, locked for a write.
 #[derive(sqlx::FromRow)]
 struct Locked {
@@ -457,16 +479,7 @@ pub async fn create(
         full_columns!(),
         " FROM d"
     ))
-    .bind(id)
-    .bind(access.workspace)
-    .bind(&body.title)
-    .bind(&body.content)
-    .bind(&body.content_type)
-    .bind(body.size)
-    .bind(&body.content_sha256)
-    .bind(&body.etag)
-    .bind(Json(&body.metadata))
-    .bind(access.caller)
+    .bind_state(id, &access, &body)
     .fetch_optional(&mut *access.tx)
     .await?;
     let written = match inserted {
@@ -475,37 +488,25 @@ pub async fn create(
             content_changed: true,
             stored: true,
         },
-        None => {
-            let existing: Option<Document> = sqlx::query_as(concat!(
-                "SELECT ",
-                full_columns!(),
-                " FROM documents WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL"
-            ))
-            .bind(id)
-            .bind(access.workspace)
-            .fetch_optional(&mut *access.tx)
-            .await?;
-            match existing {
-                Some(document) if document.version == 1 && document.etag == body.etag => Written {
-                    document,
-                    content_changed: false,
-                    stored: false,
-                },
-                _ => {
-                    return Err(ApiError::Conflict(
-                        "a document with this id already exists; PUT to change it".into(),
-                    ));
-                }
+        None => match find_live(&mut access, id).await? {
+            Some(document) if document.version == 1 && document.etag == body.etag => Written {
+                document,
+                content_changed: false,
+                stored: false,
+            },
+            _ => {
+                return Err(ApiError::Conflict(
+                    "a document with this id already exists; PUT to change it".into(),
+                ));
             }
-        }
+        },
     };
     access.commit().await?;
     Ok(written)
 }
 
-/// One live document, with its content.
-pub async fn get(mut access: Access, id: DocumentId) -> Result<Document> {
-    let document = sqlx::query_as(concat!(
+async fn find_live(access: &mut Access, id: DocumentId) -> Result<Option<Document>> {
+    Ok(sqlx::query_as(concat!(
         "SELECT ",
         full_columns!(),
         " FROM documents WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL"
@@ -513,8 +514,14 @@ pub async fn get(mut access: Access, id: DocumentId) -> Result<Document> {
     .bind(id)
     .bind(access.workspace)
     .fetch_optional(&mut *access.tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("document"))?;
+    .await?)
+}
+
+/// One live document, with its content.
+pub async fn get(mut access: Access, id: DocumentId) -> Result<Document> {
+    let document = find_live(&mut access, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("document"))?;
     access.commit().await?;
     Ok(document)
 }
@@ -613,16 +620,7 @@ async fn write_state(
         " FROM d"
     );
     Ok(sqlx::query_as(sql)
-        .bind(id)
-        .bind(access.workspace)
-        .bind(&body.title)
-        .bind(&body.content)
-        .bind(&body.content_type)
-        .bind(body.size)
-        .bind(&body.content_sha256)
-        .bind(&body.etag)
-        .bind(Json(&body.metadata))
-        .bind(access.caller)
+        .bind_state(id, access, body)
         .bind(content_changed)
         .bind(kind)
         .bind(restored_from)

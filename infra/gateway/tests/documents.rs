@@ -355,27 +355,17 @@ async fn versions_record_history_snapshots_and_restores(pool: PgPool) {
 
     // Restore honours If-Match when sent.
     let restore = format!("{versions}/1/restore");
-    let stale = s
-        .api
-        .send_with(
-            "POST",
-            &restore,
-            Some(&s.token),
-            None,
-            &[("if-match", &v1_tag)],
-        )
-        .await;
+    let restore_if = |tag: String| {
+        let (s, restore) = (&s, &restore);
+        async move {
+            s.api
+                .send_with("POST", restore, Some(&s.token), None, &[("if-match", &tag)])
+                .await
+        }
+    };
+    let stale = restore_if(v1_tag.clone()).await;
     assert_eq!(stale.problem(412)["current"]["content"], "rewritten");
-    let restored = s
-        .api
-        .send_with(
-            "POST",
-            &restore,
-            Some(&s.token),
-            None,
-            &[("if-match", &v2_tag)],
-        )
-        .await;
+    let restored = restore_if(v2_tag.clone()).await;
     assert_eq!(restored.status, 200, "{}", restored.body);
     assert_eq!(restored.body["version"], 5);
     assert_eq!(restored.body["content"], "opening");
