@@ -47,6 +47,27 @@ fn flag(args: &[String], name: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
+/// Times two calls, alternating which goes first, so neither always pays
+/// for waking the database (client and server share the machine's cores).
+async fn timed_pair<A, B>(
+    turn: usize,
+    a: impl std::future::Future<Output = A>,
+    b: impl std::future::Future<Output = B>,
+) -> ((Duration, A), (Duration, B)) {
+    async fn timed<T>(f: impl std::future::Future<Output = T>) -> (Duration, T) {
+        let started = Instant::now();
+        let value = f.await;
+        (started.elapsed(), value)
+    }
+    if turn.is_multiple_of(2) {
+        let a = timed(a).await;
+        (a, timed(b).await)
+    } else {
+        let b = timed(b).await;
+        (timed(a).await, b)
+    }
+}
+
 /// Latencies of one measured operation.
 #[derive(Default)]
 struct Samples(Vec<Duration>);
@@ -246,6 +267,7 @@ impl Tenant {
     }
 
     /// One sync page; `target` None starts a pass (takes the snapshot).
+    /// Returns the pass's snapshot and the rows' (id, change xid).
     async fn sync_page(
         &self,
         pool: &PgPool,
@@ -253,7 +275,7 @@ impl Tenant {
         target: Option<&str>,
         last: Option<(u64, uuid::Uuid)>,
         limit: i64,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<(String, Vec<(uuid::Uuid, u64)>)> {
         let mut tx = self.open(pool).await?;
         let target = match target {
             Some(t) => t.to_owned(),
@@ -276,7 +298,15 @@ impl Tenant {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(rows.len())
+        let rows = rows
+            .iter()
+            .map(|row| {
+                use sqlx::Row;
+                let xid: String = row.get("xid_text");
+                Ok((row.get("id"), xid.parse()?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok((target, rows))
     }
 }
 
@@ -359,7 +389,7 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
     // List: walk `pages` pages of 50 by cursor, handler and raw in turn.
     let (mut handler, mut raw) = (Samples::default(), Samples::default());
     let mut cursor: Option<String> = None;
-    for _ in 0..pages {
+    for turn in 0..pages {
         let query = match &cursor {
             Some(c) => format!("limit=50&cursor={c}"),
             None => "limit=50".to_owned(),
@@ -371,19 +401,17 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
             &[("workspace_id", &ws)],
             token,
         );
-        let started = Instant::now();
-        let response = list(&state, req).await;
-        handler.push(started.elapsed());
-        let page = body_json(&response)?;
         let after: uuid::Uuid = match &cursor {
             Some(c) => {
                 common::pagination::decode(c, "cursor").map_err(|e| anyhow::anyhow!("{e}"))?
             }
             None => uuid::Uuid::max(),
         };
-        let started = Instant::now();
-        let rows = tenant.list_page(&pool, after, 50).await?;
-        raw.push(started.elapsed());
+        let ((h, response), (r, rows)) =
+            timed_pair(turn, list(&state, req), tenant.list_page(&pool, after, 50)).await;
+        handler.push(h);
+        raw.push(r);
+        let (page, rows) = (body_json(&response)?, rows?);
         if rows
             != page["items"].as_array().map_or(0, Vec::len)
                 + usize::from(page["next_cursor"].is_string())
@@ -418,12 +446,10 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
             &[("workspace_id", &ws)],
             token,
         );
-        let started = Instant::now();
-        body_json(&list(&state, req).await)?;
-        handler.push(started.elapsed());
-        let started = Instant::now();
-        let mut tx = tenant.open(&pool).await?;
-        sqlx::query(
+        let pattern = format!("%{term}%");
+        let raw_call = async {
+            let mut tx = tenant.open(&pool).await?;
+            sqlx::query(
             "SELECT id, workspace_id, title, source, content_type, size, status, error, attempts, \
              etag, version, metadata, created_by, updated_by, created_at, updated_at \
              FROM documents WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 AND title ILIKE $4 \
@@ -432,12 +458,18 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
         .bind(tenant.workspace)
         .bind(uuid::Uuid::max())
         .bind(51_i64)
-        .bind(format!("%{term}%"))
+        .bind(&pattern)
         .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        raw_search.push(started.elapsed());
+            tx.commit().await?;
+            anyhow::Ok(())
+        };
+        let ((h, response), (r, outcome)) = timed_pair(n, list(&state, req), raw_call).await;
+        handler.push(h);
+        raw_search.push(r);
+        body_json(&response)?;
+        outcome?;
     }
     report("list page, title search", &handler, &raw_search);
 
@@ -448,7 +480,7 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
     let mut raw_state: (String, Option<String>, Option<(u64, uuid::Uuid)>) =
         ("1:1:".into(), None, None);
     let mut delivered = 0;
-    loop {
+    for turn in 0.. {
         let query = match &cursor {
             Some(c) => format!("limit=100&cursor={c}"),
             None => "limit=100".to_owned(),
@@ -460,49 +492,24 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
             &[("workspace_id", &ws)],
             token,
         );
-        let started = Instant::now();
-        let response = sync(&state, req).await;
-        handler.push(started.elapsed());
+        // The raw pass keeps its own (previous, target, last) state.
+        let (previous, target, last) = &raw_state;
+        let ((h, response), (r, outcome)) = timed_pair(
+            turn,
+            sync(&state, req),
+            tenant.sync_page(&pool, previous, target.as_deref(), *last, 100),
+        )
+        .await;
+        handler.push(h);
+        raw.push(r);
         let page = body_json(&response)?;
         let changes = page["changes"].as_array().map_or(0, Vec::len);
         delivered += changes;
-
-        // The raw pass keeps its own (previous, target, last) state.
-        let started = Instant::now();
-        let (previous, target, last) = &raw_state;
-        let start = start_after(previous, *last);
-        let mut tx = tenant.open(&pool).await?;
-        let target = match target {
-            Some(t) => t.clone(),
-            None => {
-                sqlx::query_as::<_, (String,)>(SNAPSHOT)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .0
-            }
-        };
-        let rows: Vec<(uuid::Uuid, String)> = sqlx::query(SYNC_PAGE)
-            .bind(tenant.workspace)
-            .bind(previous)
-            .bind(&target)
-            .bind(start.0.to_string())
-            .bind(start.1)
-            .bind(previous != "1:1:")
-            .bind(101_i64)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|row| {
-                use sqlx::Row;
-                (row.get("id"), row.get("xid_text"))
-            })
-            .collect();
-        tx.commit().await?;
-        raw.push(started.elapsed());
+        let (target, rows) = outcome?;
         let more = rows.len() > 100;
         raw_state = if more {
-            let (id, xid) = rows[99].clone();
-            (previous.clone(), Some(target), Some((xid.parse()?, id)))
+            let (id, xid) = rows[99];
+            (previous.clone(), Some(target), Some((xid, id)))
         } else {
             (target, None, None)
         };
@@ -529,7 +536,7 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
     tx.commit().await?;
     let (mut handler, mut raw) = (Samples::default(), Samples::default());
     let previous = raw_state.0.clone();
-    for _ in 0..200 {
+    for turn in 0..200 {
         let req = request(
             "GET /workspaces/{workspace_id}/sync",
             &sync_path,
@@ -537,15 +544,22 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
             &[("workspace_id", &ws)],
             token,
         );
-        let started = Instant::now();
-        let page = body_json(&sync(&state, req).await)?;
-        handler.push(started.elapsed());
-        if page["changes"].as_array().map_or(0, Vec::len) != 50 {
+        let ((h, response), (r, outcome)) = timed_pair(
+            turn,
+            sync(&state, req),
+            tenant.sync_page(&pool, &previous, None, None, 100),
+        )
+        .await;
+        handler.push(h);
+        raw.push(r);
+        outcome?;
+        if body_json(&response)?["changes"]
+            .as_array()
+            .map_or(0, Vec::len)
+            != 50
+        {
             bail!("incremental sync did not see the 50 edits");
         }
-        let started = Instant::now();
-        tenant.sync_page(&pool, &previous, None, None, 100).await?;
-        raw.push(started.elapsed());
     }
     report("sync page, 50 changes since cursor", &handler, &raw);
 
