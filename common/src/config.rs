@@ -94,6 +94,57 @@ impl DocumentLimits {
     }
 }
 
+/// Uploads and how ingestion cuts text.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Largest file a presigned upload accepts.
+    pub upload_max_bytes: u64,
+    /// Lifetime of a presigned upload URL (at most 15 minutes).
+    pub upload_url_ttl: Duration,
+    /// Target chunk size and overlap, in tokens (cl100k_base).
+    pub chunk_tokens: usize,
+    pub chunk_overlap_tokens: usize,
+}
+
+/// Which embedding model turns chunks and questions into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingProvider {
+    /// Deterministic hashed n-grams, no network (the default).
+    Local,
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    OpenAi,
+    /// Amazon Bedrock, Titan Text Embeddings v2.
+    Bedrock,
+}
+
+impl std::str::FromStr for EmbeddingProvider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "openai" => Ok(Self::OpenAi),
+            "bedrock" => Ok(Self::Bedrock),
+            other => Err(format!("{other:?} is not one of local, openai, bedrock")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingConfig {
+    pub provider: EmbeddingProvider,
+    pub dimensions: usize,
+    /// Model id: required for openai; Bedrock defaults to Titan v2.
+    pub model: Option<String>,
+    /// OpenAI-compatible base URL, e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: Option<String>,
+    pub api_key: Option<Secret>,
+    /// Texts per request (providers may cap it lower).
+    pub batch_size: usize,
+    pub timeout: Duration,
+    /// Retries on 429 and 5xx, with exponential backoff.
+    pub max_retries: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Secret,
@@ -115,6 +166,8 @@ pub struct Config {
     pub default_daily_token_limit: i64,
     pub max_request_bytes: usize,
     pub documents: DocumentLimits,
+    pub ingest: IngestConfig,
+    pub embedding: EmbeddingConfig,
     pub bucket_name: Option<String>,
     pub ingest_queue_url: Option<String>,
     pub aws_endpoint_url: Option<String>,
@@ -159,6 +212,22 @@ impl Config {
                 title_chars: vars.parse_or("DOCUMENT_MAX_TITLE_CHARS", 300)?,
                 metadata_bytes: vars.parse_or("DOCUMENT_MAX_METADATA_BYTES", 8 * 1024)?,
                 metadata_depth: vars.parse_or("DOCUMENT_MAX_METADATA_DEPTH", 5)?,
+            },
+            ingest: IngestConfig {
+                upload_max_bytes: vars.parse_or("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)?,
+                upload_url_ttl: secs(vars.parse_or("UPLOAD_URL_TTL_SECONDS", 900)?),
+                chunk_tokens: vars.parse_or("CHUNK_TOKENS", 400)?,
+                chunk_overlap_tokens: vars.parse_or("CHUNK_OVERLAP_TOKENS", 60)?,
+            },
+            embedding: EmbeddingConfig {
+                provider: vars.parse_or("EMBEDDING_PROVIDER", EmbeddingProvider::Local)?,
+                dimensions: vars.parse_or("EMBEDDING_DIMENSIONS", 384)?,
+                model: vars.optional("EMBEDDING_MODEL"),
+                base_url: vars.optional("EMBEDDING_BASE_URL"),
+                api_key: vars.optional("EMBEDDING_API_KEY").map(Secret),
+                batch_size: vars.parse_or("EMBEDDING_BATCH_SIZE", 64)?,
+                timeout: secs(vars.parse_or("EMBEDDING_TIMEOUT_SECONDS", 30)?),
+                max_retries: vars.parse_or("EMBEDDING_MAX_RETRIES", 4)?,
             },
             bucket_name: vars.optional("BUCKET_NAME"),
             ingest_queue_url: vars.optional("INGEST_QUEUE_URL"),
@@ -210,6 +279,43 @@ impl Config {
             return bad(
                 "DOCUMENT_MAX_TITLE_CHARS",
                 "document limits (title, metadata bytes, metadata depth) must be positive",
+            );
+        }
+        let ingest = &self.ingest;
+        if ingest.upload_url_ttl.is_zero() || ingest.upload_url_ttl > Duration::from_secs(900) {
+            return bad("UPLOAD_URL_TTL_SECONDS", "must be between 1 and 900");
+        }
+        if ingest.upload_max_bytes == 0 {
+            return bad("UPLOAD_MAX_BYTES", "must be positive");
+        }
+        if ingest.chunk_tokens < 16 || ingest.chunk_overlap_tokens >= ingest.chunk_tokens {
+            return bad(
+                "CHUNK_OVERLAP_TOKENS",
+                "CHUNK_TOKENS must be at least 16 and the overlap smaller than it",
+            );
+        }
+        let embedding = &self.embedding;
+        if embedding.dimensions == 0 || embedding.dimensions > 2000 {
+            // pgvector's HNSW index takes at most 2,000 dimensions.
+            return bad("EMBEDDING_DIMENSIONS", "must be between 1 and 2000");
+        }
+        if embedding.batch_size == 0 {
+            return bad("EMBEDDING_BATCH_SIZE", "must be positive");
+        }
+        if embedding.provider == EmbeddingProvider::OpenAi
+            && (embedding.base_url.is_none() || embedding.model.is_none())
+        {
+            return bad(
+                "EMBEDDING_BASE_URL",
+                "the openai provider needs EMBEDDING_BASE_URL and EMBEDDING_MODEL",
+            );
+        }
+        if embedding.provider == EmbeddingProvider::Bedrock
+            && ![256, 512, 1024].contains(&embedding.dimensions)
+        {
+            return bad(
+                "EMBEDDING_DIMENSIONS",
+                "Titan Text Embeddings v2 gives 256, 512 or 1024 dimensions",
             );
         }
         if self.default_daily_token_limit < 0 {

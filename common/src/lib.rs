@@ -6,6 +6,7 @@ pub mod conditional;
 pub mod config;
 pub mod db;
 pub mod documents;
+pub mod embed;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod rate_limit;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod uploads;
 pub mod workspaces;
 
 pub use error::{ApiError, Result};

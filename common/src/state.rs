@@ -16,6 +16,7 @@ pub struct State {
     aws: OnceCell<aws_config::SdkConfig>,
     s3: OnceCell<aws_sdk_s3::Client>,
     sqs: OnceCell<aws_sdk_sqs::Client>,
+    embedder: OnceCell<std::sync::Arc<dyn crate::embed::Embedder>>,
 }
 
 impl State {
@@ -30,6 +31,7 @@ impl State {
             aws: OnceCell::new(),
             s3: OnceCell::new(),
             sqs: OnceCell::new(),
+            embedder: OnceCell::new(),
         })
     }
 
@@ -54,6 +56,19 @@ impl State {
                     .force_path_style(self.config.aws_endpoint_url.is_some())
                     .build();
                 aws_sdk_s3::Client::from_conf(config)
+            })
+            .await
+    }
+
+    /// The configured embedding provider, built on first use.
+    pub async fn embedder(&self) -> anyhow::Result<&std::sync::Arc<dyn crate::embed::Embedder>> {
+        self.embedder
+            .get_or_try_init(|| async {
+                let aws = match self.config.embedding.provider {
+                    crate::config::EmbeddingProvider::Bedrock => Some(self.aws().await),
+                    _ => None,
+                };
+                crate::embed::build(&self.config.embedding, aws)
             })
             .await
     }
@@ -85,6 +100,7 @@ impl State {
             aws: OnceCell::new(),
             s3: OnceCell::new(),
             sqs: OnceCell::new(),
+            embedder: OnceCell::new(),
         })
     }
 }

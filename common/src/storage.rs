@@ -42,3 +42,35 @@ pub async fn delete_document_files(
     }
     Ok(removed)
 }
+
+/// A presigned `PUT` for `key`, bound to its content type and exact
+/// length (both are signed, so S3 refuses any other file), valid `ttl`.
+/// Returns the URL and the headers the request must carry.
+pub async fn presign_put(
+    state: &State,
+    key: &str,
+    content_type: &str,
+    size: i64,
+    ttl: std::time::Duration,
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    let Some(bucket) = &state.config.bucket_name else {
+        anyhow::bail!("BUCKET_NAME is not set");
+    };
+    let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)?;
+    let request = state
+        .s3()
+        .await
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .content_length(size)
+        .presigned(presigning)
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    let headers = request
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    Ok((request.uri().to_owned(), headers))
+}

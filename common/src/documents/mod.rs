@@ -87,10 +87,10 @@ macro_rules! summary_columns {
 }
 macro_rules! full_columns {
     () => {
-        concat!(summary_columns!(), ", content")
+        concat!($crate::documents::summary_columns!(), ", content")
     };
 }
-pub(crate) use summary_columns;
+pub(crate) use {full_columns, summary_columns};
 
 /// Inserts the version row for the document state in CTE `$src`.
 /// `$kind` and `$restored_from` are SQL expressions (literals or parameters).
@@ -112,6 +112,8 @@ macro_rules! record_version_from {
 
 /// The UPDATE that moves a document to its next version; a content change
 /// sends it back to `pending` for ingestion.
+pub(crate) use record_version_from;
+
 macro_rules! update_state {
     () => {
         "WITH d AS (
@@ -181,14 +183,33 @@ pub enum VersionKind {
 }
 
 /// Validated content and its hashes.
-struct Body {
-    title: String,
-    content: Option<String>,
-    content_type: String,
+pub(crate) struct Body {
+    pub(crate) title: String,
+    pub(crate) content: Option<String>,
+    pub(crate) content_type: String,
+    pub(crate) size: i64,
+    pub(crate) metadata: Value,
+    pub(crate) content_sha256: String,
+    pub(crate) etag: String,
+}
+
+/// The first state of an uploaded document: title and metadata checked,
+/// content unknown until the file arrives (empty content hash).
+pub(crate) fn upload_state(
+    title: &str,
+    content_type: &str,
     size: i64,
-    metadata: Value,
-    content_sha256: String,
-    etag: String,
+    metadata: Option<Value>,
+    limits: &DocumentLimits,
+) -> Result<Body> {
+    Ok(Body::new(
+        clean_title(title, limits)?,
+        None,
+        content_type.to_owned(),
+        size,
+        clean_metadata(metadata, limits)?,
+        String::new(),
+    ))
 }
 
 const INLINE_TYPES: &[&str] = &["text/plain", "text/markdown", "application/json"];

@@ -32,6 +32,7 @@ pub fn registry() -> Vec<Function> {
         workspaces::FUNCTIONS,
         members::FUNCTIONS,
         documents::FUNCTIONS,
+        uploads::FUNCTIONS,
         ingest::FUNCTIONS,
     ]
     .concat()

@@ -91,6 +91,7 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "documents-restore",
         "documents-chunks",
         "documents-sync",
+        "uploads-create",
     ] {
         let (status, body) = invoke(&state, binary, &auth).await;
         assert_eq!(status, 404, "{binary}: {body}");
@@ -108,6 +109,16 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "Research (renamed)"
     );
     assert_eq!(invoke(&state, "members-list", &real).await.0, 200);
+
+    let (status, upload) = invoke(&state, "uploads-create", &real).await;
+    assert_eq!(status, 201, "{upload}");
+    assert_eq!(upload["document"]["status"], "pending");
+    assert!(
+        upload["upload"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("Trial_report_final_.pdf")
+    );
 
     // Documents: create, then every other fixture pointed at the new document.
     let (status, doc) = invoke(&state, "documents-create", &real).await;

@@ -1,5 +1,7 @@
-//! `ragway-migrate`: applies the embedded migrations to DATABASE_URL.
-//! Run once per deploy (and by the local stack script).
+//! `ragway-migrate`: applies the embedded migrations to DATABASE_URL, then
+//! builds the HNSW index for the configured embedding dimension
+//! (EMBEDDING_DIMENSIONS, default 384). Run once per deploy (and by the
+//! local stack script).
 
 fn main() -> anyhow::Result<()> {
     let url =
@@ -13,6 +15,11 @@ fn main() -> anyhow::Result<()> {
             .connect(&url)
             .await?;
         common::db::MIGRATOR.run(&pool).await?;
+        let dimensions: usize = match std::env::var("EMBEDDING_DIMENSIONS") {
+            Ok(raw) => raw.trim().parse()?,
+            Err(_) => 384,
+        };
+        common::db::ensure_vector_index(&pool, dimensions).await?;
         println!(
             "migrations applied: {}",
             common::db::MIGRATOR.iter().count()

@@ -1,0 +1,220 @@
+//! Uploads: a document whose file the client PUTs straight to S3 with a
+//! presigned URL. The document starts `pending`; the bucket's
+//! ObjectCreated notification brings the file to the ingest worker.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::config::Config;
+use crate::documents::{Document, full_columns, record_version_from};
+use crate::error::{ApiError, Result};
+use crate::ids::DocumentId;
+use crate::storage::document_prefix;
+use crate::workspaces::Access;
+
+/// The file types ingestion can read, by their declared MIME type.
+pub const ALLOWED_TYPES: &[&str] = &[
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+    "text/html",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "text/csv",
+    "application/json",
+];
+
+/// `POST /workspaces/{id}/uploads`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUpload {
+    pub filename: String,
+    pub content_type: String,
+    /// Exact size in bytes; the presigned URL is bound to it.
+    pub size: i64,
+    /// Defaults to the file name.
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// How the client sends the file.
+#[derive(Debug, Serialize)]
+pub struct UploadTarget {
+    pub url: String,
+    pub method: &'static str,
+    /// Headers the PUT must carry exactly (they are signed).
+    pub headers: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Upload {
+    pub document_id: DocumentId,
+    pub document: Document,
+    pub upload: UploadTarget,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The declared type's essence, if ingestion can read it.
+pub fn allowed_type(content_type: &str) -> Option<&'static str> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let essence = if essence == "text/x-markdown" {
+        "text/markdown".to_owned()
+    } else {
+        essence
+    };
+    ALLOWED_TYPES.iter().copied().find(|t| *t == essence)
+}
+
+/// A file name safe in an S3 key and a Content-Disposition: ASCII letters,
+/// digits, `.`, `-`, `_`; anything else becomes `_`; at most 120 characters
+/// keeping the extension; never empty, never a dot file.
+pub fn safe_file_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut safe: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while safe.contains("__") {
+        safe = safe.replace("__", "_");
+    }
+    let safe = safe.trim_matches(|c| c == '.' || c == '_').to_owned();
+    let safe = if safe.chars().count() > 120 {
+        match safe.rsplit_once('.') {
+            Some((stem, ext)) if ext.len() <= 10 => {
+                format!("{}.{ext}", &stem[..120 - ext.len() - 1])
+            }
+            _ => safe[..120].to_owned(),
+        }
+    } else {
+        safe
+    };
+    if safe.is_empty() {
+        "file".to_owned()
+    } else {
+        safe
+    }
+}
+
+/// Checks the request and creates the pending document; the caller signs
+/// the URL for the returned key.
+pub async fn create(
+    mut access: Access,
+    new: NewUpload,
+    config: &Config,
+) -> Result<(Document, String)> {
+    let filename = new.filename.trim();
+    if filename.is_empty() || filename.chars().count() > 255 {
+        return Err(ApiError::unprocessable(
+            "filename",
+            "filename must be 1 to 255 characters",
+        ));
+    }
+    let content_type = allowed_type(&new.content_type).ok_or_else(|| {
+        ApiError::unprocessable(
+            "content_type",
+            format!(
+                "uploads are PDF, plain text, Markdown, HTML, DOCX, CSV or JSON ({})",
+                ALLOWED_TYPES.join(", ")
+            ),
+        )
+    })?;
+    if new.size <= 0 {
+        return Err(ApiError::unprocessable(
+            "size",
+            "size must be the file's size in bytes",
+        ));
+    }
+    if new.size as u64 > config.ingest.upload_max_bytes {
+        return Err(ApiError::too_large(
+            "size",
+            config.ingest.upload_max_bytes as usize,
+        ));
+    }
+    let title = new.title.as_deref().unwrap_or(filename);
+    let body = crate::documents::upload_state(
+        title,
+        content_type,
+        new.size,
+        new.metadata,
+        &config.documents,
+    )?;
+    let id = DocumentId::new();
+    let file = safe_file_name(filename);
+    let key = format!("{}{file}", document_prefix(access.workspace, id));
+    let document: Document = sqlx::query_as(concat!(
+        "WITH d AS (
+            INSERT INTO documents (id, workspace_id, title, source, content, content_type, size,
+                                   content_sha256, etag, version, metadata, created_by, updated_by,
+                                   s3_key, file_name)
+            VALUES ($1, $2, $3, 'upload', NULL, $4, $5, $6, $7, 1, $8, $9, $9, $10, $11)
+            RETURNING *
+         ), v AS (",
+        record_version_from!("d", "'create'", "NULL::integer"),
+        "         ) SELECT ",
+        full_columns!(),
+        " FROM d"
+    ))
+    .bind(id)
+    .bind(access.workspace)
+    .bind(&body.title)
+    .bind(content_type)
+    .bind(new.size)
+    .bind(&body.content_sha256)
+    .bind(&body.etag)
+    .bind(Json(&body.metadata))
+    .bind(access.caller)
+    .bind(&key)
+    .bind(&file)
+    .fetch_one(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    Ok((document, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_made_safe_for_keys() {
+        assert_eq!(
+            safe_file_name("report 2025 (final).pdf"),
+            "report_2025_final_.pdf"
+        );
+        assert_eq!(safe_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(safe_file_name("C:\\Users\\me\\notes.md"), "notes.md");
+        assert_eq!(safe_file_name("…"), "file");
+        assert_eq!(safe_file_name(".env"), "env");
+        assert_eq!(safe_file_name("ünïcödé.txt"), "n_c_d_.txt");
+        let long = format!("{}.docx", "a".repeat(300));
+        let safe = safe_file_name(&long);
+        assert_eq!(safe.len(), 120);
+        assert!(safe.ends_with(".docx"));
+    }
+
+    #[test]
+    fn only_readable_types_are_accepted() {
+        assert_eq!(allowed_type("application/PDF"), Some("application/pdf"));
+        assert_eq!(
+            allowed_type("text/plain; charset=utf-16"),
+            Some("text/plain")
+        );
+        assert_eq!(allowed_type("text/x-markdown"), Some("text/markdown"));
+        assert_eq!(allowed_type("image/png"), None);
+        assert_eq!(allowed_type("application/zip"), None);
+    }
+}

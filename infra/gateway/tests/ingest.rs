@@ -1,0 +1,565 @@
+//! Uploads and ingestion end to end on the local stack, through the real
+//! AWS SDK: presigned PUT with a plain HTTP client → S3 notification →
+//! SQS → worker → chunks with embeddings; inline documents and edits via
+//! the same queue; duplicates, reordering, bad files, poison messages,
+//! foreign keys, and a database that is down for one delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::State;
+use ragway_gateway::sqs;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+mod support;
+use support::{Api, config, gateway, ingest_worker, state};
+
+/// A bucket and queue of this test's own (so other tests' messages never
+/// mix in), wired like the stack's: ObjectCreated under workspaces/ → queue.
+struct Stack {
+    state: Arc<State>,
+    api: Api,
+    token: String,
+    ws: String,
+    queue: String,
+    bucket: String,
+}
+
+async fn stack(pool: PgPool) -> Stack {
+    let probe = state(pool.clone(), config(&[]));
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let sqs_client = probe.sqs().await;
+    let queue = sqs_client
+        .create_queue()
+        .queue_name(format!("t-ingest-{suffix}"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "0",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let bucket = format!("t-uploads-{suffix}");
+    let s3 = probe.s3().await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder()
+                .queue_configurations(
+                    aws_sdk_s3::types::QueueConfiguration::builder()
+                        .queue_arn(format!(
+                            "arn:aws:sqs:us-east-1:123456789012:t-ingest-{suffix}"
+                        ))
+                        .events(aws_sdk_s3::types::Event::S3ObjectCreated)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Configuring the notification queues an s3:TestEvent; start empty.
+    sqs_client
+        .purge_queue()
+        .queue_url(&queue)
+        .send()
+        .await
+        .unwrap();
+    let state = state(
+        pool,
+        config(&[
+            ("BUCKET_NAME", &bucket),
+            ("INGEST_QUEUE_URL", &queue),
+            ("CHUNK_TOKENS", "60"),
+            ("CHUNK_OVERLAP_TOKENS", "10"),
+        ]),
+    );
+    let api = gateway(state.clone()).await;
+    let (token, _, _) = api.signup("ingest@example.com").await;
+    let ws = api.create_workspace(&token, "Library").await;
+    Stack {
+        state,
+        api,
+        token,
+        ws,
+        queue,
+        bucket,
+    }
+}
+
+impl Stack {
+    /// Runs the worker over whatever is queued until the queue is empty.
+    async fn drain(&self) -> sqs::PollOutcome {
+        let mut total = sqs::PollOutcome::default();
+        for _ in 0..20 {
+            let outcome = sqs::poll_once(
+                &self.state,
+                &self.queue,
+                ingest_worker(),
+                10,
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap();
+            if outcome.received == 0 {
+                break;
+            }
+            total.received += outcome.received;
+            total.deleted += outcome.deleted;
+            total.failed += outcome.failed;
+        }
+        total
+    }
+
+    async fn document(&self, id: &str) -> Value {
+        let reply = self
+            .api
+            .send(
+                "GET",
+                &format!("/workspaces/{}/documents/{id}", self.ws),
+                Some(&self.token),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    }
+
+    async fn chunks(&self, id: &str) -> Vec<Value> {
+        let reply = self
+            .api
+            .send(
+                "GET",
+                &format!("/workspaces/{}/documents/{id}/chunks?limit=500", self.ws),
+                Some(&self.token),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["items"].as_array().unwrap().clone()
+    }
+
+    /// Asks for an upload and PUTs `bytes` with a plain HTTP client.
+    async fn upload(&self, filename: &str, content_type: &str, bytes: &[u8]) -> String {
+        let reply = self
+            .api
+            .send(
+                "POST",
+                &format!("/workspaces/{}/uploads", self.ws),
+                Some(&self.token),
+                Some(json!({ "filename": filename, "content_type": content_type, "size": bytes.len() })),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let upload = &reply.body["upload"];
+        assert_eq!(upload["method"], "PUT");
+        let mut put = reqwest::Client::new()
+            .put(upload["url"].as_str().unwrap())
+            .body(bytes.to_vec());
+        for (name, value) in upload["headers"].as_object().unwrap() {
+            put = put.header(name, value.as_str().unwrap());
+        }
+        let response = put.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+        reply.body["document_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let reply = self
+            .api
+            .send(
+                "POST",
+                &format!("/workspaces/{}/documents", self.ws),
+                Some(&self.token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body
+    }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn uploads_of_every_text_format_become_ready_with_chunks(pool: PgPool) {
+    let s = stack(pool).await;
+    let long = "The vaccine trial enrolled participants across many sites. ".repeat(30);
+    let files: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("notes.txt", "text/plain", long.as_bytes().to_vec()),
+        (
+            "guide.md",
+            "text/markdown",
+            format!("# Guide\n\n## Setup\n\n{long}\n\n## Usage\n\nRun it.").into_bytes(),
+        ),
+        (
+            "page.html",
+            "text/html",
+            format!("<html><head><script>var secret = 1;</script></head><body><h1>Results</h1><p>{long}</p></body></html>").into_bytes(),
+        ),
+        (
+            "table.csv",
+            "text/csv",
+            b"site,enrolled\nOslo,120\n\"Lyon, FR\",80\n".to_vec(),
+        ),
+        (
+            "data.json",
+            "application/json",
+            br#"{"trial": {"name": "T7", "sites": ["Oslo", "Lyon"]}}"#.to_vec(),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, content_type, bytes) in &files {
+        ids.push(s.upload(name, content_type, bytes).await);
+    }
+    let outcome = s.drain().await;
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+    for (id, (name, _, _)) in ids.iter().zip(&files) {
+        let doc = s.document(id).await;
+        assert_eq!(doc["status"], "ready", "{name}: {doc}");
+        assert_eq!(doc["attempts"], 1, "{name}");
+        let chunks = s.chunks(id).await;
+        assert!(!chunks.is_empty(), "{name} has chunks");
+        for (ordinal, chunk) in chunks.iter().enumerate() {
+            assert_eq!(chunk["ordinal"], ordinal as i64, "{name}");
+            assert!(
+                chunk["token_count"].as_i64().unwrap() <= 60,
+                "{name}: {chunk}"
+            );
+        }
+    }
+    let md = s.chunks(&ids[1]).await;
+    assert!(
+        md.iter().any(|c| c["locator"]["heading"]
+            .as_str()
+            .is_some_and(|h| h.contains("Setup"))),
+        "markdown chunks keep their heading: {md:?}"
+    );
+    let html = s.chunks(&ids[2]).await;
+    assert!(
+        html.iter()
+            .all(|c| !c["content"].as_str().unwrap().contains("secret")),
+        "scripts are dropped"
+    );
+    let csv = s.chunks(&ids[3]).await;
+    let csv_text: String = csv.iter().map(|c| c["content"].as_str().unwrap()).collect();
+    assert!(csv_text.contains("site: Lyon, FR"), "{csv_text}");
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn inline_documents_and_edits_are_ingested_and_duplicates_change_nothing(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let doc = s
+        .create(json!({ "title": "Notes", "content": "# Trial\n\nFirst draft about proteins.", "content_type": "text/markdown" }))
+        .await;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    // The same message delivered twice, in one batch and again later.
+    let message = common::ingest::events::DocumentChanged {
+        workspace_id: s.ws.parse().unwrap(),
+        document_id: id.parse().unwrap(),
+        version: 1,
+    }
+    .to_message();
+    let sqs_client = s.state.sqs().await;
+    sqs_client
+        .send_message()
+        .queue_url(&s.queue)
+        .message_body(&message)
+        .send()
+        .await
+        .unwrap();
+    s.drain().await;
+    let first = s.chunks(&id).await;
+    assert_eq!(s.document(&id).await["status"], "ready");
+    assert!(first[0]["content"].as_str().unwrap().contains("proteins"));
+    sqs_client
+        .send_message()
+        .queue_url(&s.queue)
+        .message_body(&message)
+        .send()
+        .await
+        .unwrap();
+    s.drain().await;
+    let again = s.chunks(&id).await;
+    assert_eq!(
+        first, again,
+        "a redelivery changes nothing (same chunk ids)"
+    );
+    assert_eq!(s.document(&id).await["attempts"], 1);
+
+    // An edit, then the old version's message arriving after the new one's.
+    let tag = format!("\"{}\"", doc["etag"].as_str().unwrap());
+    let edited = s
+        .api
+        .send_with(
+            "PUT",
+            &format!("/workspaces/{}/documents/{id}", s.ws),
+            Some(&s.token),
+            Some(json!({ "title": "Notes", "content": "# Trial\n\nSecond draft about vaccines.", "content_type": "text/markdown" })),
+            &[("if-match", &tag)],
+        )
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.body);
+    s.drain().await;
+    sqs_client
+        .send_message()
+        .queue_url(&s.queue)
+        .message_body(&message)
+        .send()
+        .await
+        .unwrap();
+    s.drain().await;
+    let now = s.chunks(&id).await;
+    let text: String = now.iter().map(|c| c["content"].as_str().unwrap()).collect();
+    assert!(
+        text.contains("vaccines") && !text.contains("proteins"),
+        "{text}"
+    );
+    assert_eq!(s.document(&id).await["status"], "ready");
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn wrong_files_fail_the_document_with_their_reason(pool: PgPool) {
+    let s = stack(pool).await;
+    // A PDF declared as plain text.
+    let pdf = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec();
+    let disguised = s.upload("notes.txt", "text/plain", &pdf).await;
+    // A file whose size is not the declared one (written past the URL).
+    let reply = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{}/uploads", s.ws),
+            Some(&s.token),
+            Some(json!({ "filename": "short.txt", "content_type": "text/plain", "size": 5 })),
+        )
+        .await;
+    let oversized = reply.body["document_id"].as_str().unwrap().to_owned();
+    let key = format!("workspaces/{}/documents/{oversized}/short.txt", s.ws);
+    s.state
+        .s3()
+        .await
+        .put_object()
+        .bucket(&s.bucket)
+        .key(&key)
+        .body(ByteStream::from_static(b"much longer than five bytes"))
+        .send()
+        .await
+        .unwrap();
+    let outcome = s.drain().await;
+    assert_eq!(outcome.failed, 0, "bad files are not retried: {outcome:?}");
+    let doc = s.document(&disguised).await;
+    assert_eq!(doc["status"], "failed");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("declared text/plain"),
+        "{doc}"
+    );
+    let doc = s.document(&oversized).await;
+    assert_eq!(doc["status"], "failed");
+    assert!(
+        doc["error"].as_str().unwrap().contains("5 were declared"),
+        "{doc}"
+    );
+    assert!(s.chunks(&oversized).await.is_empty());
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn uploads_are_checked_before_a_url_is_signed(pool: PgPool) {
+    let s = stack(pool).await;
+    let path = format!("/workspaces/{}/uploads", s.ws);
+    for (body, status, field) in [
+        (
+            json!({ "filename": "a.png", "content_type": "image/png", "size": 10 }),
+            422,
+            "content_type",
+        ),
+        (
+            json!({ "filename": "a.pdf", "content_type": "application/pdf", "size": 0 }),
+            422,
+            "size",
+        ),
+        (
+            json!({ "filename": "a.pdf", "content_type": "application/pdf", "size": 60_000_000 }),
+            413,
+            "size",
+        ),
+        (
+            json!({ "filename": "", "content_type": "application/pdf", "size": 10 }),
+            422,
+            "filename",
+        ),
+    ] {
+        let reply = s
+            .api
+            .send("POST", &path, Some(&s.token), Some(body.clone()))
+            .await;
+        assert_eq!(reply.problem(status)["field"], field, "{body}");
+    }
+    let reply = s
+        .api
+        .send(
+            "POST",
+            &path,
+            Some(&s.token),
+            Some(json!({ "filename": "../../Trial report (v2).pdf", "content_type": "application/pdf", "size": 1234 })),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.body["document_id"].as_str().unwrap();
+    let url = reply.body["upload"]["url"].as_str().unwrap();
+    assert!(
+        url.contains(&format!(
+            "workspaces/{}/documents/{id}/Trial_report_v2_.pdf",
+            s.ws
+        )),
+        "{url}"
+    );
+    assert!(url.contains("X-Amz-Expires=900"), "{url}");
+    assert_eq!(reply.body["document"]["status"], "pending");
+    assert_eq!(
+        reply.body["upload"]["headers"]["content-type"],
+        "application/pdf"
+    );
+    // The URL is bound to the declared type and size: both are signed, so
+    // S3 refuses a PUT with another (the emulator does not check signatures).
+    let signed = url
+        .split("X-Amz-SignedHeaders=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(
+        signed.contains("content-length") && signed.contains("content-type"),
+        "{signed}"
+    );
+    // Non-members cannot ask for uploads into the workspace.
+    let (other, _, _) = s.api.signup("other@example.com").await;
+    s.api
+        .send(
+            "POST",
+            &path,
+            Some(&other),
+            Some(json!({ "filename": "a.pdf", "content_type": "application/pdf", "size": 10 })),
+        )
+        .await
+        .problem(404);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn poison_and_foreign_records_never_hold_back_their_batch(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let good = s
+        .upload(
+            "good.txt",
+            "text/plain",
+            b"A perfectly good file about climate.",
+        )
+        .await;
+    // Another workspace's document, addressed through this workspace's prefix.
+    let (other, _, _) = s.api.signup("other@example.com").await;
+    let other_ws = s.api.create_workspace(&other, "Theirs").await;
+    let theirs = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{other_ws}/documents"),
+            Some(&other),
+            Some(json!({ "title": "Theirs", "content": "private" })),
+        )
+        .await;
+    let their_id = theirs.body["id"].as_str().unwrap().to_owned();
+    let foreign_key = format!("workspaces/{}/documents/{their_id}/x.txt", s.ws);
+    s.state
+        .s3()
+        .await
+        .put_object()
+        .bucket(&s.bucket)
+        .key(&foreign_key)
+        .body(ByteStream::from_static(b"overwrite attempt"))
+        .send()
+        .await
+        .unwrap();
+    let sqs_client = s.state.sqs().await;
+    sqs_client
+        .send_message()
+        .queue_url(&s.queue)
+        .message_body("this is not a message we know")
+        .send()
+        .await
+        .unwrap();
+    let outcome = s.drain().await;
+    assert!(
+        outcome.failed >= 1,
+        "the poison record is reported: {outcome:?}"
+    );
+    assert_eq!(s.document(&good).await["status"], "ready");
+    // The foreign document holds its own text only (it was ingested from
+    // its own queued message), never the object written under our prefix.
+    let mut tx = common::db::tenant_tx(&pool, None, Some(other_ws.parse().unwrap()))
+        .await
+        .unwrap();
+    let texts: Vec<(String,)> =
+        sqlx::query_as("SELECT content FROM chunks WHERE document_id = $1::uuid")
+            .bind(&their_id)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(texts.len(), 1);
+    assert!(
+        texts[0].0.contains("private") && !texts[0].0.contains("overwrite"),
+        "{texts:?}"
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_database_outage_is_retried_and_nothing_is_lost_or_doubled(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let doc = s
+        .create(json!({ "title": "Outage", "content": "Text that must survive an outage." }))
+        .await;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    // A worker whose database is unreachable: every record is reported failed.
+    let down = Arc::new(
+        State::with_pool(
+            s.state.config.clone(),
+            sqlx::postgres::PgPoolOptions::new()
+                .acquire_timeout(Duration::from_millis(300))
+                .connect_lazy("postgres://ragway:ragway@127.0.0.1:9/none")
+                .unwrap(),
+        )
+        .unwrap(),
+    );
+    let outcome = sqs::poll_once(
+        &down,
+        &s.queue,
+        ingest_worker(),
+        10,
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (outcome.received, outcome.failed, outcome.deleted),
+        (1, 1, 0)
+    );
+    // The message is still there; a healthy worker ingests it once.
+    let outcome = s.drain().await;
+    assert_eq!((outcome.received, outcome.failed), (1, 0));
+    let doc = s.document(&id).await;
+    assert_eq!(doc["status"], "ready");
+    let chunks = s.chunks(&id).await;
+    assert_eq!(chunks.len(), 1);
+}

@@ -1,0 +1,6 @@
+//! Ingestion's pure half: extracting text from uploaded files and cutting
+//! it into token-aware chunks that remember where they came from. No I/O:
+//! the worker fetches bytes and stores chunks.
+
+pub mod chunk;
+pub mod extract;
