@@ -1,6 +1,7 @@
 //! Benchmarks that need the real handlers and a real database.
 //!
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
+//!   ragway-bench ingest [--docs N] [--keep]
 //!
 //! Reads the stack's env (DATABASE_URL, JWT_*), works in a scratch
 //! database of its own (dropped at the end unless --keep), and prints
@@ -21,9 +22,8 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
-const SCRATCH_DB: &str = "ragway_bench_documents";
-const DROP_SCRATCH: &str = "DROP DATABASE IF EXISTS ragway_bench_documents WITH (FORCE)";
-const CREATE_SCRATCH: &str = "CREATE DATABASE ragway_bench_documents";
+#[path = "../bench/ingest.rs"]
+mod ingest;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,7 +32,10 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match args.first().map(String::as_str) {
         Some("documents") => runtime.block_on(documents(&args[1..])),
-        _ => bail!("usage: ragway-bench documents [--docs N] [--pages N] [--keep]"),
+        Some("ingest") => runtime.block_on(ingest::run(&args[1..])),
+        _ => bail!(
+            "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--keep]"
+        ),
     }
 }
 
@@ -94,24 +97,76 @@ fn report(what: &str, handler: &Samples, raw: &Samples) {
     );
 }
 
-async fn scratch_pool(config: &Config) -> anyhow::Result<PgPool> {
+/// A fresh database `name` (dropped first if left over), migrated.
+async fn scratch_pool(config: &Config, name: &'static str) -> anyhow::Result<PgPool> {
     let base = PgConnectOptions::from_str(config.database_url.expose())?;
     let admin = PgPool::connect_with(base.clone()).await?;
-    admin.execute(DROP_SCRATCH).await?;
-    admin.execute(CREATE_SCRATCH).await?;
+    drop_database(&admin, name).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await?;
     admin.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .connect_with(base.database(SCRATCH_DB))
+        .connect_with(base.database(name))
         .await?;
     common::db::MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
 
-async fn drop_scratch(config: &Config) -> anyhow::Result<()> {
-    let admin = PgPool::connect(config.database_url.expose()).await?;
-    admin.execute(DROP_SCRATCH).await?;
+async fn drop_database(admin: &PgPool, name: &'static str) -> anyhow::Result<()> {
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await?;
     Ok(())
+}
+
+async fn drop_scratch(config: &Config, name: &'static str) -> anyhow::Result<()> {
+    let admin = PgPool::connect(config.database_url.expose()).await?;
+    drop_database(&admin, name).await
+}
+
+/// A signed-up user and a workspace of theirs.
+async fn tenant(
+    state: &State,
+    pool: &PgPool,
+    name: &str,
+) -> anyhow::Result<(String, common::auth::Caller, common::ids::WorkspaceId)> {
+    let tokens = state
+        .auth
+        .signup(
+            pool,
+            Credentials {
+                email: "bench@example.com".into(),
+                password: "benchmark password 1".into(),
+            },
+            "127.0.0.1",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("signup: {e}"))?;
+    let caller = state
+        .caller(&request("GET /x", "/x", "", &[], &tokens.access_token))
+        .await
+        .map_err(|e| anyhow::anyhow!("caller: {e}"))?;
+    let workspace = create_workspace(pool, caller, name).await?;
+    Ok((tokens.access_token, caller, workspace))
+}
+
+async fn create_workspace(
+    pool: &PgPool,
+    caller: common::auth::Caller,
+    name: &str,
+) -> anyhow::Result<common::ids::WorkspaceId> {
+    let new = common::workspaces::NewWorkspace {
+        name: name.into(),
+        daily_token_limit: None,
+    };
+    Ok(common::workspaces::create(pool, caller, new, 1000)
+        .await
+        .map_err(|e| anyhow::anyhow!("workspace: {e}"))?
+        .id)
 }
 
 /// `n` documents in `workspace`, in transactions of 5,000 (so rows carry
@@ -316,37 +371,11 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
     let keep = args.iter().any(|a| a == "--keep");
     let config = Config::from_env().context("load the stack env first: . .local/dev/env")?;
     let setup = Instant::now();
-    let pool = scratch_pool(&config).await?;
+    let pool = scratch_pool(&config, "ragway_bench_documents").await?;
     let state = State::with_pool(config.clone(), pool.clone())?;
 
-    let tokens = state
-        .auth
-        .signup(
-            &pool,
-            Credentials {
-                email: "bench@example.com".into(),
-                password: "benchmark password 1".into(),
-            },
-            "127.0.0.1",
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("signup: {e}"))?;
-    let caller = state
-        .caller(&request("GET /x", "/x", "", &[], &tokens.access_token))
-        .await
-        .map_err(|e| anyhow::anyhow!("caller: {e}"))?;
-    let new = |name: &str| common::workspaces::NewWorkspace {
-        name: name.into(),
-        daily_token_limit: None,
-    };
-    let workspace = common::workspaces::create(&pool, caller, new("Bench"), 1000)
-        .await
-        .map_err(|e| anyhow::anyhow!("workspace: {e}"))?
-        .id;
-    let neighbour = common::workspaces::create(&pool, caller, new("Neighbour"), 1000)
-        .await
-        .map_err(|e| anyhow::anyhow!("workspace: {e}"))?
-        .id;
+    let (access_token, caller, workspace) = tenant(&state, &pool, "Bench").await?;
+    let neighbour = create_workspace(&pool, caller, "Neighbour").await?;
     let user = caller.user_id.0;
     seed(&pool, user, workspace.0, docs).await?;
     // Another tenant's rows share the table and its indexes.
@@ -363,7 +392,7 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
         workspace: workspace.0,
     };
     let ws = workspace.to_string();
-    let token = tokens.access_token.as_str();
+    let token = access_token.as_str();
     let docs_path = format!("/workspaces/{ws}/documents");
     let list = http_handler("documents-list")?;
     let sync = http_handler("documents-sync")?;
@@ -602,7 +631,7 @@ async fn documents(args: &[String]) -> anyhow::Result<()> {
 
     pool.close().await;
     if !keep {
-        drop_scratch(&config).await?;
+        drop_scratch(&config, "ragway_bench_documents").await?;
     }
     Ok(())
 }

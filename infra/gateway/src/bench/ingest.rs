@@ -1,0 +1,318 @@
+//! `ragway-bench ingest`: a mixed corpus uploaded to the bucket, ingested
+//! through the worker handler (S3 GET, extraction, chunking, local
+//! embeddings, one-transaction chunk replacement with the HNSW and GIN
+//! indexes in place), next to a raw COPY of the same chunk rows into an
+//! identically indexed table in the same run.
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use common::State;
+use common::aws_lambda_events::sqs::SqsEvent;
+use common::config::Config;
+use common::lambda::Handler;
+use futures::StreamExt;
+use ingestion::chunk::{ChunkSpec, Chunker};
+use ingestion::extract::{self, Format};
+use serde_json::json;
+use sqlx::Executor;
+
+use super::{drop_scratch, flag, scratch_pool, tenant};
+
+const DB: &str = "ragway_bench_ingest";
+
+const WORDS: &[&str] = &[
+    "vaccine",
+    "trial",
+    "protein",
+    "immune",
+    "response",
+    "climate",
+    "model",
+    "ocean",
+    "temperature",
+    "budget",
+    "design",
+    "review",
+    "patients",
+    "dose",
+    "efficacy",
+    "cells",
+    "receptor",
+    "binding",
+    "signal",
+    "pathway",
+    "energy",
+    "carbon",
+    "policy",
+    "market",
+    "growth",
+    "study",
+    "results",
+    "methods",
+    "analysis",
+    "sample",
+    "control",
+    "group",
+];
+
+/// Deterministic sentence-ish text of about `chars` characters.
+fn prose(seed: usize, chars: usize) -> String {
+    let mut out = String::with_capacity(chars + 64);
+    let mut x = seed as u64 * 6364136223846793005 + 1442695040888963407;
+    while out.len() < chars {
+        for i in 0..12 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let word = WORDS[(x >> 33) as usize % WORDS.len()];
+            if i == 0 {
+                let mut c = word.chars();
+                out.extend(c.next().map(|f| f.to_ascii_uppercase()));
+                out.push_str(c.as_str());
+            } else {
+                out.push(' ');
+                out.push_str(word);
+            }
+        }
+        out.push_str(". ");
+        if x.is_multiple_of(5) {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// One document of the corpus: (file name, content type, bytes).
+fn document(i: usize) -> (String, &'static str, Vec<u8>) {
+    let body = prose(i, 2_000);
+    match i % 5 {
+        0 => (format!("notes-{i}.txt"), "text/plain", body.into_bytes()),
+        1 => (
+            format!("guide-{i}.md"),
+            "text/markdown",
+            format!("# Guide {i}\n\n## Background\n\n{}\n\n## Methods\n\n{}", &body[..1000], &body[1000..]).into_bytes(),
+        ),
+        2 => (
+            format!("page-{i}.html"),
+            "text/html",
+            format!("<html><head><style>p{{}}</style></head><body><h1>Report {i}</h1><p>{}</p><h2>Results</h2><p>{}</p></body></html>", &body[..1000], &body[1000..]).into_bytes(),
+        ),
+        3 => {
+            let mut csv = String::from("site,group,notes\n");
+            for (n, sentence) in body.split(". ").enumerate() {
+                csv.push_str(&format!("site-{n},{},\"{}\"\n", n % 3, sentence.replace('"', "")));
+            }
+            (format!("table-{i}.csv"), "text/csv", csv.into_bytes())
+        }
+        _ => {
+            let items: Vec<_> = body
+                .split(". ")
+                .enumerate()
+                .map(|(n, s)| json!({ "id": n, "finding": s }))
+                .collect();
+            (
+                format!("data-{i}.json"),
+                "application/json",
+                serde_json::to_vec(&json!({ "study": i, "findings": items }))
+                    .expect("JSON values serialize"),
+            )
+        }
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+pub async fn run(args: &[String]) -> anyhow::Result<()> {
+    let docs = flag(args, "--docs", 2_000)?;
+    let keep = args.iter().any(|a| a == "--keep");
+    let config = Config::from_env().context("load the stack env first: . .local/test/env")?;
+    let bucket = config
+        .bucket_name
+        .clone()
+        .context("BUCKET_NAME is not set")?;
+    let pool = scratch_pool(&config, DB).await?;
+    common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
+    let state = State::with_pool(config.clone(), pool.clone())?;
+    let (_, caller, workspace) = tenant(&state, &pool, "Ingest").await?;
+
+    // The corpus, its objects in the bucket, and its pending documents.
+    let corpus: Vec<_> = (0..docs).map(document).collect();
+    let total_bytes: usize = corpus.iter().map(|(_, _, b)| b.len()).sum();
+    let mut rows = Vec::new();
+    let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(workspace)).await?;
+    for (name, content_type, bytes) in &corpus {
+        let id = uuid::Uuid::now_v7();
+        let key = format!("workspaces/{workspace}/documents/{id}/{name}");
+        sqlx::query(
+            "INSERT INTO documents (id, workspace_id, title, source, content_type, size, s3_key,
+                 content_sha256, etag, version, metadata, created_by, updated_by, file_name)
+             VALUES ($1, $2, $3, 'upload', $4, $5, $6, '', md5($6), 1, '{}', $7, $7, $3)",
+        )
+        .bind(id)
+        .bind(workspace)
+        .bind(name)
+        .bind(content_type)
+        .bind(bytes.len() as i64)
+        .bind(&key)
+        .bind(caller.user_id)
+        .execute(&mut *tx)
+        .await?;
+        rows.push((key, bytes.clone()));
+    }
+    tx.commit().await?;
+    let s3 = state.s3().await;
+    let mut puts = futures::stream::iter(rows.iter().map(|(key, bytes)| {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(bytes.clone().into())
+            .send()
+    }))
+    .buffer_unordered(8);
+    let mut etags = std::collections::HashMap::new();
+    let mut n = 0;
+    while let Some(put) = puts.next().await {
+        let put = put?;
+        n += 1;
+        etags.insert(
+            n,
+            put.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        );
+    }
+    drop(puts);
+    // The ingest queue is the stack's; the benchmark hands events to the
+    // worker directly, so drop the notifications S3 queued for these puts.
+    if let Some(queue) = &config.ingest_queue_url {
+        let _ = state
+            .sqs()
+            .await
+            .purge_queue()
+            .queue_url(queue)
+            .send()
+            .await;
+    }
+
+    // Extraction and chunking alone (one core).
+    let chunker = Chunker::new(ChunkSpec {
+        max_tokens: config.ingest.chunk_tokens,
+        overlap_tokens: config.ingest.chunk_overlap_tokens,
+    })?;
+    let started = Instant::now();
+    let mut pure_chunks = 0;
+    let mut tokens = 0usize;
+    for (_, content_type, bytes) in &corpus {
+        let format = Format::from_content_type(content_type).context("format")?;
+        let chunks = chunker.chunk(&extract::extract(bytes, format)?);
+        tokens += chunks.iter().map(|c| c.token_count as usize).sum::<usize>();
+        pure_chunks += chunks.len();
+    }
+    let pure = started.elapsed().as_secs_f64();
+    println!(
+        "corpus: {docs} documents (txt, md, html, csv, json), {:.1} MB, {pure_chunks} chunks, {tokens} tokens",
+        total_bytes as f64 / 1e6
+    );
+    println!(
+        "extraction + chunking: {:.1} MB/s ({:.0} chunks/s) on one core",
+        total_bytes as f64 / 1e6 / pure,
+        pure_chunks as f64 / pure
+    );
+
+    // Through the worker handler, in SQS batches of 10 S3 notifications.
+    let worker = match ragway_gateway::registry()
+        .into_iter()
+        .find(|f| f.name == "ingest-worker")
+        .context("no ingest-worker")?
+        .handler
+    {
+        Handler::Sqs(h) => h,
+        _ => bail!("ingest-worker is not an SQS function"),
+    };
+    let records: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (key, bytes))| {
+            let body = json!({ "Records": [{
+                "eventName": "ObjectCreated:Put",
+                "s3": { "bucket": { "name": bucket },
+                        "object": { "key": key, "size": bytes.len(), "sequencer": format!("{:016X}", i + 1) } }
+            }]});
+            json!({ "messageId": format!("m{i}"), "body": body.to_string(), "attributes": { "ApproximateReceiveCount": "1" } })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut failed = 0;
+    for batch in records.chunks(10) {
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": batch }))?;
+        failed += worker(&state, event).await.batch_item_failures.len();
+    }
+    let worker_secs = started.elapsed().as_secs_f64();
+    let mut tx = common::db::tenant_tx(&pool, None, Some(workspace)).await?;
+    let (chunks, ready): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents WHERE status = 'ready')",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    // The same rows as COPY text, for the raw comparison.
+    let mut copy_text = Vec::new();
+    {
+        let mut out = tx
+            .copy_out_raw(
+                "COPY (SELECT id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding FROM chunks) TO STDOUT",
+            )
+            .await?;
+        while let Some(bytes) = out.next().await {
+            copy_text.extend_from_slice(&bytes?);
+        }
+    }
+    tx.commit().await?;
+    if failed > 0 || ready as usize != docs {
+        bail!("{failed} records failed, {ready} of {docs} documents ready");
+    }
+    let worker_rate = chunks as f64 / worker_secs;
+    println!(
+        "worker handler: {chunks} chunks in {worker_secs:.1} s = {worker_rate:.0} chunks/s, {:.2} MB/s (S3 GET, extract, chunk, embed {} dims, store)",
+        total_bytes as f64 / 1e6 / worker_secs,
+        config.embedding.dimensions
+    );
+
+    // Raw COPY of the same rows into a table with the same indexes.
+    pool.execute(
+        "CREATE TABLE bench_copy (LIKE chunks INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING INDEXES)",
+    )
+    .await?;
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY bench_copy (id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding) FROM STDIN",
+        )
+        .await?;
+    copy.send(copy_text).await?;
+    let copied = copy.finish().await?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    let copy_rate = copied as f64 / copy_secs;
+    println!(
+        "raw COPY: {copied} rows in {copy_secs:.1} s = {copy_rate:.0} chunks/s; worker / COPY = {:.2}",
+        worker_rate / copy_rate
+    );
+    println!(
+        "peak RSS of this process (worker + benchmark): {:.0} MiB",
+        peak_rss_mib()
+    );
+    drop(conn);
+    pool.close().await;
+    if !keep {
+        drop_scratch(&config, DB).await?;
+    }
+    Ok(())
+}
