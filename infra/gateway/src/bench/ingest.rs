@@ -59,7 +59,9 @@ const WORDS: &[&str] = &[
 /// Deterministic sentence-ish text of about `chars` characters.
 fn prose(seed: usize, chars: usize) -> String {
     let mut out = String::with_capacity(chars + 64);
-    let mut x = seed as u64 * 6364136223846793005 + 1442695040888963407;
+    let mut x = (seed as u64)
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     while out.len() < chars {
         for i in 0..12 {
             x = x
