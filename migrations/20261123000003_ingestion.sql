@@ -14,6 +14,11 @@ ALTER TABLE documents ADD COLUMN ingested_sha256 text;
 ALTER TABLE documents ADD COLUMN object_etag text;
 ALTER TABLE documents ADD COLUMN object_sequencer text;
 ALTER TABLE documents ADD COLUMN ingested_at timestamptz;
+-- A worker's claim on a document while it ingests it: duplicates of one
+-- message in flight at once are ingested once. The lease outlives the
+-- worker's timeout and ends before SQS redelivers (visibility 720 s), so a
+-- crashed worker's message is picked up again.
+ALTER TABLE documents ADD COLUMN processing_until timestamptz;
 
 -- Embeddings are stored without a fixed dimension so the model is a
 -- configuration choice (EMBEDDING_DIMENSIONS); the worker checks every

@@ -45,22 +45,36 @@ pub async fn load(
     Ok(target)
 }
 
-/// `processing`, one more attempt, no error (live documents only).
-pub async fn mark_processing(
+/// Claims a live document for ingestion: `processing`, one more attempt,
+/// no error, leased for ten minutes. False when another worker holds a
+/// live lease (a duplicate delivery in flight), or when what this message
+/// brings is already ingested (an inline document's current content; an
+/// upload's object with ETag `object_etag`): nothing to do.
+pub async fn claim(
     db: &PgPool,
     workspace: WorkspaceId,
     document: DocumentId,
-) -> Result<(), sqlx::Error> {
+    object_etag: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let mut tx = tenant_tx(db, None, Some(workspace)).await?;
-    sqlx::query(
-        "UPDATE documents SET status = 'processing', attempts = attempts + 1, error = NULL
-         WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+    let claimed = sqlx::query(
+        "UPDATE documents SET status = 'processing', attempts = attempts + 1, error = NULL,
+                processing_until = now() + interval '10 minutes'
+         WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+           AND (status <> 'processing' OR processing_until IS NULL OR processing_until < now())
+           AND NOT (status = 'ready' AND CASE WHEN source = 'upload'
+                        THEN coalesce(object_etag = $3, false)
+                        ELSE coalesce(ingested_sha256 = content_sha256, false) END)",
     )
     .bind(workspace)
     .bind(document)
+    .bind(object_etag)
     .execute(&mut *tx)
-    .await?;
-    tx.commit().await
+    .await?
+    .rows_affected()
+        == 1;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// `failed` with a reason the user can read.
@@ -72,7 +86,7 @@ pub async fn mark_failed(
 ) -> Result<(), sqlx::Error> {
     let mut tx = tenant_tx(db, None, Some(workspace)).await?;
     sqlx::query(
-        "UPDATE documents SET status = 'failed', error = $3
+        "UPDATE documents SET status = 'failed', error = $3, processing_until = NULL
          WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
     )
     .bind(workspace)
@@ -198,7 +212,8 @@ pub async fn replace_chunks(
     match made {
         Made::Inline { content_sha256 } => {
             sqlx::query(
-                "UPDATE documents SET status = 'ready', error = NULL, ingested_sha256 = $3, ingested_at = now()
+                "UPDATE documents SET status = 'ready', error = NULL, ingested_sha256 = $3, ingested_at = now(),
+                     processing_until = NULL
                  WHERE workspace_id = $1 AND id = $2",
             )
             .bind(workspace)
@@ -217,7 +232,7 @@ pub async fn replace_chunks(
             sqlx::query(
                 "UPDATE documents SET status = 'ready', error = NULL, ingested_sha256 = $3,
                      content_sha256 = $3, object_etag = $4, object_sequencer = $5, size = $6,
-                     ingested_at = now()
+                     ingested_at = now(), processing_until = NULL
                  WHERE workspace_id = $1 AND id = $2",
             )
             .bind(workspace)

@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::State;
-use common::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use common::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use common::documents::{Source, Status};
 use common::embed::EmbedError;
+use common::futures::StreamExt;
 use common::ids::{DocumentId, WorkspaceId};
 use common::ingest::events::{CreatedObject, DocumentChanged, QueueMessage};
 use common::ingest::store::{self, Made, NewChunk, Target};
@@ -51,72 +52,82 @@ enum Outcome {
 
 /// Handles one SQS batch; failed records are listed in `batchItemFailures`.
 pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    let mut failures = Vec::new();
-    for record in event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        let receives: u32 = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
-        let body = record.body.as_deref().unwrap_or_default();
-        let result = match QueueMessage::parse(body) {
-            Err(error) => Err(Retry(anyhow::anyhow!("unreadable message: {error}"))),
-            Ok(QueueMessage::TestEvent) => Ok(vec![Outcome::Skipped("S3 test event")]),
-            Ok(QueueMessage::DocumentChanged(changed)) => {
-                ingest_inline(state, &changed).await.map(|o| vec![o])
-            }
-            Ok(QueueMessage::ObjectsCreated(objects)) => {
-                let mut outcomes = Vec::new();
-                let mut result = Ok(());
-                for object in &objects {
-                    match ingest_upload(state, object).await {
-                        Ok(outcome) => outcomes.push(outcome),
-                        Err(retry) => {
-                            if receives >= MAX_RECEIVES {
-                                give_up(
-                                    state,
-                                    object.workspace_id,
-                                    object.document_id.map(DocumentId),
-                                    &retry,
-                                )
-                                .await;
-                            }
-                            result = Err(retry);
-                        }
-                    }
-                }
-                result.map(|()| outcomes)
-            }
-        };
-        match result {
-            Ok(outcomes) => {
-                for outcome in outcomes {
-                    tracing::info!(message_id = %id, ?outcome, "ingest record handled");
-                }
-            }
-            Err(Retry(error)) => {
-                tracing::warn!(message_id = %id, receives, error = format!("{error:#}"), "ingest record failed; SQS will redeliver it");
-                if let Ok(QueueMessage::DocumentChanged(changed)) = QueueMessage::parse(body)
-                    && receives >= MAX_RECEIVES
-                {
-                    give_up(
-                        state,
-                        Some(changed.workspace_id),
-                        Some(changed.document_id),
-                        &Retry(error),
-                    )
-                    .await;
-                }
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failures.push(failure);
-            }
-        }
-    }
+    // Records are independent: overlap their S3 reads, CPU work and
+    // database round trips (the pool bounds concurrent connections).
+    let failures: Vec<BatchItemFailure> = common::futures::stream::iter(event.records)
+        .map(|record| handle_record(state, record))
+        .buffer_unordered(RECORD_CONCURRENCY)
+        .filter_map(|failure| async move { failure })
+        .collect()
+        .await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures;
     response
+}
+
+/// Records of one batch processed at once.
+const RECORD_CONCURRENCY: usize = 4;
+
+/// One record; `Some` when it must be redelivered.
+async fn handle_record(state: &State, record: SqsMessage) -> Option<BatchItemFailure> {
+    let id = record.message_id.clone().unwrap_or_default();
+    let receives: u32 = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let body = record.body.as_deref().unwrap_or_default();
+    let result = match QueueMessage::parse(body) {
+        Err(error) => Err(Retry(anyhow::anyhow!("unreadable message: {error}"))),
+        Ok(QueueMessage::TestEvent) => Ok(vec![Outcome::Skipped("S3 test event")]),
+        Ok(QueueMessage::DocumentChanged(changed)) => {
+            let result = ingest_inline(state, &changed).await;
+            if let Err(retry) = &result
+                && receives >= MAX_RECEIVES
+            {
+                give_up(
+                    state,
+                    Some(changed.workspace_id),
+                    Some(changed.document_id),
+                    retry,
+                )
+                .await;
+            }
+            result.map(|o| vec![o])
+        }
+        Ok(QueueMessage::ObjectsCreated(objects)) => {
+            let mut outcomes = Vec::new();
+            let mut result = Ok(());
+            for object in &objects {
+                match ingest_upload(state, object).await {
+                    Ok(outcome) => outcomes.push(outcome),
+                    Err(retry) => {
+                        if receives >= MAX_RECEIVES {
+                            let doc = object.document_id.map(DocumentId);
+                            give_up(state, object.workspace_id, doc, &retry).await;
+                        }
+                        result = Err(retry);
+                    }
+                }
+            }
+            result.map(|()| outcomes)
+        }
+    };
+    match result {
+        Ok(outcomes) => {
+            for outcome in outcomes {
+                tracing::info!(message_id = %id, ?outcome, "ingest record handled");
+            }
+            None
+        }
+        Err(Retry(error)) => {
+            tracing::warn!(message_id = %id, receives, error = format!("{error:#}"),
+                "ingest record failed; SQS will redeliver it");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            Some(failure)
+        }
+    }
 }
 
 /// The message's last delivery failed too: say so on the document (it
@@ -253,7 +264,11 @@ async fn ingest_inline(state: &State, changed: &DocumentChanged) -> Result<Outco
     {
         return Ok(Outcome::Skipped("this content is already ingested"));
     }
-    store::mark_processing(&state.db, ws, doc).await?;
+    if !store::claim(&state.db, ws, doc, None).await? {
+        return Ok(Outcome::Skipped(
+            "already ingested, or being ingested by another delivery",
+        ));
+    }
     let format = Format::from_content_type(&target.content_type).unwrap_or(Format::PlainText);
     let text = target.content.as_deref().unwrap_or_default();
     let prepared = prepare(state, text.as_bytes(), format).await;
@@ -288,7 +303,11 @@ async fn ingest_upload(state: &State, object: &CreatedObject) -> Result<Outcome,
     {
         return Ok(Outcome::Skipped("this object is already ingested"));
     }
-    store::mark_processing(&state.db, ws, doc).await?;
+    if !store::claim(&state.db, ws, doc, object.etag.as_deref()).await? {
+        return Ok(Outcome::Skipped(
+            "already ingested, or being ingested by another delivery",
+        ));
+    }
     let bucket = state
         .config
         .bucket_name
