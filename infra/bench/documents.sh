@@ -8,17 +8,7 @@
 #   infra/bench/documents.sh [--docs N] [--pages N] [--keep]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-export RAGWAY_PROFILE=test
-
-started=false
-status="$(infra/stack.sh status)"
-if ! grep -q '^postgres  *up' <<<"$status"; then
-  started=true
-  trap 'infra/stack.sh down' EXIT
-fi
-infra/stack.sh up --services-only
-# shellcheck disable=SC1090
-. "$(infra/stack.sh env)"
+. infra/bench/test-stack.sh
 cargo build --quiet --release -p ragway-gateway --bin ragway-bench
 RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/ragway-bench" documents "$@"
-$started || echo "(the test stack was already running; left as it was)"
+$bench_started_stack || echo "(the test stack was already running; left as it was)"

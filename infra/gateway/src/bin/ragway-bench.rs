@@ -107,7 +107,7 @@ async fn scratch_pool(config: &Config, name: &'static str) -> anyhow::Result<PgP
         .await?;
     admin.close().await;
     let pool = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(config.database_max_connections.max(2))
         .connect_with(base.database(name))
         .await?;
     common::db::MIGRATOR.run(&pool).await?;
