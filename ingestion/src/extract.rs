@@ -1622,6 +1622,9 @@ fn guard<T>(f: impl FnOnce() -> T) -> Result<T, ExtractError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    pub(crate) use crate::fixtures::{
+        CONTENT_TYPES, docx, docx_with_styles, pdf_with_pages, zip_of,
+    };
 
     fn sections(bytes: &[u8], format: Format) -> Vec<Section> {
         extract(bytes, format).unwrap_or_else(|e| panic!("extract failed: {e}"))
@@ -1955,46 +1958,8 @@ pub(crate) mod tests {
 
     // -- DOCX ------------------------------------------------------------------
 
-    fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
-        use std::io::Write;
-        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        for (name, content) in files {
-            w.start_file(*name, options).unwrap();
-            w.write_all(content.as_bytes()).unwrap();
-        }
-        w.finish().unwrap().into_inner()
-    }
-
-    const CONTENT_TYPES: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
-<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
-<Default Extension="xml" ContentType="application/xml"/>
-<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>
-</Types>"#;
-
     const SIMPLE_DOCX_BODY: &str = r#"<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Introduction</w:t></w:r></w:p>
 <w:p><w:r><w:t>Hello</w:t></w:r><w:r><w:t xml:space="preserve"> world &amp; friends</w:t></w:r></w:p>"#;
-
-    fn docx(body: &str) -> Vec<u8> {
-        docx_with_styles(body, None)
-    }
-
-    fn docx_with_styles(body: &str, styles: Option<&str>) -> Vec<u8> {
-        let document = format!(
-            r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"><w:body>{body}<w:sectPr/></w:body></w:document>"#
-        );
-        let mut files = vec![
-            ("[Content_Types].xml", CONTENT_TYPES),
-            ("word/document.xml", document.as_str()),
-        ];
-        if let Some(styles) = styles {
-            files.push(("word/styles.xml", styles));
-        }
-        zip_of(&files)
-    }
 
     #[test]
     fn docx_heading_paths_paragraphs_and_tables() {
@@ -2133,66 +2098,6 @@ pub(crate) mod tests {
     }
 
     // -- PDF -------------------------------------------------------------------
-
-    /// A PDF with one page per entry of `pages`, each line written in
-    /// Helvetica (a standard Type1 font pdf-extract can decode).
-    pub(crate) fn pdf_with_pages(pages: &[&[&str]]) -> Vec<u8> {
-        use pdf_extract::content::{Content, Operation};
-        use pdf_extract::{Document, Object, Stream, dictionary};
-
-        let mut doc = Document::with_version("1.5");
-        let pages_id = doc.new_object_id();
-        let font_id = doc.add_object(dictionary! {
-            "Type" => "Font",
-            "Subtype" => "Type1",
-            "BaseFont" => "Helvetica",
-            "Encoding" => "WinAnsiEncoding",
-        });
-        let resources_id = doc.add_object(dictionary! {
-            "Font" => dictionary! { "F1" => font_id },
-        });
-        let mut kids = Vec::new();
-        for lines in pages {
-            let mut ops = vec![
-                Operation::new("BT", vec![]),
-                Operation::new("Tf", vec!["F1".into(), 12.into()]),
-                Operation::new("TL", vec![16.into()]),
-                Operation::new("Td", vec![72.into(), 720.into()]),
-            ];
-            for line in *lines {
-                ops.push(Operation::new("Tj", vec![Object::string_literal(*line)]));
-                ops.push(Operation::new("T*", vec![]));
-            }
-            ops.push(Operation::new("ET", vec![]));
-            let content = Content { operations: ops };
-            let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
-            let page_id = doc.add_object(dictionary! {
-                "Type" => "Page",
-                "Parent" => pages_id,
-                "Contents" => content_id,
-            });
-            kids.push(page_id.into());
-        }
-        let count = kids.len() as i64;
-        doc.objects.insert(
-            pages_id,
-            Object::Dictionary(dictionary! {
-                "Type" => "Pages",
-                "Kids" => kids,
-                "Count" => count,
-                "Resources" => resources_id,
-                "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
-            }),
-        );
-        let catalog_id = doc.add_object(dictionary! {
-            "Type" => "Catalog",
-            "Pages" => pages_id,
-        });
-        doc.trailer.set("Root", catalog_id);
-        let mut out = Vec::new();
-        doc.save_to(&mut out).unwrap();
-        out
-    }
 
     fn two_page_pdf() -> Vec<u8> {
         pdf_with_pages(&[

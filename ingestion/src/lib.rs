@@ -4,3 +4,5 @@
 
 pub mod chunk;
 pub mod extract;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;

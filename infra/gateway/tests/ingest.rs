@@ -563,3 +563,52 @@ async fn a_database_outage_is_retried_and_nothing_is_lost_or_doubled(pool: PgPoo
     let chunks = s.chunks(&id).await;
     assert_eq!(chunks.len(), 1);
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn pdf_and_docx_uploads_keep_pages_and_headings(pool: PgPool) {
+    use ingestion::fixtures::{docx, pdf_with_pages};
+    let s = stack(pool).await;
+    let pdf = pdf_with_pages(&[
+        &["Enrolment opened in March"],
+        &["Efficacy reached ninety percent"],
+    ]);
+    let word = docx(
+        r#"<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Methods</w:t></w:r></w:p>
+<w:p><w:r><w:t>Participants were randomised into two groups.</w:t></w:r></w:p>"#,
+    );
+    let pdf_id = s.upload("trial.pdf", "application/pdf", &pdf).await;
+    let docx_id = s
+        .upload(
+            "protocol.docx",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            &word,
+        )
+        .await;
+    let outcome = s.drain().await;
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+    assert_eq!(s.document(&pdf_id).await["status"], "ready");
+    let pages: Vec<(i64, String)> = s
+        .chunks(&pdf_id)
+        .await
+        .iter()
+        .map(|c| {
+            (
+                c["locator"]["page"].as_i64().unwrap(),
+                c["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(pages[0].0, 1);
+    assert!(pages[0].1.contains("Enrolment"), "{pages:?}");
+    assert_eq!(pages[1].0, 2);
+    assert!(pages[1].1.contains("Efficacy"), "{pages:?}");
+    let doc = s.document(&docx_id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    let chunks = s.chunks(&docx_id).await;
+    assert!(
+        chunks.iter().any(|c| c["locator"]["heading"] == "Methods"
+            && c["content"].as_str().unwrap().contains("randomised")),
+        "{chunks:?}"
+    );
+}
