@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use crate::config::Config;
 use crate::documents::{Document, full_columns, record_version_from};
 use crate::error::{ApiError, Result};
-use crate::ids::DocumentId;
+use crate::ids::{DocumentId, WorkspaceId};
 use crate::storage::document_prefix;
 use crate::workspaces::Access;
 
@@ -109,13 +109,21 @@ pub fn safe_file_name(name: &str) -> String {
     }
 }
 
-/// Checks the request and creates the pending document; the caller signs
-/// the URL for the returned key.
-pub async fn create(
-    mut access: Access,
-    new: NewUpload,
-    config: &Config,
-) -> Result<(Document, String)> {
+/// A checked upload request: the document's id, key and first state.
+pub struct PlannedUpload {
+    pub id: DocumentId,
+    /// `workspaces/{wid}/documents/{did}/{safe-file-name}`.
+    pub key: String,
+    pub content_type: &'static str,
+    pub size: i64,
+    file: String,
+    body: crate::documents::Body,
+}
+
+/// Checks the request (4xx problems naming the field) and names the
+/// object; nothing is stored, so the URL can be signed before the
+/// document exists and a signing failure leaves nothing behind.
+pub fn plan(workspace: WorkspaceId, new: NewUpload, config: &Config) -> Result<PlannedUpload> {
     let filename = new.filename.trim();
     if filename.is_empty() || filename.chars().count() > 255 {
         return Err(ApiError::unprocessable(
@@ -154,7 +162,27 @@ pub async fn create(
     )?;
     let id = DocumentId::new();
     let file = safe_file_name(filename);
-    let key = format!("{}{file}", document_prefix(access.workspace, id));
+    let key = format!("{}{file}", document_prefix(workspace, id));
+    Ok(PlannedUpload {
+        id,
+        key,
+        content_type,
+        size: new.size,
+        file,
+        body,
+    })
+}
+
+/// Creates the planned upload's pending document (version 1).
+pub async fn create(mut access: Access, planned: PlannedUpload) -> Result<Document> {
+    let PlannedUpload {
+        id,
+        key,
+        content_type,
+        size,
+        file,
+        body,
+    } = planned;
     let document: Document = sqlx::query_as(concat!(
         "WITH d AS (
             INSERT INTO documents (id, workspace_id, title, source, content, content_type, size,
@@ -172,7 +200,7 @@ pub async fn create(
     .bind(access.workspace)
     .bind(&body.title)
     .bind(content_type)
-    .bind(new.size)
+    .bind(size)
     .bind(&body.content_sha256)
     .bind(&body.etag)
     .bind(Json(&body.metadata))
@@ -182,7 +210,7 @@ pub async fn create(
     .fetch_one(&mut *access.tx)
     .await?;
     access.commit().await?;
-    Ok((document, key))
+    Ok(document)
 }
 
 #[cfg(test)]

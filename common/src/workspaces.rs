@@ -115,6 +115,13 @@ macro_rules! workspace_columns {
     };
 }
 
+/// The membership check that scopes a transaction to a workspace (`$1`
+/// workspace, `$2` user); public so benchmarks run exactly this SQL.
+pub const MEMBERSHIP_SQL: &str =
+    "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true)
+     FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+     WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL";
+
 /// A transaction scoped to one workspace the caller belongs to.
 pub struct Access {
     pub tx: Transaction<'static, Postgres>,
@@ -130,15 +137,11 @@ impl Access {
         // The target list runs only for a matching row, so the transaction
         // is scoped to the workspace exactly when the caller is a member,
         // in the same round trip as the membership check.
-        let row: Option<(Role, String)> = sqlx::query_as(
-            "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true)
-             FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
-             WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL",
-        )
-        .bind(workspace)
-        .bind(caller.user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row: Option<(Role, String)> = sqlx::query_as(MEMBERSHIP_SQL)
+            .bind(workspace)
+            .bind(caller.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let (role, _) = row.ok_or_else(|| ApiError::not_found("workspace"))?;
         Ok(Self {
             tx,

@@ -24,6 +24,26 @@ use crate::ids::{DocumentId, WorkspaceId};
 use crate::pagination;
 use crate::workspaces::Access;
 
+/// One sync page: `$1` workspace, `$2` previous snapshot, `$3` the pass's
+/// snapshot, `$4`/`$5` the (xid, id) to start after, `$6` whether
+/// tombstones count, `$7` rows. Public so benchmarks run exactly this SQL.
+pub const PAGE_SQL: &str = concat!(
+    "SELECT ",
+    summary_columns!(),
+    ", deleted_at, change_xid::text AS xid_text
+     FROM documents
+     WHERE workspace_id = $1
+       AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)
+       AND pg_visible_in_snapshot(change_xid, $3::text::pg_snapshot)
+       AND (change_xid, id) > ($4::text::xid8, $5)
+       AND (deleted_at IS NULL OR $6)
+     ORDER BY change_xid, id
+     LIMIT $7"
+);
+
+/// Takes the snapshot a pass reads against.
+pub const SNAPSHOT_SQL: &str = "SELECT pg_current_snapshot()::text";
+
 /// The snapshot before any transaction: every row is new to it.
 const EMPTY_SNAPSHOT: &str = "1:1:";
 
@@ -138,7 +158,7 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
     let target = match &cursor.t {
         Some(t) => t.clone(),
         None => {
-            let (snapshot,): (String,) = sqlx::query_as("SELECT pg_current_snapshot()::text")
+            let (snapshot,): (String,) = sqlx::query_as(SNAPSHOT_SQL)
                 .fetch_one(&mut *access.tx)
                 .await?;
             snapshot
@@ -146,38 +166,27 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
     };
     let previous = cursor.p.as_deref().unwrap_or(EMPTY_SNAPSHOT);
     let start = start_after(previous, last);
-    let rows: Vec<Row> = sqlx::query_as(concat!(
-        "SELECT ",
-        summary_columns!(),
-        ", deleted_at, change_xid::text AS xid_text
-         FROM documents
-         WHERE workspace_id = $1
-           AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)
-           AND pg_visible_in_snapshot(change_xid, $3::text::pg_snapshot)
-           AND (change_xid, id) > ($4::text::xid8, $5)
-           AND (deleted_at IS NULL OR $6)
-         ORDER BY change_xid, id
-         LIMIT $7"
-    ))
-    .bind(access.workspace)
-    .bind(previous)
-    .bind(&target)
-    .bind(start.0.to_string())
-    .bind(start.1)
-    // A first sync has nothing to delete: tombstones are left out.
-    .bind(cursor.p.is_some())
-    .bind(limit as i64 + 1)
-    .fetch_all(&mut *access.tx)
-    .await
-    .map_err(|e| match &e {
-        // A snapshot Postgres refuses (e.g. xip outside xmin..xmax).
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("22P02") => bad_cursor(),
-        _ => e.into(),
-    })?;
+    let rows: Vec<Row> = sqlx::query_as(PAGE_SQL)
+        .bind(access.workspace)
+        .bind(previous)
+        .bind(&target)
+        .bind(start.0.to_string())
+        .bind(start.1)
+        // A first sync has nothing to delete: tombstones are left out.
+        .bind(cursor.p.is_some())
+        .bind(limit as i64 + 1)
+        .fetch_all(&mut *access.tx)
+        .await
+        .map_err(|e| match &e {
+            // A snapshot Postgres refuses (e.g. xip outside xmin..xmax).
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22P02") => bad_cursor(),
+            _ => e.into(),
+        })?;
     access.commit().await?;
 
     let has_more = rows.len() > limit;
-    let rows = &rows[..rows.len().min(limit)];
+    let mut rows = rows;
+    rows.truncate(limit);
     let next = if has_more {
         let last = rows.last().expect("limit is at least 1");
         Cursor {
@@ -196,14 +205,14 @@ pub async fn changes(mut access: Access, cursor: Option<&str>, limit: usize) -> 
         }
     };
     let changes = rows
-        .iter()
+        .into_iter()
         .map(|row| match row.deleted_at {
             Some(deleted_at) => Change::Delete {
                 id: row.document.id,
                 deleted_at,
             },
             None => Change::Upsert {
-                document: Box::new(row.document.clone()),
+                document: Box::new(row.document),
             },
         })
         .collect();

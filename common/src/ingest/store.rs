@@ -140,7 +140,7 @@ pub async fn replace_chunks(
     workspace: WorkspaceId,
     document: DocumentId,
     made: &Made,
-    chunks: &[NewChunk],
+    chunks: Vec<NewChunk>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = tenant_tx(db, None, Some(workspace)).await?;
     let current: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
@@ -182,14 +182,14 @@ pub async fn replace_chunks(
     let mut pages = Vec::with_capacity(n);
     let mut headings = Vec::with_capacity(n);
     let mut embeddings = Vec::with_capacity(n);
-    for (ordinal, chunk) in chunks.iter().enumerate() {
+    for (ordinal, chunk) in chunks.into_iter().enumerate() {
         ids.push(crate::ids::ChunkId::new().0);
         ordinals.push(ordinal as i32);
-        contents.push(chunk.content.as_str());
+        contents.push(chunk.content);
         tokens.push(chunk.token_count);
         pages.push(chunk.page);
-        headings.push(chunk.heading.as_deref());
-        embeddings.push(Vector::from(chunk.embedding.clone()));
+        headings.push(chunk.heading);
+        embeddings.push(Vector::from(chunk.embedding));
     }
     // One statement for the whole document: arrays unnested server-side.
     sqlx::query(

@@ -110,11 +110,11 @@ pub async fn list(state: &State, req: Request) -> Response<Body> {
         let title_contains = query_param(&req, "query").map(|q| q.trim().to_owned());
         if title_contains
             .as_ref()
-            .is_some_and(|q| q.chars().count() > 200)
+            .is_some_and(|q| q.chars().count() > 200 || q.chars().any(char::is_control))
         {
             return Err(ApiError::unprocessable(
                 "query",
-                "query must be at most 200 characters",
+                "query must be at most 200 printable characters",
             ));
         }
         let filter = ListFilter {

@@ -223,10 +223,9 @@ async fn finish(
 ) -> Result<Outcome, Retry> {
     match prepared {
         Ok(chunks) => {
-            if store::replace_chunks(&state.db, ws, doc, &made, &chunks).await? {
-                Ok(Outcome::Ingested {
-                    chunks: chunks.len(),
-                })
+            let count = chunks.len();
+            if store::replace_chunks(&state.db, ws, doc, &made, chunks).await? {
+                Ok(Outcome::Ingested { chunks: count })
             } else {
                 Ok(Outcome::Skipped(
                     "the document changed meanwhile; a newer message carries it",

@@ -17,12 +17,20 @@ pub async fn create(state: &State, req: Request) -> Response<Body> {
         let caller = state.caller(&req).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let new = json_body(&req, state.config.max_request_bytes)?;
-        let (document, key) = uploads::create(access, new, &state.config).await?;
+        let planned = uploads::plan(access.workspace, new, &state.config)?;
+        // Sign first (local work, no request to S3): if it fails, no
+        // pending document is left behind.
         let ttl = state.config.ingest.upload_url_ttl;
         let expires_at = chrono::Utc::now() + ttl;
-        let (url, headers) =
-            common::storage::presign_put(state, &key, &document.content_type, document.size, ttl)
-                .await?;
+        let (url, headers) = common::storage::presign_put(
+            state,
+            &planned.key,
+            planned.content_type,
+            planned.size,
+            ttl,
+        )
+        .await?;
+        let document = uploads::create(access, planned).await?;
         let upload = Upload {
             document_id: document.id,
             document,

@@ -565,6 +565,7 @@ async fn limits_and_bad_input_are_problems_naming_the_field(pool: PgPool) {
     let docs = s.docs();
     for (query, field) in [
         ("status=done", "status"),
+        ("query=a%00b", "query"),
         ("limit=0", "limit"),
         ("limit=201", "limit"),
         ("cursor=bm90LWpzb24", "cursor"),

@@ -263,25 +263,12 @@ fn body_json(response: &common::lambda_http::Response<Body>) -> anyhow::Result<V
     Ok(serde_json::from_slice(response.body().as_ref())?)
 }
 
-// The statements the handlers send, written out: BEGIN with the RLS
-// context, the membership check, the page, the commit.
-const MEMBERSHIP: &str = "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true)
-     FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
-     WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL";
-const LIST_PAGE: &str = "SELECT id, workspace_id, title, source, content_type, size, status, error, attempts, \
-     etag, version, metadata, created_by, updated_by, created_at, updated_at \
-     FROM documents WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 ORDER BY id DESC LIMIT $3";
-const SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
-const SYNC_PAGE: &str = "SELECT id, workspace_id, title, source, content_type, size, status, error, attempts, \
-     etag, version, metadata, created_by, updated_by, created_at, updated_at, deleted_at, change_xid::text AS xid_text
-     FROM documents
-     WHERE workspace_id = $1
-       AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)
-       AND pg_visible_in_snapshot(change_xid, $3::text::pg_snapshot)
-       AND (change_xid, id) > ($4::text::xid8, $5)
-       AND (deleted_at IS NULL OR $6)
-     ORDER BY change_xid, id
-     LIMIT $7";
+// The statements the handlers send, taken from common so the raw run is
+// exactly the same SQL: BEGIN with the RLS context, the membership check,
+// the page, the commit.
+use common::documents::LIST_PAGE_SQL as LIST_PAGE;
+use common::documents::sync::{PAGE_SQL as SYNC_PAGE, SNAPSHOT_SQL as SNAPSHOT};
+use common::workspaces::MEMBERSHIP_SQL as MEMBERSHIP;
 
 struct Tenant {
     user: uuid::Uuid,
