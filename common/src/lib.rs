@@ -1,9 +1,13 @@
 //! `common`: everything the ragway functions share. A handler parses its
 //! request, calls into these modules, and renders the outcome.
 
+pub mod answer;
 pub mod auth;
+pub mod budget;
+pub mod chat;
 pub mod conditional;
 pub mod config;
+pub mod conversations;
 pub mod db;
 pub mod documents;
 pub mod embed;
@@ -15,9 +19,14 @@ pub mod ingest;
 pub mod lambda;
 pub mod pagination;
 pub mod rate_limit;
+pub mod retrieval;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+#[cfg(test)]
+mod test_server;
+pub mod tokens;
+mod transport;
 pub mod uploads;
 pub mod workspaces;
 

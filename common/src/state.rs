@@ -17,6 +17,7 @@ pub struct State {
     s3: OnceCell<aws_sdk_s3::Client>,
     sqs: OnceCell<aws_sdk_sqs::Client>,
     embedder: OnceCell<std::sync::Arc<dyn crate::embed::Embedder>>,
+    chat_model: OnceCell<std::sync::Arc<dyn crate::chat::ChatModel>>,
 }
 
 impl State {
@@ -32,6 +33,7 @@ impl State {
             s3: OnceCell::new(),
             sqs: OnceCell::new(),
             embedder: OnceCell::new(),
+            chat_model: OnceCell::new(),
         })
     }
 
@@ -73,6 +75,19 @@ impl State {
             .await
     }
 
+    /// The configured answer model, built on first use.
+    pub async fn chat_model(&self) -> anyhow::Result<&std::sync::Arc<dyn crate::chat::ChatModel>> {
+        self.chat_model
+            .get_or_try_init(|| async {
+                let aws = match self.config.chat.provider {
+                    crate::config::ChatProvider::Bedrock => Some(self.aws().await),
+                    _ => None,
+                };
+                crate::chat::build(&self.config.chat, aws)
+            })
+            .await
+    }
+
     pub async fn sqs(&self) -> &aws_sdk_sqs::Client {
         self.sqs
             .get_or_init(|| async { aws_sdk_sqs::Client::new(self.aws().await) })
@@ -101,6 +116,7 @@ impl State {
             s3: OnceCell::new(),
             sqs: OnceCell::new(),
             embedder: OnceCell::new(),
+            chat_model: OnceCell::new(),
         })
     }
 }

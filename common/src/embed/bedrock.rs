@@ -1,35 +1,16 @@
 //! Amazon Titan Text Embeddings v2 on Bedrock, called over plain HTTPS with
 //! a SigV4 signature (`aws-sigv4`), without the Bedrock SDK crate.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::error::CredentialsError;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
-use super::transport::{AttemptError, RetryPolicy, send_json};
 use super::{EmbedError, Embedder, l2_normalize};
 use crate::config::EmbeddingConfig;
-
-/// SigV4 signing name of the Bedrock runtime.
-const SIGNING_NAME: &str = "bedrock";
-/// Credentials this close to expiry are refreshed before use.
-const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
-/// Everything but RFC 3986 unreserved characters is escaped in the model
-/// id path segment (`:` in `v2:0`, `/` in inference-profile ARNs), as the
-/// AWS SDKs do.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+use crate::transport::{
+    BEDROCK_SIGNING_NAME, RetryPolicy, SigV4Signer, bedrock_endpoint, bedrock_model_path,
+    http_client, send_json,
+};
 
 /// `POST {endpoint}/model/{modelId}/invoke` with
 /// `{"inputText", "dimensions", "normalize": true}`, one request per text
@@ -53,12 +34,9 @@ pub struct BedrockEmbedder {
     /// `/model/{encoded model id}/invoke`.
     path: String,
     model: String,
-    region: String,
     dimensions: usize,
     batch: usize,
-    credentials: SharedCredentialsProvider,
-    cached: tokio::sync::Mutex<Option<Credentials>>,
-    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    signer: SigV4Signer,
     retry: RetryPolicy,
 }
 
@@ -67,7 +45,7 @@ impl std::fmt::Debug for BedrockEmbedder {
         f.debug_struct("BedrockEmbedder")
             .field("endpoint", &self.endpoint)
             .field("model", &self.model)
-            .field("region", &self.region)
+            .field("region", &self.signer.region())
             .field("dimensions", &self.dimensions)
             .finish_non_exhaustive()
     }
@@ -98,12 +76,8 @@ impl BedrockEmbedder {
             !config.timeout.is_zero(),
             "EMBEDDING_TIMEOUT_SECONDS must be positive"
         );
-        let region = aws.region().map(|r| r.as_ref().to_owned()).ok_or_else(|| {
-            anyhow::anyhow!("the bedrock embedding provider needs an AWS region (AWS_REGION)")
-        })?;
-        let credentials = aws.credentials_provider().ok_or_else(|| {
-            anyhow::anyhow!("the bedrock embedding provider needs AWS credentials")
-        })?;
+        let signer =
+            SigV4Signer::from_sdk(aws, BEDROCK_SIGNING_NAME, "the bedrock embedding provider")?;
         let model = config
             .model
             .as_deref()
@@ -111,104 +85,16 @@ impl BedrockEmbedder {
             .filter(|m| !m.is_empty())
             .unwrap_or(Self::DEFAULT_MODEL)
             .to_owned();
-        let endpoint = config
-            .base_url
-            .as_deref()
-            .or(aws.endpoint_url())
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
-        anyhow::ensure!(
-            endpoint.starts_with("http://") || endpoint.starts_with("https://"),
-            "the Bedrock endpoint must be an http(s) URL, got {endpoint:?}"
-        );
-        let clock: Arc<dyn Fn() -> SystemTime + Send + Sync> = match aws.time_source() {
-            Some(source) => Arc::new(move || source.now()),
-            None => Arc::new(SystemTime::now),
-        };
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .build()?;
         Ok(Self {
-            client,
-            path: format!(
-                "/model/{}/invoke",
-                utf8_percent_encode(&model, PATH_SEGMENT)
-            ),
-            endpoint,
+            client: http_client(config.timeout)?,
+            endpoint: bedrock_endpoint(config.base_url.as_deref(), aws, signer.region())?,
+            path: bedrock_model_path(&model, "invoke"),
             model,
-            region,
             dimensions: config.dimensions,
             batch: config.batch_size.clamp(1, 2048),
-            credentials,
-            cached: tokio::sync::Mutex::new(None),
-            clock,
+            signer,
             retry: RetryPolicy::new(config.max_retries),
         })
-    }
-
-    /// Current credentials, from the cache unless they are about to expire.
-    async fn credentials(&self) -> Result<Credentials, AttemptError> {
-        let mut cached = self.cached.lock().await;
-        let now = (self.clock)();
-        if let Some(c) = cached.as_ref() {
-            let fresh = c
-                .expiry()
-                .is_none_or(|expiry| expiry > now + REFRESH_BEFORE_EXPIRY);
-            if fresh {
-                return Ok(c.clone());
-            }
-        }
-        let fresh = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(credentials_error)?;
-        *cached = Some(fresh.clone());
-        Ok(fresh)
-    }
-
-    /// A signed request for `body`, dated now.
-    fn signed_request(
-        &self,
-        credentials: Credentials,
-        body: &[u8],
-    ) -> Result<reqwest::RequestBuilder, AttemptError> {
-        let url = format!("{}{}", self.endpoint, self.path);
-        let headers = [
-            ("content-type", "application/json"),
-            ("accept", "application/json"),
-        ];
-        let identity = credentials.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name(SIGNING_NAME)
-            .time((self.clock)())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| AttemptError::Fatal(format!("signing parameters: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            url.as_str(),
-            headers.iter().copied(),
-            SignableBody::Bytes(body),
-        )
-        .map_err(|e| AttemptError::Fatal(format!("signing {url}: {e}")))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| AttemptError::Fatal(format!("signing {url}: {e}")))?
-            .into_parts();
-        let mut request = self.client.post(&url).body(body.to_vec());
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        for (name, value) in instructions.headers() {
-            request = request.header(name, value);
-        }
-        Ok(request)
     }
 
     async fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
@@ -218,11 +104,11 @@ impl BedrockEmbedder {
             normalize: true,
         })
         .map_err(|e| EmbedError::Failed(format!("encoding the request: {e}")))?;
+        let url = format!("{}{}", self.endpoint, self.path);
         let response: Response = self
             .retry
             .run("bedrock embeddings", || async {
-                let credentials = self.credentials().await?;
-                send_json(self.signed_request(credentials, &body)?).await
+                send_json(self.signer.post_json(&self.client, &url, &body).await?).await
             })
             .await?;
         let mut vector = response.embedding;
@@ -240,21 +126,6 @@ impl BedrockEmbedder {
             ));
         }
         Ok(vector)
-    }
-}
-
-/// Missing or misconfigured credentials will not fix themselves; provider
-/// hiccups (IMDS, STS timeouts) might.
-fn credentials_error(e: CredentialsError) -> AttemptError {
-    let message = format!("loading AWS credentials: {e}");
-    match e {
-        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
-            AttemptError::Fatal(message)
-        }
-        _ => AttemptError::Retry {
-            message,
-            retry_after: None,
-        },
     }
 }
 
@@ -306,15 +177,20 @@ struct Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use aws_config::{Region, SdkConfig};
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
     use serde_json::json;
 
     use super::*;
     use crate::config::EmbeddingProvider;
-    use crate::embed::test_server::{Recorded, Reply, TestServer};
     use crate::embed::tests::config;
+    use crate::test_server::{Recorded, Reply, TestServer};
+    use crate::transport::tests::expected_authorization;
 
     const KEY_ID: &str = "AKIDEXAMPLE";
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -351,82 +227,6 @@ mod tests {
         let mut v = vec![0.5f32; dims];
         v[k % dims] = 10.0;
         Reply::json(200, json!({"embedding": v, "inputTextTokenCount": 2}))
-    }
-
-    /// Recomputes the SigV4 signature from what went over the wire.
-    fn expected_authorization(request: &Recorded, host_url: &str) -> String {
-        let authorization = request.header("authorization").unwrap();
-        let signed: Vec<&str> = authorization
-            .split("SignedHeaders=")
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .split(';')
-            .collect();
-        let headers: Vec<(&str, &str)> = signed
-            .iter()
-            .map(|name| (*name, request.header(name).unwrap()))
-            .collect();
-        let time = parse_amz_date(request.header("x-amz-date").unwrap());
-        let credentials = Credentials::new(KEY_ID, SECRET, Some("session-token".into()), None, "t");
-        let identity = credentials.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("eu-west-1")
-            .name("bedrock")
-            .time(time)
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
-        let url = format!("{host_url}{}", request.path);
-        let signable = SignableRequest::new(
-            &request.method,
-            url.as_str(),
-            headers.into_iter(),
-            SignableBody::Bytes(&request.body),
-        )
-        .unwrap();
-        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-        instructions
-            .headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
-            .unwrap()
-            .1
-            .to_owned()
-    }
-
-    /// `20240102T030405Z` → that instant.
-    fn parse_amz_date(s: &str) -> SystemTime {
-        let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
-        let (y, m, d) = (n(0..4), n(4..6), n(6..8));
-        let (hh, mm, ss) = (n(9..11), n(11..13), n(13..15));
-        // Days from civil (Howard Hinnant).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
-    }
-
-    #[test]
-    fn amz_date_parser() {
-        assert_eq!(
-            parse_amz_date("19700102T000001Z"),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(86_401)
-        );
-        assert_eq!(
-            parse_amz_date("20240301T000000Z")
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-            1_709_251_200
-        );
     }
 
     #[tokio::test]
@@ -476,7 +276,12 @@ mod tests {
         for r in &requests {
             assert_eq!(
                 r.header("authorization").unwrap(),
-                expected_authorization(r, &server.url()),
+                expected_authorization(
+                    r,
+                    &server.url(),
+                    Credentials::new(KEY_ID, SECRET, Some("session-token".into()), None, "t"),
+                    "eu-west-1"
+                ),
                 "the signature must cover what was sent"
             );
         }

@@ -23,9 +23,6 @@ use crate::config::{EmbeddingConfig, EmbeddingProvider};
 mod bedrock;
 mod local;
 mod openai;
-#[cfg(test)]
-mod test_server;
-mod transport;
 
 pub use bedrock::BedrockEmbedder;
 pub use local::LocalEmbedder;
@@ -41,6 +38,16 @@ pub enum EmbedError {
     /// Retrying will not help (bad request, auth, wrong dimensions).
     #[error("embedding failed: {0}")]
     Failed(String),
+}
+
+impl From<crate::transport::ProviderError> for EmbedError {
+    fn from(e: crate::transport::ProviderError) -> Self {
+        if e.retryable {
+            EmbedError::Unavailable(e.message)
+        } else {
+            EmbedError::Failed(e.message)
+        }
+    }
 }
 
 impl EmbedError {
@@ -63,6 +70,18 @@ pub trait Embedder: Send + Sync {
     /// fails as a whole.
     fn embed<'a>(&'a self, texts: &'a [String])
     -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
+    /// The vector of a question. Asymmetric models embed questions and
+    /// passages differently; by default a question is embedded like a
+    /// passage.
+    fn embed_query<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, EmbedError>> {
+        Box::pin(async move {
+            let texts = [text.to_owned()];
+            self.embed(&texts)
+                .await?
+                .pop()
+                .ok_or_else(|| EmbedError::Failed("no vector for the question".into()))
+        })
+    }
 }
 
 /// The configured provider. `aws` is needed for Bedrock only (region,
@@ -116,6 +135,7 @@ mod tests {
 
     pub(crate) fn config(provider: EmbeddingProvider, dimensions: usize) -> EmbeddingConfig {
         EmbeddingConfig {
+            query_model: None,
             provider,
             dimensions,
             model: None,

@@ -4,9 +4,9 @@
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::transport::{RetryPolicy, send_json};
 use super::{EmbedError, Embedder, l2_normalize};
 use crate::config::{EmbeddingConfig, Secret};
+use crate::transport::{RetryPolicy, http_client, send_json};
 
 /// `POST {base_url}/embeddings` with `{"model", "input": [...]}`.
 ///
@@ -25,6 +25,8 @@ pub struct OpenAiEmbedder {
     client: reqwest::Client,
     url: String,
     model: String,
+    /// Model for questions, when it differs.
+    query_model: Option<String>,
     api_key: Option<Secret>,
     dimensions: usize,
     batch: usize,
@@ -74,14 +76,16 @@ impl OpenAiEmbedder {
             !config.timeout.is_zero(),
             "EMBEDDING_TIMEOUT_SECONDS must be positive"
         );
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(std::time::Duration::from_secs(10)))
-            .build()?;
         Ok(Self {
-            client,
+            client: http_client(config.timeout)?,
             url: format!("{}/embeddings", base.trim_end_matches('/')),
             model: model.to_owned(),
+            query_model: config
+                .query_model
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty() && *m != model)
+                .map(str::to_owned),
             api_key: config.api_key.clone().filter(|k| !k.expose().is_empty()),
             dimensions: config.dimensions,
             batch: config.batch_size.clamp(1, Self::MAX_BATCH_CAP),
@@ -97,9 +101,13 @@ impl OpenAiEmbedder {
         self
     }
 
-    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    async fn embed_batch(
+        &self,
+        texts: &[String],
+        model: &str,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let body = serde_json::to_vec(&Request {
-            model: &self.model,
+            model,
             input: texts,
             dimensions: self.send_dimensions.then_some(self.dimensions),
         })
@@ -181,9 +189,24 @@ impl Embedder for OpenAiEmbedder {
             }
             let mut out = Vec::with_capacity(texts.len());
             for batch in texts.chunks(self.batch) {
-                out.extend(self.embed_batch(batch).await?);
+                out.extend(self.embed_batch(batch, &self.model).await?);
             }
             Ok(out)
+        })
+    }
+
+    fn embed_query<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, EmbedError>> {
+        Box::pin(async move {
+            if text.is_empty() {
+                return Err(EmbedError::Failed(
+                    "openai embeddings: the question is empty".into(),
+                ));
+            }
+            let model = self.query_model.as_deref().unwrap_or(&self.model);
+            self.embed_batch(&[text.to_owned()], model)
+                .await?
+                .pop()
+                .ok_or_else(|| EmbedError::Failed("openai embeddings: no vector".into()))
         })
     }
 }
@@ -215,8 +238,8 @@ mod tests {
 
     use super::*;
     use crate::config::EmbeddingProvider;
-    use crate::embed::test_server::{Reply, TestServer};
     use crate::embed::tests::config;
+    use crate::test_server::{Reply, TestServer};
 
     const DIMS: usize = 4;
 
@@ -286,6 +309,34 @@ mod tests {
             json!({"model": "test-model", "input": ["t0", "t1"]})
         );
         assert_eq!(requests[2].json()["input"], json!(["t4"]));
+    }
+
+    #[tokio::test]
+    async fn questions_use_the_query_model_when_one_is_set() {
+        let server = TestServer::start(|req, _| happy(&req.json())).await;
+        let plain = embedder(&server, 8);
+        plain.embed_query("t1").await.unwrap();
+        let mut c = config(EmbeddingProvider::OpenAi, DIMS);
+        c.base_url = Some(server.url());
+        c.model = Some("test-model".into());
+        c.query_model = Some("test-model-query".into());
+        let asymmetric = OpenAiEmbedder::from_config(&c).unwrap();
+        let v = asymmetric.embed_query("t2").await.unwrap();
+        assert_eq!(v.len(), DIMS);
+        asymmetric.embed(&texts(1)).await.unwrap();
+        let models: Vec<Value> = server
+            .requests()
+            .iter()
+            .map(|r| r.json()["model"].clone())
+            .collect();
+        assert_eq!(
+            models,
+            [
+                json!("test-model"),
+                json!("test-model-query"),
+                json!("test-model")
+            ]
+        );
     }
 
     #[tokio::test]

@@ -34,6 +34,9 @@ pub fn registry() -> Vec<Function> {
         documents::FUNCTIONS,
         uploads::FUNCTIONS,
         ingest::FUNCTIONS,
+        query::FUNCTIONS,
+        chat::FUNCTIONS,
+        usage::FUNCTIONS,
     ]
     .concat()
 }

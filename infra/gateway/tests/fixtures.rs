@@ -92,6 +92,13 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "documents-chunks",
         "documents-sync",
         "uploads-create",
+        "query-ask",
+        "chat-send",
+        "chat-sessions",
+        "chat-messages",
+        "chat-delete",
+        "usage-today",
+        "usage-days",
     ] {
         let (status, body) = invoke(&state, binary, &auth).await;
         assert_eq!(status, 404, "{binary}: {body}");
@@ -152,6 +159,40 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         assert_eq!(status, expected, "{binary}: {body}");
     }
 
+    // Query, chat and usage against the real workspace (its one document
+    // was deleted above, so nothing is retrieved and no tokens are spent).
+    let (status, answered) = invoke(&state, "query-ask", &real).await;
+    assert_eq!(status, 200, "{answered}");
+    assert_eq!(answered["citations"], serde_json::json!([]));
+    let (status, chat) = invoke(&state, "chat-send", &real).await;
+    assert_eq!(status, 201, "{chat}");
+    let session = chat["session_id"].as_str().unwrap().to_owned();
+    let on_session = [
+        real[0],
+        real[1],
+        real[2],
+        ("0b4d3c2a-3333-4e5f-8a9b-0c1d2e3f4a5b", session.as_str()),
+    ];
+    let (status, sessions) = invoke(&state, "chat-sessions", &on_session).await;
+    assert_eq!(
+        (status, sessions["items"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    let (status, messages) = invoke(&state, "chat-messages", &on_session).await;
+    assert_eq!(
+        (status, messages["items"].as_array().map(Vec::len)),
+        (200, Some(2))
+    );
+    assert_eq!(invoke(&state, "chat-delete", &on_session).await.0, 204);
+    let (status, today) = invoke(&state, "usage-today", &real).await;
+    assert_eq!((status, today["used"].as_i64()), (200, Some(0)), "{today}");
+    let (status, days) = invoke(&state, "usage-days", &real).await;
+    assert_eq!(
+        (status, days["items"].as_array().map(Vec::len)),
+        (200, Some(23)),
+        "{days}"
+    );
+
     let (status, rotated) = invoke(&state, "auth-refresh", &auth).await;
     assert_eq!(status, 200, "{rotated}");
     assert_eq!(invoke(&state, "auth-logout", &auth).await.0, 204);
@@ -194,4 +235,18 @@ async fn sqs_fixtures_are_acknowledged(pool: PgPool) {
         .map(|f| f.item_identifier.clone())
         .collect();
     assert_eq!(failed, vec!["poison-1".to_owned()]);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_schedule_fixture_runs_the_sweeper(pool: PgPool) {
+    let state = state(pool, config(&[]));
+    let function = registry()
+        .into_iter()
+        .find(|f| f.name == "usage-sweeper")
+        .unwrap();
+    let Handler::Schedule(sweep) = function.handler else {
+        panic!("usage-sweeper is not scheduled")
+    };
+    let event = serde_json::from_str(&fixture_text("usage-sweeper")).unwrap();
+    sweep(&state, event).await.unwrap();
 }

@@ -1,0 +1,438 @@
+//! Answering a question from a workspace's documents: embed, retrieve,
+//! reserve budget, generate, settle, cite. Shared by the query and chat
+//! routes.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{self, Purpose};
+use crate::chat::{ChatError, ChatRequest, Source, Turn};
+use crate::error::{ApiError, Result};
+use crate::ids::{ChunkId, DocumentId};
+use crate::retrieval::{self, Filters, FiltersIn, Hit, Mode, Search};
+use crate::state::State;
+use crate::workspaces::Access;
+
+/// Longest question or chat message, in characters.
+pub const MAX_QUESTION_CHARS: usize = 4000;
+/// Most chunks one request may retrieve.
+pub const MAX_TOP_K: u32 = 50;
+pub const DEFAULT_TOP_K: u32 = 8;
+/// Characters of a chunk a citation quotes.
+const SNIPPET_CHARS: usize = 240;
+
+/// `POST /workspaces/{id}/query` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryIn {
+    pub question: String,
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub filters: Option<FiltersIn>,
+    #[serde(default)]
+    pub answer: Option<bool>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+/// The checked options every question carries (query and chat alike).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub top_k: usize,
+    pub mode: Mode,
+    pub filters: Filters,
+    pub answer: bool,
+    pub max_tokens: u32,
+}
+
+impl Options {
+    pub fn parse(
+        config: &crate::config::QueryConfig,
+        top_k: Option<u32>,
+        mode: Option<Mode>,
+        filters: Option<FiltersIn>,
+        answer: Option<bool>,
+        max_tokens: Option<u32>,
+    ) -> Result<Self> {
+        let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
+        if !(1..=MAX_TOP_K).contains(&top_k) {
+            return Err(ApiError::unprocessable(
+                "top_k",
+                format!("must be between 1 and {MAX_TOP_K}"),
+            ));
+        }
+        let max_tokens = max_tokens.unwrap_or(config.default_max_tokens);
+        if !(1..=config.max_tokens_limit).contains(&max_tokens) {
+            return Err(ApiError::unprocessable(
+                "max_tokens",
+                format!("must be between 1 and {}", config.max_tokens_limit),
+            ));
+        }
+        Ok(Self {
+            top_k: top_k as usize,
+            mode: mode.unwrap_or_default(),
+            filters: Filters::parse(filters)?,
+            answer: answer.unwrap_or(true),
+            max_tokens,
+        })
+    }
+}
+
+/// A question's text: trimmed, non-empty, bounded, no NUL; 422 naming `field`.
+pub fn check_text(field: &str, text: &str) -> Result<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::unprocessable(field, "must not be empty"));
+    }
+    if text.chars().count() > MAX_QUESTION_CHARS {
+        return Err(ApiError::unprocessable(
+            field,
+            format!("must be at most {MAX_QUESTION_CHARS} characters"),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::unprocessable(field, "must not contain NUL"));
+    }
+    Ok(text.to_owned())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Locator {
+    pub page: Option<i32>,
+    pub heading: Option<String>,
+}
+
+/// A passage an answer rests on. In an answer, `[n]` refers to the n-th citation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Citation {
+    pub document_id: DocumentId,
+    pub title: String,
+    pub chunk_id: ChunkId,
+    pub ordinal: i32,
+    pub locator: Locator,
+    pub snippet: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    pub embed_ms: f64,
+    pub retrieve_ms: f64,
+    pub generate_ms: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Answered {
+    /// Absent when the request asked for passages only (`answer: false`).
+    pub answer: Option<String>,
+    pub citations: Vec<Citation>,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+/// One question to answer.
+pub struct Ask<'a> {
+    /// What retrieval matches (for chat: recent turns and the message).
+    pub retrieval_text: &'a str,
+    /// What the model answers.
+    pub question: &'a str,
+    pub history: &'a [Turn],
+    pub options: &'a Options,
+    pub purpose: Purpose,
+}
+
+/// The answer when nothing in the workspace matches: no model call, no tokens.
+pub const NOTHING_FOUND: &str =
+    "None of this workspace's documents match the question, so there is nothing to answer from.";
+
+fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+/// Retrieves, reserves, generates and settles. `access` is committed
+/// before the model is called (the reservation must be durable first, and
+/// no transaction stays open across a slow provider call).
+pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answered> {
+    let started = Instant::now();
+    let options = ask.options;
+    let mut timings = Timings::default();
+
+    let embedding = if options.mode == Mode::Keyword {
+        None
+    } else {
+        let t = Instant::now();
+        let embedder = state.embedder().await?;
+        let vector = embedder
+            .embed_query(ask.retrieval_text)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "question embedding failed");
+                ApiError::ServiceUnavailable(
+                    "the embedding provider is unavailable, retry shortly".into(),
+                )
+            })?;
+        timings.embed_ms = ms(t);
+        Some(vector)
+    };
+
+    let t = Instant::now();
+    let hits = retrieval::search(
+        &mut access.tx,
+        &state.config.query,
+        state.config.embedding.dimensions,
+        &Search {
+            workspace: access.workspace,
+            text: ask.retrieval_text,
+            embedding: embedding.as_deref(),
+            mode: options.mode,
+            top_k: options.top_k,
+            filters: &options.filters,
+            semantic_weight: state
+                .config
+                .query
+                .semantic_weight(state.config.embedding.provider),
+        },
+    )
+    .await?;
+    timings.retrieve_ms = ms(t);
+
+    if !options.answer {
+        access.commit().await?;
+        timings.total_ms = ms(started);
+        return Ok(Answered {
+            answer: None,
+            citations: hits.iter().map(citation).collect(),
+            usage: Usage::default(),
+            timings,
+        });
+    }
+    if hits.is_empty() {
+        access.commit().await?;
+        timings.total_ms = ms(started);
+        return Ok(Answered {
+            answer: Some(NOTHING_FOUND.into()),
+            citations: Vec::new(),
+            usage: Usage::default(),
+            timings,
+        });
+    }
+
+    let sources = sources(&hits);
+    let request = ChatRequest {
+        question: ask.question,
+        history: ask.history,
+        sources: &sources,
+        max_tokens: options.max_tokens,
+    };
+    // The estimate is exact in cl100k tokens; other models' tokenizers
+    // count the same text differently (SmolLM2: +6%), so reserve a margin.
+    // The commit records what the provider really counted.
+    let prompt = crate::chat::estimate_prompt_tokens(&request);
+    let estimate = prompt + prompt / 4 + u64::from(options.max_tokens);
+    let (workspace, caller) = (access.workspace, access.caller);
+    let reservation = budget::reserve(
+        &mut access.tx,
+        workspace,
+        caller,
+        ask.purpose,
+        estimate,
+        state.config.query.reservation_ttl,
+    )
+    .await?;
+    access.commit().await?;
+
+    let t = Instant::now();
+    let model = state.chat_model().await?;
+    let outcome = model.complete(&request).await;
+    timings.generate_ms = ms(t);
+    let response = match outcome {
+        Ok(response) => response,
+        Err(e) => {
+            if let Err(release) = budget::release(&state.db, &reservation).await {
+                // The sweeper releases it after its TTL.
+                tracing::warn!(error = %release, "releasing a reservation failed");
+            }
+            tracing::warn!(error = %e, model = model.name(), "answer generation failed");
+            return Err(ApiError::ServiceUnavailable(match e {
+                ChatError::Unavailable(_) => {
+                    "the answer model is unavailable, retry shortly".into()
+                }
+                ChatError::Failed(_) => "the answer model could not answer this request".into(),
+            }));
+        }
+    };
+    budget::commit(
+        &state.db,
+        &reservation,
+        response.usage.prompt_tokens,
+        response.usage.completion_tokens,
+        model.name(),
+    )
+    .await?;
+
+    let citations = response
+        .cited
+        .iter()
+        .filter_map(|n| hits.get(n.wrapping_sub(1)).map(citation))
+        .collect();
+    timings.total_ms = ms(started);
+    Ok(Answered {
+        answer: Some(renumber(&response.answer, &response.cited)),
+        citations,
+        usage: Usage {
+            prompt_tokens: response.usage.prompt_tokens,
+            completion_tokens: response.usage.completion_tokens,
+            total_tokens: response.usage.prompt_tokens + response.usage.completion_tokens,
+        },
+        timings,
+    })
+}
+
+/// Numbered passages for the model, in retrieval order.
+fn sources(hits: &[Hit]) -> Vec<Source> {
+    hits.iter()
+        .enumerate()
+        .map(|(i, hit)| Source {
+            number: i + 1,
+            title: hit.title.clone(),
+            locator: locator_text(hit.page, hit.heading.as_deref()),
+            text: hit.content.clone(),
+        })
+        .collect()
+}
+
+fn locator_text(page: Option<i32>, heading: Option<&str>) -> Option<String> {
+    match (page, heading) {
+        (Some(p), Some(h)) => Some(format!("p. {p}, {h}")),
+        (Some(p), None) => Some(format!("p. {p}")),
+        (None, Some(h)) => Some(h.to_owned()),
+        (None, None) => None,
+    }
+}
+
+pub fn citation(hit: &Hit) -> Citation {
+    Citation {
+        document_id: hit.document_id,
+        title: hit.title.clone(),
+        chunk_id: hit.chunk_id,
+        ordinal: hit.ordinal,
+        locator: Locator {
+            page: hit.page,
+            heading: hit.heading.clone(),
+        },
+        snippet: snippet(&hit.content),
+        score: hit.score,
+    }
+}
+
+/// The start of `text`, cut at a word boundary, with an ellipsis when cut.
+pub fn snippet(text: &str) -> String {
+    let text = text.trim();
+    if text.chars().count() <= SNIPPET_CHARS {
+        return text.to_owned();
+    }
+    let end = text
+        .char_indices()
+        .nth(SNIPPET_CHARS)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let cut = &text[..end];
+    let cut = cut
+        .rfind(char::is_whitespace)
+        .filter(|&i| i > end / 2)
+        .map_or(cut, |i| &cut[..i]);
+    format!("{}…", cut.trim_end())
+}
+
+/// Rewrites the answer's source markers (`[3]`, `[1, 4]`, `[2][5]`) from
+/// source numbers to citation numbers: `cited` lists the source numbers in
+/// citation order, so source `cited[i]` becomes `[i + 1]`. Numbers not in
+/// `cited` are dropped (the model's parser already removed them).
+pub fn renumber(answer: &str, cited: &[usize]) -> String {
+    let mut out = String::with_capacity(answer.len());
+    let mut rest = answer;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let marker = after
+            .find(']')
+            .map(|close| &after[..close])
+            .filter(|inner| {
+                !inner.trim().is_empty()
+                    && inner
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+            });
+        match marker {
+            Some(inner) => {
+                let numbers: Vec<String> = inner
+                    .split(',')
+                    .filter_map(|n| n.trim().parse::<usize>().ok())
+                    .filter_map(|n| cited.iter().position(|&c| c == n))
+                    .map(|i| (i + 1).to_string())
+                    .collect();
+                if !numbers.is_empty() {
+                    out.push('[');
+                    out.push_str(&numbers.join(", "));
+                    out.push(']');
+                }
+                rest = &after[inner.len() + 1..];
+            }
+            None => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_follow_citation_order() {
+        assert_eq!(
+            renumber("A [3]. B [1, 3]. C [2][3]. D [x] [].", &[3, 1, 2]),
+            "A [1]. B [2, 1]. C [3][1]. D [x] []."
+        );
+        assert_eq!(renumber("No marker.", &[]), "No marker.");
+        assert_eq!(renumber("Dropped [9].", &[1]), "Dropped .");
+        assert_eq!(renumber("Open [2", &[2]), "Open [2");
+    }
+
+    #[test]
+    fn snippets_cut_at_a_word() {
+        let text = "word ".repeat(100);
+        let s = snippet(&text);
+        assert!(
+            s.ends_with('…') && s.chars().count() <= SNIPPET_CHARS + 1,
+            "{s}"
+        );
+        assert!(!s.contains("wor…"));
+        assert_eq!(snippet(" short "), "short");
+    }
+
+    #[test]
+    fn texts_are_checked() {
+        assert!(check_text("question", "  ").is_err());
+        assert!(check_text("question", "a\0b").is_err());
+        assert!(check_text("question", &"x".repeat(MAX_QUESTION_CHARS + 1)).is_err());
+        assert_eq!(check_text("question", " why? ").unwrap(), "why?");
+    }
+}

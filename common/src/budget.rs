@@ -1,0 +1,280 @@
+//! Daily token budgets per workspace: reserve before generating, commit
+//! the provider's real usage after, release on failure; a scheduled sweeper
+//! releases reservations whose function died before settling them.
+//!
+//! Invariant: for every workspace and UTC day, `tokens_used +
+//! tokens_reserved <= daily_token_limit` after every reservation (the
+//! reserve is one conditional upsert). Commits record what the provider
+//! really used, which the caller keeps within its reservation by capping
+//! the answer at `max_tokens`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::error::{ApiError, Result};
+use crate::ids::{UserId, WorkspaceId};
+
+/// What the tokens are spent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Query,
+    Chat,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Query => "query",
+            Purpose::Chat => "chat",
+        }
+    }
+}
+
+/// Tokens held for one generation until it is committed or released.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub workspace: WorkspaceId,
+    pub amount: i64,
+}
+
+/// One UTC day of a workspace's budget.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DayUsage {
+    pub day: NaiveDate,
+    pub limit: i64,
+    pub used: i64,
+    pub reserved: i64,
+    pub remaining: i64,
+    pub requests: i32,
+}
+
+/// The reserve: creates the day's row or adds to it, only while the day's
+/// used + reserved + amount stays within the limit, and records the
+/// reservation, in one statement. An INSERT whose SELECT finds the amount
+/// over the limit inserts nothing; a conflicting one updates only under
+/// the same condition, holding the row lock, so concurrent reserves never
+/// overspend.
+pub const RESERVE_SQL: &str = "
+WITH up AS (
+    INSERT INTO workspace_daily_usage AS u (workspace_id, day, tokens_reserved, requests)
+    SELECT w.id, (now() AT TIME ZONE 'UTC')::date, $2, 1
+    FROM workspaces w
+    WHERE w.id = $1 AND $2 <= w.daily_token_limit
+    ON CONFLICT (workspace_id, day) DO UPDATE
+        SET tokens_reserved = u.tokens_reserved + EXCLUDED.tokens_reserved,
+            requests = u.requests + 1
+        WHERE u.tokens_used + u.tokens_reserved + EXCLUDED.tokens_reserved
+              <= (SELECT daily_token_limit FROM workspaces WHERE id = u.workspace_id)
+    RETURNING u.day
+)
+INSERT INTO token_reservations (id, workspace_id, day, user_id, purpose, amount, expires_at)
+SELECT $3, $1, up.day, $4, $5, $2, now() + make_interval(secs => $6)
+FROM up
+RETURNING id";
+
+/// Reserves `amount` tokens of today's budget, inside `tx` (scoped to the
+/// workspace, so the workspace's limit is readable under RLS). The caller
+/// commits `tx` before generating. Over budget: 429 with `Retry-After`
+/// until the next UTC day.
+pub async fn reserve(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    user: UserId,
+    purpose: Purpose,
+    amount: u64,
+    ttl: Duration,
+) -> Result<Reservation> {
+    let amount = i64::try_from(amount.max(1)).unwrap_or(i64::MAX);
+    let id = Uuid::now_v7();
+    let row: Option<(Uuid,)> = sqlx::query_as(RESERVE_SQL)
+        .bind(workspace)
+        .bind(amount)
+        .bind(id)
+        .bind(user)
+        .bind(purpose.as_str())
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match row {
+        Some(_) => Ok(Reservation {
+            id,
+            workspace,
+            amount,
+        }),
+        None => Err(ApiError::TooManyRequests {
+            detail: format!(
+                "the workspace's daily token budget cannot cover this request ({amount} tokens); \
+                 it renews at 00:00 UTC"
+            ),
+            retry_after: until_next_utc_day(Utc::now()),
+        }),
+    }
+}
+
+/// Time left until the next UTC midnight (at least one second).
+pub fn until_next_utc_day(now: DateTime<Utc>) -> Duration {
+    let tomorrow = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    (tomorrow - now)
+        .to_std()
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
+}
+
+/// Settles a reservation with what the provider really used. A reservation
+/// the sweeper already expired (the call outlived its TTL) is committed too:
+/// the tokens were spent, so they count, and nothing is held any more.
+/// Committing twice changes nothing the second time.
+pub const COMMIT_SQL: &str = "
+WITH old AS (
+    SELECT id, workspace_id, day, amount, state FROM token_reservations
+    WHERE id = $1 AND state IN ('reserved', 'expired')
+    FOR UPDATE
+), settled AS (
+    UPDATE token_reservations t
+    SET state = 'committed', prompt_tokens = $2, completion_tokens = $3, model = $4, settled_at = now()
+    FROM old WHERE t.id = old.id
+    RETURNING old.workspace_id, old.day,
+              CASE WHEN old.state = 'reserved' THEN old.amount ELSE 0 END AS held
+)
+UPDATE workspace_daily_usage u
+SET tokens_reserved = u.tokens_reserved - settled.held,
+    tokens_used = u.tokens_used + $2 + $3
+FROM settled
+WHERE u.workspace_id = settled.workspace_id AND u.day = settled.day";
+
+pub async fn commit(
+    db: &PgPool,
+    reservation: &Reservation,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    model: &str,
+) -> Result<()> {
+    sqlx::query(COMMIT_SQL)
+        .bind(reservation.id)
+        .bind(i64::try_from(prompt_tokens).unwrap_or(i64::MAX))
+        .bind(i64::try_from(completion_tokens).unwrap_or(i64::MAX))
+        .bind(model)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Gives a reservation's tokens back (the generation failed). Releasing a
+/// settled reservation changes nothing.
+pub async fn release(db: &PgPool, reservation: &Reservation) -> Result<()> {
+    sqlx::query(
+        "WITH r AS (
+            UPDATE token_reservations SET state = 'released', settled_at = now()
+            WHERE id = $1 AND state = 'reserved'
+            RETURNING workspace_id, day, amount
+         )
+         UPDATE workspace_daily_usage u SET tokens_reserved = u.tokens_reserved - r.amount
+         FROM r WHERE u.workspace_id = r.workspace_id AND u.day = r.day",
+    )
+    .bind(reservation.id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Expires up to `batch` reservations past their TTL, returning their
+/// tokens; returns how many it expired. Rows another sweeper holds are
+/// skipped, so concurrent sweepers never release one twice.
+pub async fn sweep_batch(db: &PgPool, batch: i64) -> Result<u64> {
+    let (count,): (i64,) = sqlx::query_as(
+        "WITH due AS (
+            SELECT id FROM token_reservations
+            WHERE state = 'reserved' AND expires_at < now()
+            ORDER BY expires_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+         ), expired AS (
+            UPDATE token_reservations t SET state = 'expired', settled_at = now()
+            FROM due WHERE t.id = due.id
+            RETURNING t.workspace_id, t.day, t.amount
+         ), per_day AS (
+            SELECT workspace_id, day, sum(amount) AS amount, count(*) AS n
+            FROM expired GROUP BY workspace_id, day
+         ), returned AS (
+            UPDATE workspace_daily_usage u SET tokens_reserved = u.tokens_reserved - per_day.amount
+            FROM per_day WHERE u.workspace_id = per_day.workspace_id AND u.day = per_day.day
+            RETURNING per_day.n
+         )
+         SELECT coalesce(sum(n), 0)::bigint FROM returned",
+    )
+    .bind(batch)
+    .fetch_one(db)
+    .await?;
+    Ok(count as u64)
+}
+
+/// Expires every reservation past its TTL, in batches.
+pub async fn sweep(db: &PgPool) -> Result<u64> {
+    const BATCH: i64 = 1000;
+    let mut total = 0;
+    loop {
+        let n = sweep_batch(db, BATCH).await?;
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Today's budget (UTC), inside a transaction scoped to the workspace.
+pub async fn today(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+) -> Result<DayUsage> {
+    let today = Utc::now().date_naive();
+    let mut days = range(tx, workspace, today, today).await?;
+    Ok(days.pop().expect("a one-day range has one row"))
+}
+
+/// One row per UTC day from `from` to `to` inclusive (days without use
+/// show zero), each against the workspace's current limit.
+pub async fn range(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<DayUsage>> {
+    Ok(sqlx::query_as(
+        "SELECT d.day::date AS day, w.daily_token_limit AS limit,
+                coalesce(u.tokens_used, 0) AS used, coalesce(u.tokens_reserved, 0) AS reserved,
+                greatest(w.daily_token_limit - coalesce(u.tokens_used, 0) - coalesce(u.tokens_reserved, 0), 0) AS remaining,
+                coalesce(u.requests, 0) AS requests
+         FROM workspaces w
+         CROSS JOIN generate_series($2::date, $3::date, interval '1 day') AS d(day)
+         LEFT JOIN workspace_daily_usage u ON u.workspace_id = w.id AND u.day = d.day::date
+         WHERE w.id = $1
+         ORDER BY d.day",
+    )
+    .bind(workspace)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn retry_after_runs_to_the_next_utc_midnight() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 30).unwrap();
+        assert_eq!(until_next_utc_day(now), Duration::from_secs(30));
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap();
+        assert_eq!(until_next_utc_day(now), Duration::from_secs(86_400));
+    }
+}

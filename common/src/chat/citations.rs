@@ -1,0 +1,218 @@
+//! Citation markers in answers: `[1]`, `[1, 3]`, `[1][2]`, `[1-3]`.
+//!
+//! Every provider runs its answer through [`resolve`]: markers are kept
+//! only for numbers of sources the model was given, rewritten in the
+//! canonical form `[1]` / `[1, 3]`, and any other number is removed from
+//! the text, so an answer never cites a passage it was not given.
+
+use std::fmt::Write as _;
+
+/// Longest marker looked at, brackets excluded; longer bracketed text is
+/// prose, and the bound keeps scanning linear.
+const MAX_MARKER_BYTES: usize = 64;
+
+/// `answer` with its markers resolved against `valid` (the numbers of the
+/// given sources), and the valid numbers it cites, in order of first
+/// mention, without duplicates. Brackets holding anything but numbers,
+/// ranges, commas, semicolons and spaces are left alone.
+pub(crate) fn resolve(answer: &str, valid: &[usize]) -> (String, Vec<usize>) {
+    let mut sorted_valid = valid.to_vec();
+    sorted_valid.sort_unstable();
+    sorted_valid.dedup();
+
+    let mut out = String::with_capacity(answer.len());
+    let mut cited: Vec<usize> = Vec::new();
+    let mut rest = answer;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let marker = after
+            .bytes()
+            .take(MAX_MARKER_BYTES + 1)
+            .position(|b| b == b']')
+            .and_then(|close| parse_marker(&after[..close]).map(|ranges| (close, ranges)));
+        let Some((close, ranges)) = marker else {
+            out.push('[');
+            rest = after;
+            continue;
+        };
+        rest = &after[close + 1..];
+
+        let mut kept: Vec<usize> = Vec::new();
+        for (lo, hi) in ranges {
+            for &n in sorted_valid.iter().filter(|&&n| lo <= n && n <= hi) {
+                if !kept.contains(&n) {
+                    kept.push(n);
+                }
+            }
+        }
+        if kept.is_empty() {
+            rest = remove_marker(&mut out, rest);
+            continue;
+        }
+        out.push('[');
+        for (i, n) in kept.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{n}");
+            if !cited.contains(n) {
+                cited.push(*n);
+            }
+        }
+        out.push(']');
+    }
+    out.push_str(rest);
+    (out.trim().to_owned(), cited)
+}
+
+/// Inclusive ranges named by a marker's inside (`1`, `1, 3`, `1-3`,
+/// `2–4`), or `None` if it is not a citation. Numbers too large for
+/// `usize` become `usize::MAX`: out of range, so removed.
+fn parse_marker(inner: &str) -> Option<Vec<(usize, usize)>> {
+    if inner.trim().is_empty() {
+        return None;
+    }
+    inner
+        .split([',', ';'])
+        .map(|part| {
+            let part = part.trim();
+            match part.split_once(['-', '–']) {
+                Some((a, b)) => {
+                    let (a, b) = (number(a.trim())?, number(b.trim())?);
+                    Some((a.min(b), a.max(b)))
+                }
+                None => number(part).map(|n| (n, n)),
+            }
+        })
+        .collect()
+}
+
+fn number(text: &str) -> Option<usize> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(usize::MAX))
+}
+
+/// Drops a removed marker's surrounding space so no gap is left before
+/// punctuation or at a line start ("Paris [9]." → "Paris."). Returns the
+/// rest of the text to scan.
+fn remove_marker<'a>(out: &mut String, rest: &'a str) -> &'a str {
+    let next = rest.chars().next();
+    if next.is_none_or(|c| c.is_whitespace() || ".,;:!?)".contains(c)) {
+        let kept = out.trim_end_matches([' ', '\t']).len();
+        out.truncate(kept);
+    }
+    if out.is_empty() || out.ends_with('\n') {
+        rest.trim_start_matches([' ', '\t'])
+    } else {
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(answer: &str, sources: usize, want: &str, want_cited: &[usize]) {
+        let valid: Vec<usize> = (1..=sources).collect();
+        let (text, cited) = resolve(answer, &valid);
+        assert_eq!(text, want, "text of {answer:?}");
+        assert_eq!(cited, want_cited, "cited of {answer:?}");
+    }
+
+    #[test]
+    fn single_markers_in_range_are_kept() {
+        check(
+            "Paris is the capital [1].",
+            2,
+            "Paris is the capital [1].",
+            &[1],
+        );
+        check(
+            "Berlin[2], then Paris [1].",
+            2,
+            "Berlin[2], then Paris [1].",
+            &[2, 1],
+        );
+    }
+
+    #[test]
+    fn lists_are_kept_in_canonical_form() {
+        check("Both [1, 2].", 3, "Both [1, 2].", &[1, 2]);
+        check("Both [2,1].", 3, "Both [2, 1].", &[2, 1]);
+        check("Both [ 3 ;1 ].", 3, "Both [3, 1].", &[3, 1]);
+        check("Twice [2, 2].", 3, "Twice [2].", &[2]);
+    }
+
+    #[test]
+    fn adjacent_markers_are_separate_citations() {
+        check("Both [1][2].", 2, "Both [1][2].", &[1, 2]);
+        check("Both [1][3].", 2, "Both [1].", &[1]);
+        check("Both [3][1].", 2, "Both [1].", &[1]);
+    }
+
+    #[test]
+    fn ranges_expand_to_the_given_sources() {
+        check("All [1-3].", 3, "All [1, 2, 3].", &[1, 2, 3]);
+        check("Some [2–5].", 3, "Some [2, 3].", &[2, 3]);
+        check("Reversed [3-2].", 3, "Reversed [2, 3].", &[2, 3]);
+        check("Huge [1-18446744073709551616].", 2, "Huge [1, 2].", &[1, 2]);
+        check("None [4-9].", 3, "None.", &[]);
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_removed_from_the_text() {
+        check("Paris [7].", 2, "Paris.", &[]);
+        check("Paris [7] is old [1].", 2, "Paris is old [1].", &[1]);
+        check("Paris[7] is old.", 2, "Paris is old.", &[]);
+        check("Mixed [1, 7, 2].", 2, "Mixed [1, 2].", &[1, 2]);
+        check("Zero [0].", 2, "Zero.", &[]);
+        check("Overflow [99999999999999999999999].", 2, "Overflow.", &[]);
+        check(
+            "[9] Paris.\n[9] Berlin [2].",
+            2,
+            "Paris.\nBerlin [2].",
+            &[2],
+        );
+        check("Nothing given [1].", 0, "Nothing given.", &[]);
+    }
+
+    #[test]
+    fn first_mention_order_without_duplicates() {
+        check(
+            "A [2]. B [1, 2]. C [2][1]. D [3].",
+            3,
+            "A [2]. B [1, 2]. C [2][1]. D [3].",
+            &[2, 1, 3],
+        );
+    }
+
+    #[test]
+    fn brackets_that_are_not_markers_are_left_alone() {
+        for text in [
+            "An array a[i] and a list [a, b].",
+            "Empty [] and blank [ ] and [1a] and [-] and [1-].",
+            "Unclosed [1 and ] stray.",
+            "Nested [[x]] text.",
+            "Ünïcode [ß] → fine.",
+        ] {
+            check(text, 3, text, &[]);
+        }
+        let long = format!("[{}]", "1, ".repeat(40) + "1");
+        check(&long, 3, &long, &[]);
+    }
+
+    #[test]
+    fn nested_digits_still_resolve() {
+        check("Nested [[1]].", 2, "Nested [[1]].", &[1]);
+    }
+
+    #[test]
+    fn valid_numbers_are_the_given_ones() {
+        let (text, cited) = resolve("A [2] B [5] C [3].", &[5, 2]);
+        assert_eq!(text, "A [2] B [5] C.");
+        assert_eq!(cited, [2, 5]);
+    }
+}

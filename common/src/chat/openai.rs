@@ -1,0 +1,434 @@
+//! Any OpenAI-compatible chat completions endpoint (OpenAI, vLLM,
+//! llama.cpp's server, Ollama's `/v1`, LiteLLM…).
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::citations::resolve;
+use super::prompt::Prompt;
+use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request};
+use crate::config::{ChatConfig, Secret};
+use crate::tokens;
+use crate::transport::{RetryPolicy, http_client, send_json};
+
+/// `POST {base_url}/chat/completions` with `{"model", "messages",
+/// "max_tokens", "temperature": 0}`: the system text, the history, then the
+/// sources and question as the last user message.
+///
+/// Guarantees: the answer is `choices[0].message.content` with its
+/// citations resolved (markers naming sources not given are removed);
+/// usage is the server's `usage`, or, where it reports none, the cl100k
+/// count of the prompt (as [`super::estimate_prompt_tokens`]) and of the
+/// answer. 408, 429, 5xx, timeouts and connection errors are retried up to
+/// `max_retries` times with exponential backoff and jitter, or after the
+/// server's `Retry-After` (capped at 20 s), then are
+/// [`ChatError::Unavailable`]; other 4xx answers fail at once as
+/// [`ChatError::Failed`] with the server's message.
+#[derive(Debug)]
+pub struct OpenAiChat {
+    client: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Option<Secret>,
+    retry: RetryPolicy,
+}
+
+impl OpenAiChat {
+    /// From the chat configuration: `base_url` (e.g.
+    /// `http://127.0.0.1:8080/v1`, trailing slash allowed) and `model` are
+    /// required; `api_key` becomes a bearer token; `timeout` bounds each
+    /// request.
+    pub fn from_config(config: &ChatConfig) -> anyhow::Result<Self> {
+        let base = config
+            .base_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("the openai chat provider needs CHAT_BASE_URL"))?;
+        anyhow::ensure!(
+            base.starts_with("http://") || base.starts_with("https://"),
+            "CHAT_BASE_URL must be an http(s) URL, got {base:?}"
+        );
+        let model = config
+            .model
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("the openai chat provider needs CHAT_MODEL"))?;
+        anyhow::ensure!(
+            !config.timeout.is_zero(),
+            "CHAT_TIMEOUT_SECONDS must be positive"
+        );
+        Ok(Self {
+            client: http_client(config.timeout)?,
+            url: format!("{}/chat/completions", base.trim_end_matches('/')),
+            model: model.to_owned(),
+            api_key: config.api_key.clone().filter(|k| !k.expose().is_empty()),
+            retry: RetryPolicy::new(config.max_retries),
+        })
+    }
+
+    async fn answer(&self, req: &ChatRequest<'_>) -> Result<ChatResponse, ChatError> {
+        check_request(req)?;
+        let prompt = Prompt::new(req);
+        let mut messages = vec![Message {
+            role: "system",
+            content: &prompt.system,
+        }];
+        messages.extend(prompt.messages.iter().map(|m| Message {
+            role: match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            },
+            content: &m.content,
+        }));
+        let body = serde_json::to_vec(&Request {
+            model: &self.model,
+            messages,
+            max_tokens: req.max_tokens,
+            temperature: 0.0,
+        })
+        .map_err(|e| ChatError::Failed(format!("encoding the request: {e}")))?;
+        let response: Response = self
+            .retry
+            .run("openai chat", || {
+                let mut request = self
+                    .client
+                    .post(&self.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+                if let Some(key) = &self.api_key {
+                    request = request.bearer_auth(key.expose());
+                }
+                async move { send_json::<Response>(request).await }
+            })
+            .await?;
+
+        let Some(choice) = response.choices.into_iter().next() else {
+            return Err(ChatError::Failed(
+                "openai chat: the response has no choices".into(),
+            ));
+        };
+        let Some(text) = choice.message.content else {
+            return Err(ChatError::Failed(format!(
+                "openai chat: the model returned no text (finish_reason {})",
+                choice.finish_reason.as_deref().unwrap_or("unknown")
+            )));
+        };
+        let usage = response.usage.unwrap_or_default();
+        let usage = Usage {
+            prompt_tokens: usage
+                .prompt_tokens
+                .unwrap_or_else(|| prompt.estimate_tokens()),
+            completion_tokens: usage
+                .completion_tokens
+                .unwrap_or_else(|| tokens::count(&text) as u64),
+        };
+        let valid: Vec<usize> = req.sources.iter().map(|s| s.number).collect();
+        let (answer, cited) = resolve(&text, &valid);
+        Ok(ChatResponse {
+            answer,
+            cited,
+            usage,
+        })
+    }
+}
+
+impl ChatModel for OpenAiChat {
+    fn name(&self) -> &str {
+        &self.model
+    }
+
+    fn complete<'a>(
+        &'a self,
+        req: &'a ChatRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
+        Box::pin(self.answer(req))
+    }
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    model: &'a str,
+    messages: Vec<Message<'a>>,
+    max_tokens: u32,
+    temperature: f32,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<ResponseUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ResponseUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::chat::tests::{capitals, config};
+    use crate::chat::{Turn, estimate_prompt_tokens};
+    use crate::config::ChatProvider;
+    use crate::test_server::{Reply, TestServer};
+
+    fn chat(server: &TestServer) -> OpenAiChat {
+        let mut c = config(ChatProvider::OpenAi);
+        c.base_url = Some(format!("{}/v1/", server.url()));
+        c.model = Some("test-model".into());
+        c.api_key = Some(Secret::new("sk-test"));
+        c.max_retries = 3;
+        let mut chat = OpenAiChat::from_config(&c).unwrap();
+        chat.retry.base = Duration::from_millis(5);
+        chat
+    }
+
+    fn completion(content: &str) -> Reply {
+        Reply::json(
+            200,
+            json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": "test-model",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": 321, "completion_tokens": 12, "total_tokens": 333}
+            }),
+        )
+    }
+
+    async fn ask(chat: &OpenAiChat, history: &[Turn]) -> Result<ChatResponse, ChatError> {
+        let sources = capitals();
+        let req = ChatRequest {
+            question: "What is the capital of France?",
+            history,
+            sources: &sources,
+            max_tokens: 64,
+        };
+        chat.complete(&req).await
+    }
+
+    #[tokio::test]
+    async fn sends_system_history_and_question_and_parses_the_answer() {
+        let server =
+            TestServer::start(|_, _| completion("Paris is the capital of France [1].")).await;
+        let chat = chat(&server);
+        assert_eq!(chat.name(), "test-model");
+        let history = [
+            Turn {
+                role: Role::User,
+                content: "Hi".into(),
+            },
+            Turn {
+                role: Role::Assistant,
+                content: "Hello! Ask me about your documents.".into(),
+            },
+        ];
+        let response = ask(&chat, &history).await.unwrap();
+        assert_eq!(response.answer, "Paris is the capital of France [1].");
+        assert_eq!(response.cited, [1]);
+        assert_eq!(
+            response.usage,
+            Usage {
+                prompt_tokens: 321,
+                completion_tokens: 12
+            }
+        );
+
+        let requests = server.requests();
+        assert_eq!(requests.len(), 1);
+        let r = &requests[0];
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.header("authorization"), Some("Bearer sk-test"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let body = r.json();
+        assert_eq!(body["model"], "test-model");
+        assert_eq!(body["max_tokens"], 64);
+        assert_eq!(body["temperature"].as_f64(), Some(0.0));
+        assert_eq!(body.as_object().unwrap().len(), 4, "{body}");
+        let messages = body["messages"].as_array().unwrap();
+        let roles: Vec<&str> = messages
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        assert!(
+            messages[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("only the numbered sources")
+        );
+        assert_eq!(messages[1]["content"], "Hi");
+        let last = messages[3]["content"].as_str().unwrap();
+        assert!(
+            last.starts_with("Sources:\n\n[1] France (p. 3)\nParis"),
+            "{last}"
+        );
+        assert!(last.contains("[2] Germany\nBerlin"), "{last}");
+        assert!(
+            last.ends_with("Question: What is the capital of France?"),
+            "{last}"
+        );
+    }
+
+    #[tokio::test]
+    async fn citations_to_sources_not_given_are_removed() {
+        let server = TestServer::start(|_, _| {
+            completion("Paris [1][5] is the capital [7]; Berlin is not [2, 9].")
+        })
+        .await;
+        let response = ask(&chat(&server), &[]).await.unwrap();
+        assert_eq!(
+            response.answer,
+            "Paris [1] is the capital; Berlin is not [2]."
+        );
+        assert_eq!(response.cited, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn usage_is_counted_locally_when_the_server_reports_none() {
+        let server = TestServer::start(|_, _| {
+            Reply::json(
+                200,
+                json!({"choices": [{"message": {"role": "assistant", "content": "Paris [1]."}}]}),
+            )
+        })
+        .await;
+        let response = ask(&chat(&server), &[]).await.unwrap();
+        let sources = capitals();
+        let req = ChatRequest {
+            question: "What is the capital of France?",
+            history: &[],
+            sources: &sources,
+            max_tokens: 64,
+        };
+        assert_eq!(response.usage.prompt_tokens, estimate_prompt_tokens(&req));
+        assert_eq!(
+            response.usage.completion_tokens,
+            tokens::count("Paris [1].") as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_are_retried() {
+        let server = TestServer::start(|_, n| match n {
+            0 => Reply::json(429, json!({"error": {"message": "Rate limit reached"}}))
+                .header("Retry-After", "0"),
+            1 => Reply::text(502, "bad gateway"),
+            2 => Reply::json(503, json!({"error": {"message": "overloaded"}})),
+            _ => completion("Paris [1]."),
+        })
+        .await;
+        let started = Instant::now();
+        let response = ask(&chat(&server), &[]).await.unwrap();
+        assert_eq!(response.answer, "Paris [1].");
+        assert_eq!(server.requests().len(), 4);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let bodies: Vec<Value> = server.requests().iter().map(|r| r.json()).collect();
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "same request each time"
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_run_out_as_unavailable() {
+        let server = TestServer::start(|_, _| Reply::text(500, "boom")).await;
+        let err = ask(&chat(&server), &[]).await.unwrap_err();
+        assert!(
+            matches!(&err, ChatError::Unavailable(m) if m.contains("500") && m.contains("boom")),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+        assert_eq!(server.requests().len(), 4, "1 attempt + 3 retries");
+    }
+
+    #[tokio::test]
+    async fn bad_requests_fail_without_retry() {
+        let server = TestServer::start(|_, _| {
+            Reply::json(
+                400,
+                json!({"error": {"message": "This model's maximum context length is 4096 tokens", "type": "invalid_request_error"}}),
+            )
+        })
+        .await;
+        let err = ask(&chat(&server), &[]).await.unwrap_err();
+        assert!(
+            matches!(&err, ChatError::Failed(m) if m.contains("400") && m.contains("maximum context length")),
+            "{err}"
+        );
+        assert_eq!(server.requests().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unusable_responses_fail() {
+        for body in [
+            json!({"choices": []}),
+            json!({"choices": [{"message": {"role": "assistant", "content": null}, "finish_reason": "length"}]}),
+            json!({"unexpected": true}),
+        ] {
+            let server = TestServer::start(move |_, _| Reply::json(200, body.clone())).await;
+            let err = ask(&chat(&server), &[]).await.unwrap_err();
+            assert!(matches!(err, ChatError::Failed(_)), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_unavailable() {
+        let server =
+            TestServer::start(|_, _| completion("late").delay(Duration::from_secs(5))).await;
+        let mut c = config(ChatProvider::OpenAi);
+        c.base_url = Some(format!("{}/v1", server.url()));
+        c.model = Some("m".into());
+        c.timeout = Duration::from_millis(200);
+        c.max_retries = 1;
+        let mut chat = OpenAiChat::from_config(&c).unwrap();
+        chat.retry.base = Duration::from_millis(1);
+        let err = ask(&chat, &[]).await.unwrap_err();
+        assert!(matches!(err, ChatError::Unavailable(_)), "{err}");
+        assert_eq!(server.requests().len(), 2);
+    }
+
+    #[test]
+    fn configuration() {
+        let mut c = config(ChatProvider::OpenAi);
+        c.model = Some("m".into());
+        c.base_url = Some("127.0.0.1:8080/v1".into());
+        assert!(OpenAiChat::from_config(&c).is_err(), "no scheme");
+        c.base_url = Some(" http://127.0.0.1:8080/v1/ ".into());
+        c.api_key = Some(Secret::new(""));
+        let chat = OpenAiChat::from_config(&c).unwrap();
+        assert_eq!(chat.url, "http://127.0.0.1:8080/v1/chat/completions");
+        assert!(chat.api_key.is_none(), "an empty key sends no header");
+    }
+}

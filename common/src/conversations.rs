@@ -1,0 +1,284 @@
+//! Chat sessions and their messages. A session belongs to one user in one
+//! workspace: other members (and other workspaces) get 404, by the
+//! explicit filters and by RLS (`app_user_id()`).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::answer::{Citation, Usage};
+use crate::chat::{Role, Turn};
+use crate::error::{ApiError, Result};
+use crate::ids::{UserId, WorkspaceId};
+use crate::pagination::Page;
+use crate::workspaces::Access;
+
+/// Earlier turns given to the model and to retrieval.
+pub const HISTORY_TURNS: i64 = 10;
+/// Characters of the first message that name a new session.
+const TITLE_CHARS: usize = 80;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Session {
+    pub id: Uuid,
+    pub title: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Message {
+    pub id: Uuid,
+    pub role: String,
+    pub content: String,
+    pub citations: Json<Value>,
+    pub usage: Option<Json<Value>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The last [`HISTORY_TURNS`] turns of the caller's session, oldest first;
+/// 404 when the session is not the caller's.
+pub async fn history(access: &mut Access, session: Uuid) -> Result<Vec<Turn>> {
+    let found: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM chat_sessions WHERE workspace_id = $1 AND id = $2 AND user_id = $3",
+    )
+    .bind(access.workspace)
+    .bind(session)
+    .bind(access.caller)
+    .fetch_optional(&mut *access.tx)
+    .await?;
+    if found.is_none() {
+        return Err(ApiError::not_found("chat session"));
+    }
+    let mut rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT role, content FROM chat_messages
+         WHERE workspace_id = $1 AND session_id = $2
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind(access.workspace)
+    .bind(session)
+    .bind(HISTORY_TURNS)
+    .fetch_all(&mut *access.tx)
+    .await?;
+    rows.reverse();
+    Ok(rows
+        .into_iter()
+        .map(|(role, content)| Turn {
+            role: if role == "assistant" {
+                Role::Assistant
+            } else {
+                Role::User
+            },
+            content,
+        })
+        .collect())
+}
+
+/// What retrieval matches for a chat message: the caller's last two
+/// questions and this one, so a follow-up ("and in mice?") finds the
+/// passages its topic needs.
+pub fn retrieval_text(history: &[Turn], message: &str) -> String {
+    let mut parts: Vec<&str> = history
+        .iter()
+        .rev()
+        .filter(|t| matches!(t.role, Role::User))
+        .take(2)
+        .map(|t| t.content.as_str())
+        .collect();
+    parts.reverse();
+    parts.push(message);
+    parts.join("\n")
+}
+
+/// One exchange to store.
+pub struct Exchange<'a> {
+    pub workspace: WorkspaceId,
+    pub user: UserId,
+    /// None: start a session named after the message.
+    pub session: Option<Uuid>,
+    pub message: &'a str,
+    pub answer: &'a str,
+    pub citations: &'a [Citation],
+    pub usage: Usage,
+}
+
+/// Stores both turns (and the session, when new); returns the session id
+/// and the assistant message's id.
+pub async fn record(
+    tx: &mut Transaction<'static, Postgres>,
+    exchange: Exchange<'_>,
+) -> Result<(Uuid, Uuid)> {
+    let session = match exchange.session {
+        Some(id) => {
+            let updated = sqlx::query(
+                "UPDATE chat_sessions SET updated_at = now()
+                 WHERE workspace_id = $1 AND id = $2 AND user_id = $3",
+            )
+            .bind(exchange.workspace)
+            .bind(id)
+            .bind(exchange.user)
+            .execute(&mut **tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                // Deleted while the answer was generated.
+                return Err(ApiError::not_found("chat session"));
+            }
+            id
+        }
+        None => {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO chat_sessions (workspace_id, id, user_id, title) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(exchange.workspace)
+            .bind(id)
+            .bind(exchange.user)
+            .bind(title(exchange.message))
+            .execute(&mut **tx)
+            .await?;
+            id
+        }
+    };
+    let question_id = Uuid::now_v7();
+    let answer_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO chat_messages (workspace_id, session_id, id, role, content, citations, usage)
+         VALUES ($1, $2, $3, 'user', $4, '[]', NULL),
+                ($1, $2, $5, 'assistant', $6, $7, $8)",
+    )
+    .bind(exchange.workspace)
+    .bind(session)
+    .bind(question_id)
+    .bind(exchange.message)
+    .bind(answer_id)
+    .bind(exchange.answer)
+    .bind(Json(exchange.citations))
+    .bind(Json(exchange.usage))
+    .execute(&mut **tx)
+    .await?;
+    Ok((session, answer_id))
+}
+
+fn title(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default().trim();
+    match line.char_indices().nth(TITLE_CHARS) {
+        Some((cut, _)) => format!("{}…", line[..cut].trim_end()),
+        None if line.is_empty() => "Chat".into(),
+        None => line.to_owned(),
+    }
+}
+
+/// The caller's sessions, most recently active first.
+pub async fn sessions(
+    mut access: Access,
+    limit: usize,
+    after: Option<(DateTime<Utc>, Uuid)>,
+) -> Result<Page<Session>> {
+    let (at, id) = after.unzip();
+    let rows: Vec<Session> = sqlx::query_as(
+        "SELECT id, title, created_at, updated_at FROM chat_sessions
+         WHERE workspace_id = $1 AND user_id = $2
+           AND ($3::timestamptz IS NULL OR (updated_at, id) < ($3, $4))
+         ORDER BY updated_at DESC, id DESC
+         LIMIT $5",
+    )
+    .bind(access.workspace)
+    .bind(access.caller)
+    .bind(at)
+    .bind(id)
+    .bind(limit as i64 + 1)
+    .fetch_all(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    Ok(Page::from_rows(rows, limit, |s| (s.updated_at, s.id)))
+}
+
+/// A session's messages, oldest first; 404 unless it is the caller's.
+pub async fn messages(
+    mut access: Access,
+    session: Uuid,
+    limit: usize,
+    after: Option<Uuid>,
+) -> Result<Page<Message>> {
+    // Checks ownership (404), without reading the history.
+    let owned: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM chat_sessions WHERE workspace_id = $1 AND id = $2 AND user_id = $3",
+    )
+    .bind(access.workspace)
+    .bind(session)
+    .bind(access.caller)
+    .fetch_optional(&mut *access.tx)
+    .await?;
+    if owned.is_none() {
+        return Err(ApiError::not_found("chat session"));
+    }
+    let rows: Vec<Message> = sqlx::query_as(
+        "SELECT id, role, content, citations, usage, created_at FROM chat_messages
+         WHERE workspace_id = $1 AND session_id = $2 AND ($3::uuid IS NULL OR id > $3)
+         ORDER BY id LIMIT $4",
+    )
+    .bind(access.workspace)
+    .bind(session)
+    .bind(after)
+    .bind(limit as i64 + 1)
+    .fetch_all(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    Ok(Page::from_rows(rows, limit, |m| m.id))
+}
+
+/// Deletes the caller's session and its messages; 404 unless it is theirs.
+pub async fn delete(mut access: Access, session: Uuid) -> Result<()> {
+    let deleted = sqlx::query(
+        "DELETE FROM chat_sessions WHERE workspace_id = $1 AND id = $2 AND user_id = $3",
+    )
+    .bind(access.workspace)
+    .bind(session)
+    .bind(access.caller)
+    .execute(&mut *access.tx)
+    .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(ApiError::not_found("chat session"));
+    }
+    access.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_the_first_line_cut_short() {
+        assert_eq!(title("Hello there\nsecond"), "Hello there");
+        let long = "x".repeat(200);
+        assert_eq!(title(&long).chars().count(), TITLE_CHARS + 1);
+        assert_eq!(title("   "), "Chat");
+    }
+
+    #[test]
+    fn retrieval_looks_at_recent_questions() {
+        let history = vec![
+            Turn {
+                role: Role::User,
+                content: "one".into(),
+            },
+            Turn {
+                role: Role::Assistant,
+                content: "answer".into(),
+            },
+            Turn {
+                role: Role::User,
+                content: "two".into(),
+            },
+            Turn {
+                role: Role::User,
+                content: "three".into(),
+            },
+        ];
+        assert_eq!(retrieval_text(&history, "four"), "two\nthree\nfour");
+        assert_eq!(retrieval_text(&[], "alone"), "alone");
+    }
+}

@@ -1,0 +1,360 @@
+//! Metadata filters: a small Mongo-like language over a document's
+//! `metadata` (jsonb), compiled to SQL with every value bound.
+//!
+//! ```json
+//! {"$and": [{"year": {"$gte": 2020}}, {"$or": [{"tag": {"$in": ["a", "b"]}}, {"draft": {"$exists": false}}]}]}
+//! ```
+//! A field maps to a condition object (`$eq $ne $in $nin $gt $gte $lt
+//! $lte $exists`, several meaning all of them) or to a plain value
+//! (`$eq`); several fields in one object must all hold. Dotted names
+//! reach into nested objects (`"author.name"`). A missing field matches
+//! `$ne`, `$nin` and `$exists: false` only. `$gt`-family operators compare
+//! numbers with numbers and strings with strings (ISO dates order
+//! correctly); a value of another type never matches.
+
+use serde_json::Value;
+use sqlx::Postgres;
+use sqlx::QueryBuilder;
+
+use crate::error::{ApiError, Result};
+
+/// Limits that keep a filter's SQL small.
+const MAX_CONDITIONS: usize = 50;
+const MAX_DEPTH: usize = 6;
+const MAX_LIST: usize = 100;
+const MAX_FIELD_CHARS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    And(Vec<Condition>),
+    Or(Vec<Condition>),
+    Field {
+        path: Vec<String>,
+        op: Op,
+        value: Value,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    In,
+    Nin,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Exists,
+}
+
+impl Op {
+    fn parse(name: &str) -> Option<Op> {
+        Some(match name {
+            "$eq" => Op::Eq,
+            "$ne" => Op::Ne,
+            "$in" => Op::In,
+            "$nin" => Op::Nin,
+            "$gt" => Op::Gt,
+            "$gte" => Op::Gte,
+            "$lt" => Op::Lt,
+            "$lte" => Op::Lte,
+            "$exists" => Op::Exists,
+            _ => return None,
+        })
+    }
+}
+
+const FIELD: &str = "filters.metadata";
+
+fn bad(detail: impl Into<String>) -> ApiError {
+    ApiError::unprocessable(FIELD, detail)
+}
+
+/// Parses a filter object; 422 naming what is wrong.
+pub fn parse(value: &Value) -> Result<Condition> {
+    let mut count = 0;
+    let condition = parse_object(value, 0, &mut count)?;
+    Ok(condition)
+}
+
+fn parse_object(value: &Value, depth: usize, count: &mut usize) -> Result<Condition> {
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("filters nest deeper than {MAX_DEPTH} levels")));
+    }
+    let Value::Object(map) = value else {
+        return Err(bad("a filter must be a JSON object"));
+    };
+    let mut all = Vec::new();
+    for (key, value) in map {
+        match key.as_str() {
+            "$and" | "$or" => {
+                let Value::Array(items) = value else {
+                    return Err(bad(format!("{key} takes an array of filters")));
+                };
+                if items.is_empty() {
+                    return Err(bad(format!("{key} needs at least one filter")));
+                }
+                let mut parts = items
+                    .iter()
+                    .map(|item| parse_object(item, depth + 1, count))
+                    .collect::<Result<Vec<_>>>()?;
+                all.push(if parts.len() == 1 {
+                    parts.pop().expect("one part")
+                } else if key == "$and" {
+                    Condition::And(parts)
+                } else {
+                    Condition::Or(parts)
+                });
+            }
+            op if op.starts_with('$') => {
+                return Err(bad(format!(
+                    "{op} is not a logical operator here ($and, $or); comparisons go under a field name"
+                )));
+            }
+            field => all.extend(parse_field(field, value, count)?),
+        }
+    }
+    Ok(if all.len() == 1 {
+        all.pop().expect("one condition")
+    } else {
+        Condition::And(all)
+    })
+}
+
+fn parse_field(field: &str, value: &Value, count: &mut usize) -> Result<Vec<Condition>> {
+    let path: Vec<String> = field.split('.').map(str::to_owned).collect();
+    if field.chars().count() > MAX_FIELD_CHARS
+        || path.iter().any(|p| p.is_empty())
+        || field.contains('\0')
+    {
+        return Err(bad(format!("{field:?} is not a valid field name")));
+    }
+    let ops: Vec<(Op, &Value)> = match value {
+        Value::Object(map) if map.keys().any(|k| k.starts_with('$')) => map
+            .iter()
+            .map(|(k, v)| {
+                Op::parse(k).map(|op| (op, v)).ok_or_else(|| {
+                    bad(format!(
+                        "{k} is not an operator ($eq $ne $in $nin $gt $gte $lt $lte $exists)"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?,
+        other => vec![(Op::Eq, other)],
+    };
+    let mut out = Vec::with_capacity(ops.len());
+    for (op, value) in ops {
+        *count += 1;
+        if *count > MAX_CONDITIONS {
+            return Err(bad(format!("at most {MAX_CONDITIONS} conditions")));
+        }
+        check_value(field, op, value)?;
+        out.push(Condition::Field {
+            path: path.clone(),
+            op,
+            value: value.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn check_value(field: &str, op: Op, value: &Value) -> Result<()> {
+    match op {
+        Op::In | Op::Nin => match value {
+            Value::Array(items) if items.len() <= MAX_LIST => Ok(()),
+            Value::Array(_) => Err(bad(format!("{field}: at most {MAX_LIST} values in a list"))),
+            _ => Err(bad(format!("{field}: $in and $nin take an array"))),
+        },
+        Op::Gt | Op::Gte | Op::Lt | Op::Lte => match value {
+            Value::Number(_) | Value::String(_) => Ok(()),
+            _ => Err(bad(format!(
+                "{field}: $gt, $gte, $lt and $lte compare numbers or strings"
+            ))),
+        },
+        Op::Exists => match value {
+            Value::Bool(_) => Ok(()),
+            _ => Err(bad(format!("{field}: $exists takes true or false"))),
+        },
+        Op::Eq | Op::Ne => Ok(()),
+    }
+    .and_then(|()| {
+        if contains_nul(value) {
+            Err(bad(format!("{field}: values may not contain NUL")))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+/// Appends the condition as SQL over `{metadata}` (a jsonb expression),
+/// binding every path and value.
+pub fn push_sql(builder: &mut QueryBuilder<Postgres>, metadata: &str, condition: &Condition) {
+    match condition {
+        Condition::And(parts) | Condition::Or(parts) => {
+            let joiner = if matches!(condition, Condition::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            builder.push("(");
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    builder.push(joiner);
+                }
+                push_sql(builder, metadata, part);
+            }
+            builder.push(")");
+        }
+        Condition::Field { path, op, value } => {
+            let field = |builder: &mut QueryBuilder<Postgres>| {
+                builder.push(format!("({metadata} #> "));
+                builder.push_bind(path.clone());
+                builder.push(")");
+            };
+            let json = |builder: &mut QueryBuilder<Postgres>, value: &Value| {
+                builder.push_bind(sqlx::types::Json(value.clone()));
+                builder.push("::jsonb");
+            };
+            builder.push("(");
+            match op {
+                Op::Eq => {
+                    field(builder);
+                    builder.push(" = ");
+                    json(builder, value);
+                }
+                Op::Ne => {
+                    field(builder);
+                    builder.push(" IS DISTINCT FROM ");
+                    json(builder, value);
+                }
+                Op::In | Op::Nin => {
+                    if *op == Op::Nin {
+                        builder.push("NOT ");
+                    }
+                    builder.push("EXISTS (SELECT 1 FROM jsonb_array_elements(");
+                    json(builder, value);
+                    builder.push(") AS e(v) WHERE e.v = ");
+                    field(builder);
+                    builder.push(")");
+                }
+                Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+                    let sign = match op {
+                        Op::Gt => " > ",
+                        Op::Gte => " >= ",
+                        Op::Lt => " < ",
+                        _ => " <= ",
+                    };
+                    builder.push("jsonb_typeof");
+                    field(builder);
+                    builder.push(" = ");
+                    builder.push_bind(if value.is_number() {
+                        "number"
+                    } else {
+                        "string"
+                    });
+                    builder.push(" AND ");
+                    field(builder);
+                    builder.push(sign);
+                    json(builder, value);
+                }
+                Op::Exists => {
+                    field(builder);
+                    builder.push(if value.as_bool() == Some(true) {
+                        " IS NOT NULL"
+                    } else {
+                        " IS NULL"
+                    });
+                }
+            }
+            builder.push(")");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(path: &str, op: Op, value: Value) -> Condition {
+        Condition::Field {
+            path: path.split('.').map(str::to_owned).collect(),
+            op,
+            value,
+        }
+    }
+
+    #[test]
+    fn plain_values_are_equality_and_fields_combine_with_and() {
+        let c = parse(&json!({"tag": "a", "year": {"$gte": 2020, "$lt": 2025}})).unwrap();
+        assert_eq!(
+            c,
+            Condition::And(vec![
+                field("tag", Op::Eq, json!("a")),
+                field("year", Op::Gte, json!(2020)),
+                field("year", Op::Lt, json!(2025)),
+            ])
+        );
+    }
+
+    #[test]
+    fn logical_operators_nest() {
+        let c = parse(&json!({"$or": [{"a.b": 1}, {"$and": [{"c": {"$exists": true}}]}]})).unwrap();
+        assert_eq!(
+            c,
+            Condition::Or(vec![
+                field("a.b", Op::Eq, json!(1)),
+                field("c", Op::Exists, json!(true)),
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_filters_are_refused_with_a_reason() {
+        for (filter, words) in [
+            (json!([1]), "JSON object"),
+            (json!({"$xor": []}), "logical operator"),
+            (json!({"a": {"$regex": "x"}}), "not an operator"),
+            (json!({"a": {"$in": 3}}), "take an array"),
+            (json!({"a": {"$gt": true}}), "numbers or strings"),
+            (json!({"a": {"$exists": 1}}), "true or false"),
+            (json!({"$and": []}), "at least one"),
+            (json!({"a..b": 1}), "valid field name"),
+            (json!({"a": "x\u{0}"}), "NUL"),
+        ] {
+            let err = parse(&filter).unwrap_err().to_string();
+            assert!(err.contains(words), "{filter}: {err}");
+        }
+        let deep = (0..10).fold(json!({"a": 1}), |inner, _| json!({"$and": [inner]}));
+        assert!(parse(&deep).unwrap_err().to_string().contains("deeper"));
+        let many: serde_json::Map<String, Value> =
+            (0..51).map(|i| (format!("f{i}"), json!(i))).collect();
+        assert!(
+            parse(&Value::Object(many))
+                .unwrap_err()
+                .to_string()
+                .contains("at most")
+        );
+    }
+
+    #[test]
+    fn sql_binds_every_value() {
+        let c =
+            parse(&json!({"$or": [{"tag": {"$in": ["a'; DROP"]}}, {"n": {"$gt": 1}}]})).unwrap();
+        let mut b = QueryBuilder::<Postgres>::new("");
+        push_sql(&mut b, "d.metadata", &c);
+        let sql = b.sql().as_str().to_owned();
+        assert!(!sql.contains("DROP"), "{sql}");
+        assert!(sql.contains("EXISTS") && sql.contains(" > "), "{sql}");
+    }
+}

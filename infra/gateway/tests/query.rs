@@ -1,0 +1,808 @@
+//! Query, chat and budgets through the gateway: documents are created
+//! through the API, ingested by the real worker from a test-owned queue,
+//! then questioned.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::State;
+use common::budget::{self, Purpose};
+use common::ids::{UserId, WorkspaceId};
+use ragway_gateway::sqs;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+mod support;
+use support::{Api, config, gateway, ingest_worker, state};
+
+struct Stack {
+    state: Arc<State>,
+    api: Api,
+    token: String,
+    ws: String,
+    queue: String,
+}
+
+/// A gateway over a test-owned ingest queue, one signed-up user with one workspace.
+async fn stack(pool: PgPool, overrides: &[(&str, &str)]) -> Stack {
+    let probe = state(pool.clone(), config(&[]));
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let queue = probe
+        .sqs()
+        .await
+        .create_queue()
+        .queue_name(format!("t-query-{suffix}"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "0",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let mut vars = vec![
+        ("INGEST_QUEUE_URL", queue.as_str()),
+        ("CHUNK_TOKENS", "80"),
+        ("CHUNK_OVERLAP_TOKENS", "10"),
+    ];
+    vars.extend_from_slice(overrides);
+    let state = state(pool, config(&vars));
+    let api = gateway(state.clone()).await;
+    let (token, _, _) = api.signup("asker@example.com").await;
+    let ws = api.create_workspace(&token, "Library").await;
+    Stack {
+        state,
+        api,
+        token,
+        ws,
+        queue,
+    }
+}
+
+impl Stack {
+    /// Runs the worker over whatever is queued until the queue is empty.
+    async fn drain(&self) {
+        for _ in 0..50 {
+            let outcome = sqs::poll_once(
+                &self.state,
+                &self.queue,
+                ingest_worker(),
+                10,
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap();
+            assert_eq!(outcome.failed, 0, "ingestion failed");
+            if outcome.received == 0 {
+                return;
+            }
+        }
+        panic!("the queue did not drain");
+    }
+
+    async fn create_in(
+        &self,
+        token: &str,
+        ws: &str,
+        title: &str,
+        content: &str,
+        metadata: Value,
+    ) -> String {
+        let reply = self
+            .api
+            .send(
+                "POST",
+                &format!("/workspaces/{ws}/documents"),
+                Some(token),
+                Some(json!({ "title": title, "content": content, "content_type": "text/plain", "metadata": metadata })),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn create(&self, title: &str, content: &str, metadata: Value) -> String {
+        self.create_in(&self.token, &self.ws, title, content, metadata)
+            .await
+    }
+
+    async fn query(&self, body: Value) -> support::Reply {
+        self.api
+            .send(
+                "POST",
+                &format!("/workspaces/{}/query", self.ws),
+                Some(&self.token),
+                Some(body),
+            )
+            .await
+    }
+
+    async fn today(&self) -> Value {
+        let reply = self
+            .api
+            .send(
+                "GET",
+                &format!("/workspaces/{}/usage/today", self.ws),
+                Some(&self.token),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    }
+}
+
+fn cited_documents(reply: &support::Reply) -> Vec<String> {
+    reply.body["citations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no citations in {}", reply.body))
+        .iter()
+        .map(|c| c["document_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const MALARIA: &str = "Artemisinin combination therapy cures most uncomplicated malaria infections. \
+    Resistance to artemisinin has emerged in the Mekong region, where parasites clear more slowly.";
+const VACCINE: &str = "The measles vaccine is given in two doses. After both doses about 97 percent \
+    of children are protected against measles for life.";
+const SLEEP: &str = "Adults who sleep less than six hours a night show impaired memory consolidation \
+    and slower reaction times in driving simulators.";
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn questions_are_answered_from_the_right_passages_with_real_citations(pool: PgPool) {
+    let s = stack(pool, &[]).await;
+    let malaria = s.create("Malaria treatment", MALARIA, json!({})).await;
+    let vaccine = s.create("Measles vaccination", VACCINE, json!({})).await;
+    let sleep = s.create("Sleep and memory", SLEEP, json!({})).await;
+    s.drain().await;
+
+    for mode in ["hybrid", "semantic", "keyword"] {
+        let reply = s
+            .query(json!({ "question": "How many doses of measles vaccine do children need?", "mode": mode, "top_k": 3 }))
+            .await;
+        assert_eq!(reply.status, 200, "{mode}: {}", reply.body);
+        let cited = cited_documents(&reply);
+        assert_eq!(cited.first(), Some(&vaccine), "{mode}: {}", reply.body);
+        let answer = reply.body["answer"].as_str().unwrap();
+        assert!(answer.contains("[1]"), "{mode}: {answer}");
+        // Every marker in the answer names a citation.
+        for n in markers(answer) {
+            assert!(n >= 1 && n <= cited.len(), "{mode}: [{n}] in {answer}");
+        }
+        let usage = &reply.body["usage"];
+        assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
+        assert_eq!(
+            usage["total_tokens"].as_u64().unwrap(),
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        );
+        assert!(reply.body["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    }
+
+    // Citations resolve to real chunks of the cited documents.
+    let reply = s
+        .query(json!({ "question": "artemisinin resistance Mekong", "answer": false, "top_k": 5 }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body["answer"].is_null());
+    assert_eq!(reply.body["usage"]["total_tokens"], 0);
+    let citations = reply.body["citations"].as_array().unwrap();
+    assert_eq!(citations[0]["document_id"], malaria.as_str());
+    assert_eq!(citations[0]["title"], "Malaria treatment");
+    for c in citations {
+        let doc = c["document_id"].as_str().unwrap();
+        let chunks = s
+            .api
+            .send(
+                "GET",
+                &format!("/workspaces/{}/documents/{doc}/chunks", s.ws),
+                Some(&s.token),
+                None,
+            )
+            .await;
+        let chunk = chunks.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == c["chunk_id"])
+            .unwrap_or_else(|| panic!("citation {c} is not a chunk of its document"));
+        assert_eq!(chunk["ordinal"], c["ordinal"]);
+        let snippet = c["snippet"].as_str().unwrap().trim_end_matches('…');
+        assert!(chunk["content"].as_str().unwrap().starts_with(snippet));
+        assert!(
+            [&malaria, &vaccine, &sleep]
+                .iter()
+                .any(|d| d.as_str() == doc)
+        );
+    }
+
+    // Tokens were committed to today's budget, nothing is left reserved.
+    let today = s.today().await;
+    assert!(today["used"].as_i64().unwrap() > 0, "{today}");
+    assert_eq!(today["reserved"], 0);
+    assert_eq!(
+        today["remaining"].as_i64().unwrap(),
+        today["limit"].as_i64().unwrap() - today["used"].as_i64().unwrap()
+    );
+    assert_eq!(today["requests"], 3);
+
+    // A question nothing matches spends nothing.
+    let reply = s
+        .query(json!({ "question": "zzyzx qwertyuiop", "mode": "keyword" }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["citations"], json!([]));
+    assert_eq!(s.today().await["requests"], 3);
+}
+
+fn markers(answer: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = answer;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        if let Some(close) = rest.find(']') {
+            for n in rest[..close].split(',') {
+                if let Ok(n) = n.trim().parse() {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn every_filter_operator_selects_the_right_documents(pool: PgPool) {
+    let s = stack(pool, &[]).await;
+    let text = "Protein folding study with enzyme kinetics.";
+    let a = s
+        .create(
+            "A",
+            text,
+            json!({ "year": 2019, "tag": "bio", "author": { "name": "Ada" }, "draft": true }),
+        )
+        .await;
+    let b = s
+        .create(
+            "B",
+            text,
+            json!({ "year": 2021, "tag": "chem", "author": { "name": "Bo" } }),
+        )
+        .await;
+    let c = s
+        .create(
+            "C",
+            text,
+            json!({ "year": 2023, "tag": "bio", "date": "2023-05-01" }),
+        )
+        .await;
+    let d = s.create("D", text, json!({ "year": "2024" })).await;
+    s.drain().await;
+
+    let ids = |v: &[&String]| -> HashSet<String> { v.iter().map(|s| (*s).clone()).collect() };
+    let cases: Vec<(Value, HashSet<String>)> = vec![
+        (json!({ "tag": "bio" }), ids(&[&a, &c])),
+        (json!({ "tag": { "$eq": "chem" } }), ids(&[&b])),
+        (json!({ "tag": { "$ne": "bio" } }), ids(&[&b, &d])),
+        (json!({ "tag": { "$in": ["chem", "none"] } }), ids(&[&b])),
+        (json!({ "tag": { "$nin": ["bio"] } }), ids(&[&b, &d])),
+        (json!({ "year": { "$gt": 2019 } }), ids(&[&b, &c])),
+        (json!({ "year": { "$gte": 2021, "$lt": 2023 } }), ids(&[&b])),
+        (json!({ "year": { "$lte": 2021 } }), ids(&[&a, &b])),
+        (json!({ "year": { "$gt": "2000" } }), ids(&[&d])),
+        (json!({ "date": { "$gte": "2023-01-01" } }), ids(&[&c])),
+        (json!({ "draft": { "$exists": true } }), ids(&[&a])),
+        (json!({ "draft": { "$exists": false } }), ids(&[&b, &c, &d])),
+        (json!({ "author.name": "Bo" }), ids(&[&b])),
+        (
+            json!({ "$or": [{ "tag": "chem" }, { "year": 2023 }] }),
+            ids(&[&b, &c]),
+        ),
+        (
+            json!({ "$and": [{ "tag": "bio" }, { "year": { "$lt": 2020 } }] }),
+            ids(&[&a]),
+        ),
+    ];
+    for mode in ["keyword", "semantic", "hybrid"] {
+        for (filter, expected) in &cases {
+            let reply = s
+                .query(json!({ "question": "protein folding enzyme", "mode": mode, "answer": false, "top_k": 50, "filters": { "metadata": filter } }))
+                .await;
+            assert_eq!(reply.status, 200, "{filter}: {}", reply.body);
+            let got: HashSet<String> = cited_documents(&reply).into_iter().collect();
+            assert_eq!(&got, expected, "{mode} {filter}");
+        }
+        let reply = s
+            .query(json!({ "question": "protein", "mode": mode, "answer": false, "filters": { "document_ids": [a, d] } }))
+            .await;
+        let got: HashSet<String> = cited_documents(&reply).into_iter().collect();
+        assert_eq!(got, ids(&[&a, &d]), "{mode} document_ids");
+    }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn bad_questions_get_422_and_strangers_404(pool: PgPool) {
+    let s = stack(pool, &[]).await;
+    for (body, field) in [
+        (json!({ "question": "" }), "question"),
+        (json!({ "question": "x", "top_k": 0 }), "top_k"),
+        (json!({ "question": "x", "top_k": 51 }), "top_k"),
+        (json!({ "question": "x", "max_tokens": 0 }), "max_tokens"),
+        (
+            json!({ "question": "x", "filters": { "metadata": { "a": { "$regex": "b" } } } }),
+            "filters.metadata",
+        ),
+        (
+            json!({ "question": "x", "filters": { "metadata": [] } }),
+            "filters.metadata",
+        ),
+    ] {
+        let reply = s.query(body.clone()).await;
+        let problem = reply.problem(422);
+        assert!(problem.to_string().contains(field), "{body}: {problem}");
+    }
+    for body in [
+        json!({ "question": "x", "mode": "fuzzy" }),
+        json!({ "question": "x", "unknown": 1 }),
+        json!({ "question": 7 }),
+    ] {
+        let reply = s.query(body.clone()).await;
+        assert!(
+            reply.status == 400 || reply.status == 422,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(reply.content_type(), "application/problem+json");
+    }
+    let (stranger, _, _) = s.api.signup("stranger@example.com").await;
+    for (method, path) in [
+        ("POST", format!("/workspaces/{}/query", s.ws)),
+        ("POST", format!("/workspaces/{}/chat", s.ws)),
+        ("GET", format!("/workspaces/{}/usage/today", s.ws)),
+        ("GET", format!("/workspaces/{}/usage", s.ws)),
+        ("GET", format!("/workspaces/{}/chat/sessions", s.ws)),
+    ] {
+        let reply = s
+            .api
+            .send(
+                method,
+                &path,
+                Some(&stranger),
+                Some(json!({ "question": "x", "message": "x" })),
+            )
+            .await;
+        reply.problem(404);
+    }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn queries_never_return_another_workspaces_chunks(pool: PgPool) {
+    // A low exact-search threshold sends the larger workspaces through the
+    // HNSW index, the smaller ones through exact scans.
+    let s = stack(pool, &[("VECTOR_EXACT_SEARCH_MAX_CHUNKS", "4")]).await;
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let words = [
+        "protein", "enzyme", "vaccine", "malaria", "sleep", "memory", "cell", "gene", "virus",
+        "immune", "dose", "trial",
+    ];
+    let mut owned: Vec<(String, HashSet<String>)> = Vec::new();
+    for w in 0..6 {
+        let ws = if w == 0 {
+            s.ws.clone()
+        } else {
+            s.api.create_workspace(&s.token, &format!("W{w}")).await
+        };
+        let mut docs = HashSet::new();
+        for d in 0..rng.random_range(1..=(2 + w * 2)) {
+            let text: Vec<&str> = (0..30)
+                .map(|_| words[rng.random_range(0..words.len())])
+                .collect();
+            let id = s
+                .create_in(
+                    &s.token,
+                    &ws,
+                    &format!("doc {w}-{d}"),
+                    &text.join(" "),
+                    json!({}),
+                )
+                .await;
+            docs.insert(id);
+        }
+        owned.push((ws, docs));
+    }
+    s.drain().await;
+    for _ in 0..60 {
+        let (ws, docs) = &owned[rng.random_range(0..owned.len())];
+        let mode = ["hybrid", "semantic", "keyword"][rng.random_range(0..3)];
+        let question: Vec<&str> = (0..3)
+            .map(|_| words[rng.random_range(0..words.len())])
+            .collect();
+        let reply = s
+            .api
+            .send(
+                "POST",
+                &format!("/workspaces/{ws}/query"),
+                Some(&s.token),
+                Some(json!({ "question": question.join(" "), "mode": mode, "top_k": 50, "answer": rng.random_bool(0.3) })),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        for doc in cited_documents(&reply) {
+            assert!(
+                docs.contains(&doc),
+                "seed {seed}: {mode} in {ws} cited {doc}"
+            );
+        }
+        if mode == "semantic" && !reply.body["answer"].is_string() {
+            // Semantic search finds something in every non-empty workspace.
+            assert!(!cited_documents(&reply).is_empty(), "seed {seed}");
+        }
+    }
+}
+
+async fn reserve(
+    state: &State,
+    ws: WorkspaceId,
+    user: UserId,
+    amount: u64,
+    ttl: Duration,
+) -> common::Result<budget::Reservation> {
+    let mut tx = common::db::tenant_tx(&state.db, Some(user), Some(ws)).await?;
+    let reservation = budget::reserve(&mut tx, ws, user, Purpose::Query, amount, ttl).await?;
+    tx.commit().await?;
+    Ok(reservation)
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn concurrent_reservations_never_overspend_and_dead_ones_are_swept(pool: PgPool) {
+    let s = stack(pool.clone(), &[]).await;
+    let reply = s
+        .api
+        .send(
+            "PATCH",
+            &format!("/workspaces/{}", s.ws),
+            Some(&s.token),
+            Some(json!({ "daily_token_limit": 1000 })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let ws: WorkspaceId = s.ws.parse().unwrap();
+    // The owner row is readable only in the workspace's RLS context.
+    let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
+    let (owner,): (uuid::Uuid,) = sqlx::query_as("SELECT owner_id FROM workspaces WHERE id = $1")
+        .bind(ws)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let user = UserId(owner);
+
+    // A watcher checks the invariant while 100 clients reserve, commit and release.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let pool = pool.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut checks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT tokens_used, tokens_reserved FROM workspace_daily_usage WHERE workspace_id = $1",
+                )
+                .bind(ws)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+                if let Some((used, reserved)) = row {
+                    assert!(used + reserved <= 1000, "overspent: {used} + {reserved}");
+                }
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..100u64 {
+        let state = s.state.clone();
+        tasks.push(tokio::spawn(async move {
+            match reserve(&state, ws, user, 37, Duration::from_secs(300)).await {
+                Ok(r) => {
+                    tokio::time::sleep(Duration::from_millis(i % 7)).await;
+                    if i % 3 == 0 {
+                        budget::release(&state.db, &r).await.unwrap();
+                        (1, 0)
+                    } else {
+                        // Real usage at most what was reserved.
+                        budget::commit(&state.db, &r, 20, 10 + i % 8, "test")
+                            .await
+                            .unwrap();
+                        (1, 30 + i % 8)
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(e.status(), 429, "{e}");
+                    (0, 0)
+                }
+            }
+        }));
+    }
+    let mut granted = 0;
+    let mut spent = 0;
+    for task in tasks {
+        let (g, used) = task.await.unwrap();
+        granted += g;
+        spent += used;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(watcher.await.unwrap() > 0);
+    assert!(granted >= 27, "at least the first 27 fit: {granted}");
+    assert!(granted < 100, "the limit stopped some: {granted}");
+    let today = s.today().await;
+    assert_eq!(today["used"].as_u64().unwrap(), spent, "{today}");
+    assert_eq!(today["reserved"], 0, "{today}");
+    assert!(spent <= 1000);
+
+    // Over the limit: 429 with Retry-After until the next UTC midnight.
+    let err = reserve(&s.state, ws, user, 5000, Duration::from_secs(300))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429);
+    let common::ApiError::TooManyRequests { retry_after, .. } = err else {
+        panic!("not a 429")
+    };
+    assert!(retry_after <= Duration::from_secs(86_400) && retry_after >= Duration::from_secs(1));
+
+    // A function that dies after reserving: its tokens are held until the
+    // sweeper expires the reservation after its TTL.
+    let before = s.today().await;
+    let dead = reserve(&s.state, ws, user, 50, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let held = s.today().await;
+    assert_eq!(held["reserved"], 50, "{held}");
+    assert_eq!(
+        budget::sweep(&s.state.db).await.unwrap(),
+        0,
+        "not expired yet"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let sweeper = ragway_gateway::registry()
+        .into_iter()
+        .find(|f| f.name == "usage-sweeper")
+        .unwrap();
+    let common::lambda::Handler::Schedule(sweep) = sweeper.handler else {
+        panic!("usage-sweeper is not scheduled")
+    };
+    let event: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_root().join("events/usage-sweeper.json")).unwrap(),
+    )
+    .unwrap();
+    sweep(&s.state, event.clone()).await.unwrap();
+    let after = s.today().await;
+    assert_eq!(after["reserved"], 0, "{after}");
+    assert_eq!(after["used"], before["used"]);
+    // Sweeping again, or releasing the swept reservation, changes nothing.
+    sweep(&s.state, event).await.unwrap();
+    budget::release(&s.state.db, &dead).await.unwrap();
+    assert_eq!(s.today().await["reserved"], 0);
+    // The call finished after all: what it really used still counts, once.
+    budget::commit(&s.state.db, &dead, 10, 5, "late")
+        .await
+        .unwrap();
+    budget::commit(&s.state.db, &dead, 10, 5, "late")
+        .await
+        .unwrap();
+    let late = s.today().await;
+    assert_eq!(
+        late["used"].as_i64().unwrap(),
+        before["used"].as_i64().unwrap() + 15
+    );
+    assert_eq!(late["reserved"], 0);
+
+    // History by day: today's row and zero rows before it.
+    let today_date = chrono::Utc::now().date_naive();
+    let from = today_date - chrono::Days::new(2);
+    let reply = s
+        .api
+        .send(
+            "GET",
+            &format!("/workspaces/{}/usage?from={from}&to={today_date}", s.ws),
+            Some(&s.token),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let items = reply.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0]["used"], 0);
+    assert_eq!(items[2]["used"], late["used"]);
+    let reply = s
+        .api
+        .send(
+            "GET",
+            &format!("/workspaces/{}/usage?from={today_date}&to={from}", s.ws),
+            Some(&s.token),
+            None,
+        )
+        .await;
+    reply.problem(422);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_exhausted_budget_and_a_busy_user_get_429_with_retry_after(pool: PgPool) {
+    let s = stack(pool, &[("QUERY_RATE_LIMIT_PER_MINUTE", "2")]).await;
+    s.create("Malaria treatment", MALARIA, json!({})).await;
+    s.drain().await;
+    let reply = s
+        .api
+        .send(
+            "PATCH",
+            &format!("/workspaces/{}", s.ws),
+            Some(&s.token),
+            Some(json!({ "daily_token_limit": 100 })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Prompt + max_tokens cannot fit in 100 tokens.
+    let reply = s.query(json!({ "question": "artemisinin malaria" })).await;
+    let problem = reply.problem(429);
+    assert!(problem["detail"].as_str().unwrap().contains("budget"));
+    let retry: u64 = reply.header("retry-after").parse().unwrap();
+    assert!((1..=86_400).contains(&retry));
+    assert_eq!(s.today().await["reserved"], 0);
+    // Passages alone cost no tokens and still work.
+    let reply = s
+        .query(json!({ "question": "artemisinin malaria", "answer": false }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // The third request in a minute is refused for this user.
+    let reply = s
+        .query(json!({ "question": "artemisinin malaria", "answer": false }))
+        .await;
+    reply.problem(429);
+    assert!(!reply.header("retry-after").is_empty());
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn chat_sessions_keep_both_turns_and_belong_to_their_user(pool: PgPool) {
+    let s = stack(pool, &[]).await;
+    s.create("Malaria treatment", MALARIA, json!({})).await;
+    s.create("Measles vaccination", VACCINE, json!({})).await;
+    s.drain().await;
+    let chat = |token: String, body: Value| {
+        let api = &s.api;
+        let ws = s.ws.clone();
+        async move {
+            api.send(
+                "POST",
+                &format!("/workspaces/{ws}/chat"),
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let first = chat(s.token.clone(), json!({ "message": "What cures malaria?" })).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let session = first.body["session_id"].as_str().unwrap().to_owned();
+    assert!(
+        first.body["answer"]
+            .as_str()
+            .unwrap()
+            .contains("rtemisinin"),
+        "{}",
+        first.body
+    );
+    assert!(!first.body["citations"].as_array().unwrap().is_empty());
+    // A follow-up that names no topic still retrieves the malaria passage.
+    let second = chat(
+        s.token.clone(),
+        json!({ "message": "Where has resistance emerged?", "session_id": session }),
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body["session_id"], session.as_str());
+    assert!(
+        second.body["answer"].as_str().unwrap().contains("Mekong"),
+        "{}",
+        second.body
+    );
+
+    let sessions = s
+        .api
+        .send(
+            "GET",
+            &format!("/workspaces/{}/chat/sessions", s.ws),
+            Some(&s.token),
+            None,
+        )
+        .await;
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    let items = sessions.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["title"], "What cures malaria?");
+    let path = format!("/workspaces/{}/chat/sessions/{session}/messages", s.ws);
+    let messages = s.api.send("GET", &path, Some(&s.token), None).await;
+    assert_eq!(messages.status, 200, "{}", messages.body);
+    let items = messages.body["items"].as_array().unwrap();
+    let roles: Vec<_> = items.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(items[0]["content"], "What cures malaria?");
+    assert_eq!(items[1]["citations"], first.body["citations"]);
+    let page = s
+        .api
+        .send("GET", &format!("{path}?limit=3"), Some(&s.token), None)
+        .await;
+    let next = page.body["next_cursor"].as_str().unwrap();
+    let rest = s
+        .api
+        .send(
+            "GET",
+            &format!("{path}?limit=3&cursor={next}"),
+            Some(&s.token),
+            None,
+        )
+        .await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+
+    // Another member of the same workspace sees none of it.
+    let (other, _, other_id) = s.api.signup("colleague@example.com").await;
+    let added = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{}/members", s.ws),
+            Some(&s.token),
+            Some(json!({ "user_id": other_id, "role": "member" })),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    s.api
+        .send("GET", &path, Some(&other), None)
+        .await
+        .problem(404);
+    let mine = s
+        .api
+        .send(
+            "GET",
+            &format!("/workspaces/{}/chat/sessions", s.ws),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["items"], json!([]));
+    chat(
+        other.clone(),
+        json!({ "message": "hi", "session_id": session }),
+    )
+    .await
+    .problem(404);
+    s.api
+        .send(
+            "DELETE",
+            &format!("/workspaces/{}/chat/sessions/{session}", s.ws),
+            Some(&other),
+            None,
+        )
+        .await
+        .problem(404);
+    // Its owner deletes it; then it is gone.
+    let deleted = s
+        .api
+        .send(
+            "DELETE",
+            &format!("/workspaces/{}/chat/sessions/{session}", s.ws),
+            Some(&s.token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    s.api
+        .send("GET", &path, Some(&s.token), None)
+        .await
+        .problem(404);
+}
