@@ -2,6 +2,8 @@
 //!
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--keep]
+//!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]
+//!   ragway-bench retrieval [--chunks N] [--workspaces N] [--queries N] [--clients N] [--seconds N] [--keep]
 //!
 //! Reads the stack's env (DATABASE_URL, JWT_*), works in a scratch
 //! database of its own (dropped at the end unless --keep), and prints
@@ -24,6 +26,10 @@ use sqlx::{Executor, PgPool};
 
 #[path = "../bench/ingest.rs"]
 mod ingest;
+#[path = "../bench/retrieval.rs"]
+mod retrieval;
+#[path = "../bench/scifact.rs"]
+mod scifact;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,8 +39,12 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("documents") => runtime.block_on(documents(&args[1..])),
         Some("ingest") => runtime.block_on(ingest::run(&args[1..])),
+        Some("retrieval") => runtime.block_on(retrieval::run(&args[1..])),
+        Some("scifact") => runtime.block_on(scifact::run(&args[1..])),
         _ => bail!(
-            "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--keep]"
+            "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--keep] \
+             | retrieval [--chunks N] [--workspaces N] [--queries N] [--clients N] [--seconds N] [--keep] \
+             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]"
         ),
     }
 }
@@ -106,12 +116,18 @@ async fn scratch_pool(config: &Config, name: &'static str) -> anyhow::Result<PgP
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await?;
     admin.close().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(config.database_max_connections.max(2))
-        .connect_with(base.database(name))
-        .await?;
+    let pool = open_pool(config, name).await?;
     common::db::MIGRATOR.run(&pool).await?;
     Ok(pool)
+}
+
+/// A pool on the existing database `name` of the stack's server.
+async fn open_pool(config: &Config, name: &str) -> anyhow::Result<PgPool> {
+    let base = PgConnectOptions::from_str(config.database_url.expose())?;
+    Ok(PgPoolOptions::new()
+        .max_connections(config.database_max_connections.max(2))
+        .connect_with(base.database(name))
+        .await?)
 }
 
 async fn drop_database(admin: &PgPool, name: &'static str) -> anyhow::Result<()> {
@@ -245,6 +261,37 @@ fn request(
     let event = ragway_gateway::events::http_event(
         &parts,
         b"",
+        route_key,
+        &params,
+        "127.0.0.1:9".parse().expect("address"),
+    );
+    common::lambda_http::request::from_str(&event.to_string()).expect("event parses")
+}
+
+/// The request API Gateway would deliver for `POST path` with a JSON body.
+fn post_request(
+    route_key: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    token: &str,
+    body: &Value,
+) -> Request {
+    let body = body.to_string();
+    let (parts, ()) = common::lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(())
+        .expect("valid request")
+        .into_parts();
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let event = ragway_gateway::events::http_event(
+        &parts,
+        body.as_bytes(),
         route_key,
         &params,
         "127.0.0.1:9".parse().expect("address"),

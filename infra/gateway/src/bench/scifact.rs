@@ -1,0 +1,436 @@
+//! `ragway-bench scifact`: retrieval quality on BEIR SciFact. Every corpus
+//! abstract becomes an inline Markdown document (`# title` then the text),
+//! ingested by the real worker handler from `ragway.document.changed`
+//! messages; each train query with judgements is then searched with
+//! `retrieval::search` in the three modes (top 100 chunks, a document
+//! ranked by its best chunk) and scored with nDCG@10 and recall@100.
+//!
+//! The train split is all this copy of the data set has: its figures are
+//! indicative, not comparable one-to-one with published test-split ones.
+//! `--corpus N` ingests a subset (every judged document of the queries
+//! asked, then the corpus in file order up to N) for slow embedders; its
+//! scores run higher. `--keep` keeps the database; `--reuse` searches a
+//! kept one made with the same embedder and corpus size again.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use common::State;
+use common::aws_lambda_events::sqs::SqsEvent;
+use common::config::{Config, EmbeddingProvider};
+use common::documents::NewDocument;
+use common::ids::{DocumentId, WorkspaceId};
+use common::ingest::events::DocumentChanged;
+use common::lambda::Handler;
+use common::retrieval::{self, Filters, Mode, Search};
+use common::workspaces::Access;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{drop_scratch, flag, open_pool, scratch_pool, tenant};
+
+/// Chunks asked of each search: recall@100 needs 100 documents, and the
+/// abstracts are mostly one chunk each.
+const TOP_K: usize = 100;
+
+#[derive(Deserialize)]
+struct CorpusDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    title: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Query {
+    #[serde(rename = "_id")]
+    id: String,
+    text: String,
+}
+
+/// Relevant corpus ids per query id (score > 0), from a BEIR qrels TSV.
+fn read_qrels(path: &Path) -> anyhow::Result<HashMap<String, HashSet<String>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut qrels: HashMap<String, HashSet<String>> = HashMap::new();
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.trim_end_matches('\r').split('\t').collect();
+        let [query, doc, score] = fields[..] else {
+            bail!("{}: bad qrels line {line:?}", path.display());
+        };
+        if score.trim().parse::<i32>()? > 0 {
+            qrels
+                .entry(query.to_owned())
+                .or_default()
+                .insert(doc.to_owned());
+        }
+    }
+    Ok(qrels)
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line", path.display())))
+        .collect()
+}
+
+/// nDCG@10 with binary gains and a log2 discount (as pytrec_eval's
+/// `ndcg_cut_10` on 0/1 qrels).
+fn ndcg_at_10(ranked: &[&str], relevant: &HashSet<String>) -> f64 {
+    let dcg: f64 = ranked
+        .iter()
+        .take(10)
+        .enumerate()
+        .filter(|(_, id)| relevant.contains(**id))
+        .map(|(i, _)| 1.0 / (i as f64 + 2.0).log2())
+        .sum();
+    let ideal: f64 = (0..relevant.len().min(10))
+        .map(|i| 1.0 / (i as f64 + 2.0).log2())
+        .sum();
+    if ideal == 0.0 { 0.0 } else { dcg / ideal }
+}
+
+fn recall_at_100(ranked: &[&str], relevant: &HashSet<String>) -> f64 {
+    let found = ranked
+        .iter()
+        .take(100)
+        .filter(|id| relevant.contains(**id))
+        .count();
+    found as f64 / relevant.len().max(1) as f64
+}
+
+/// Sums of one mode's figures over the queries.
+#[derive(Default)]
+struct Tally {
+    ndcg: f64,
+    recall: f64,
+    search: Duration,
+    queries: usize,
+}
+
+fn string_flag<'a>(args: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => Ok(Some(
+            args.get(i + 1).context("flag needs a value")?.as_str(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The scratch database of one embedding provider, so a kept local run
+/// and a kept real-embedder run can sit side by side for `--reuse`.
+fn database(provider: EmbeddingProvider) -> &'static str {
+    match provider {
+        EmbeddingProvider::Local => "ragway_bench_scifact_local",
+        EmbeddingProvider::OpenAi => "ragway_bench_scifact_openai",
+        EmbeddingProvider::Bedrock => "ragway_bench_scifact_bedrock",
+    }
+}
+
+pub async fn run(args: &[String]) -> anyhow::Result<()> {
+    let data = match string_flag(args, "--data")? {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/scifact"),
+    };
+    let limit = flag(args, "--queries", usize::MAX)?;
+    let keep = args.iter().any(|a| a == "--keep");
+    let reuse = args.iter().any(|a| a == "--reuse");
+    let config = Config::from_env().context("load the stack env first: . .local/test/env")?;
+    // Questions go through `embed_query`, so EMBEDDING_QUERY_MODEL applies.
+    let query_embedder = common::embed::build(&config.embedding, None)?;
+
+    let qrels = read_qrels(&data.join("qrels/train.tsv"))?;
+    let queries: Vec<Query> = read_jsonl::<Query>(&data.join("queries.jsonl"))?
+        .into_iter()
+        .filter(|q| qrels.contains_key(&q.id))
+        .take(limit)
+        .collect();
+    let mut corpus: Vec<CorpusDoc> = read_jsonl(&data.join("corpus.jsonl"))?;
+    let full_corpus = corpus.len();
+    if let Some(size) = string_flag(args, "--corpus")? {
+        // A smaller haystack for slow embedders: the judged documents of
+        // the queries asked, then the corpus in file order up to `size`.
+        let size: usize = size.parse().context("--corpus takes a number")?;
+        let judged: HashSet<&String> = queries.iter().flat_map(|q| &qrels[&q.id]).collect();
+        let mut others = size.saturating_sub(judged.len());
+        corpus.retain(|d| {
+            judged.contains(&d.id)
+                || (others > 0 && {
+                    others -= 1;
+                    true
+                })
+        });
+    }
+    let embedder_label = format!(
+        "{:?} {} {}, {} documents",
+        config.embedding.provider,
+        config.embedding.model.as_deref().unwrap_or("-"),
+        config.embedding.dimensions,
+        corpus.len()
+    );
+    println!(
+        "BEIR SciFact, train split (indicative only; published figures are test-split): {} documents, {} queries with judgements",
+        corpus.len(),
+        queries.len()
+    );
+    if corpus.len() < full_corpus {
+        println!(
+            "SUBSET: {} of {full_corpus} documents (every judged one kept): scores run higher than on the full corpus",
+            corpus.len()
+        );
+    }
+    println!(
+        "embedder: {embedder_label}; queries embedded as model {:?}",
+        config
+            .embedding
+            .query_model
+            .as_deref()
+            .or(config.embedding.model.as_deref())
+            .unwrap_or("-")
+    );
+
+    let db = database(config.embedding.provider);
+    let (pool, state, caller, workspace) = if reuse {
+        let pool = open_pool(&config, db).await?;
+        let state = State::with_pool(config.clone(), pool.clone())?;
+        let (caller, workspace) = kept_workspace(&pool, &embedder_label).await?;
+        println!("reusing the ingestion kept in {db}");
+        (pool, state, caller, workspace)
+    } else {
+        let pool = scratch_pool(&config, db).await?;
+        common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
+        let state = State::with_pool(config.clone(), pool.clone())?;
+        let (_, caller, workspace) = tenant(&state, &pool, &embedder_label).await?;
+        ingest(&state, &pool, caller, workspace, &corpus).await?;
+        (pool, state, caller, workspace)
+    };
+
+    // Document id → BEIR id.
+    let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(workspace)).await?;
+    let beir: HashMap<DocumentId, String> = sqlx::query_as::<_, (DocumentId, String)>(
+        "SELECT id, metadata->>'beir_id' FROM documents WHERE workspace_id = $1",
+    )
+    .bind(workspace)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let (chunks,): (i64,) = sqlx::query_as("SELECT count(*) FROM chunks WHERE workspace_id = $1")
+        .bind(workspace)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    println!("{} documents, {chunks} chunks in the workspace", beir.len());
+
+    let modes = [Mode::Keyword, Mode::Semantic, Mode::Hybrid];
+    let mut tallies: Vec<Tally> = modes.iter().map(|_| Tally::default()).collect();
+    let mut embed_time = Duration::ZERO;
+    let filters = Filters::default();
+    for query in &queries {
+        let started = Instant::now();
+        let embedding = query_embedder.embed_query(&query.text).await?;
+        embed_time += started.elapsed();
+        let relevant = &qrels[&query.id];
+        for (mode, tally) in modes.iter().zip(&mut tallies) {
+            let started = Instant::now();
+            let mut access = Access::open(&pool, caller, workspace)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hits = retrieval::search(
+                &mut access.tx,
+                &config.query,
+                config.embedding.dimensions,
+                &Search {
+                    workspace,
+                    text: &query.text,
+                    embedding: Some(&embedding),
+                    mode: *mode,
+                    top_k: TOP_K,
+                    filters: &filters,
+                    semantic_weight: config.query.semantic_weight(config.embedding.provider),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{mode:?} search: {e}"))?;
+            access.commit().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            tally.search += started.elapsed();
+            // A document ranks where its best chunk does.
+            let mut seen = HashSet::new();
+            let ranked: Vec<&str> = hits
+                .iter()
+                .filter(|h| seen.insert(h.document_id))
+                .filter_map(|h| beir.get(&h.document_id).map(String::as_str))
+                .collect();
+            tally.ndcg += ndcg_at_10(&ranked, relevant);
+            tally.recall += recall_at_100(&ranked, relevant);
+            tally.queries += 1;
+        }
+    }
+
+    let n = queries.len().max(1) as f64;
+    println!();
+    println!("| mode | nDCG@10 | recall@100 | mean search ms |");
+    println!("|---|---|---|---|");
+    for (mode, tally) in modes.iter().zip(&tallies) {
+        println!(
+            "| {} | {:.4} | {:.4} | {:.1} |",
+            format!("{mode:?}").to_lowercase(),
+            tally.ndcg / n,
+            tally.recall / n,
+            tally.search.as_secs_f64() * 1e3 / n
+        );
+    }
+    println!(
+        "\nmean query embedding: {:.1} ms (semantic and hybrid add it; not in the search column)",
+        embed_time.as_secs_f64() * 1e3 / n
+    );
+
+    drop(state);
+    pool.close().await;
+    if !keep && !reuse {
+        drop_scratch(&config, db).await?;
+    }
+    Ok(())
+}
+
+/// The user and workspace of a kept run made with the same embedder.
+async fn kept_workspace(
+    pool: &sqlx::PgPool,
+    embedder_label: &str,
+) -> anyhow::Result<(common::auth::Caller, WorkspaceId)> {
+    let (user,): (uuid::Uuid,) =
+        sqlx::query_as("SELECT id FROM users WHERE email = 'bench@example.com'")
+            .fetch_optional(pool)
+            .await?
+            .context("no kept run: run once with --keep")?;
+    let mut tx = common::db::tenant_tx(pool, Some(user.into()), None).await?;
+    let workspace: Option<(WorkspaceId,)> =
+        sqlx::query_as("SELECT id FROM workspaces WHERE name = $1")
+            .bind(embedder_label)
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let (workspace,) =
+        workspace.with_context(|| format!("the kept run was not made with {embedder_label}"))?;
+    Ok((
+        common::auth::Caller {
+            user_id: user.into(),
+        },
+        workspace,
+    ))
+}
+
+/// Creates every abstract as an inline document and runs the worker over
+/// their change messages in SQS batches of 10, as the queue delivers them.
+async fn ingest(
+    state: &State,
+    pool: &sqlx::PgPool,
+    caller: common::auth::Caller,
+    workspace: WorkspaceId,
+    corpus: &[CorpusDoc],
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let limits = &state.config.documents;
+    let mut created = futures::stream::iter(corpus.iter().map(|doc| async move {
+        let access = Access::open(pool, caller, workspace).await?;
+        let new = NewDocument {
+            id: None,
+            title: doc.title.clone(),
+            content: format!("# {}\n\n{}", doc.title, doc.text).into(),
+            content_type: Some("text/markdown".into()),
+            metadata: Some(json!({ "beir_id": doc.id })),
+        };
+        let written = common::documents::create(access, new, limits).await?;
+        Ok::<_, common::error::ApiError>(DocumentChanged {
+            workspace_id: workspace,
+            document_id: written.document.id,
+            version: written.document.version,
+        })
+    }))
+    .buffer_unordered(4);
+    let mut messages = Vec::with_capacity(corpus.len());
+    while let Some(changed) = created.next().await {
+        messages.push(changed.map_err(|e| anyhow::anyhow!("creating a document: {e}"))?);
+    }
+    drop(created);
+    let create_secs = started.elapsed().as_secs_f64();
+
+    let worker = match ragway_gateway::registry()
+        .into_iter()
+        .find(|f| f.name == "ingest-worker")
+        .context("no ingest-worker")?
+        .handler
+    {
+        Handler::Sqs(h) => h,
+        _ => bail!("ingest-worker is not an SQS function"),
+    };
+    let records: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            json!({ "messageId": format!("m{i}"), "body": m.to_message(),
+                    "attributes": { "ApproximateReceiveCount": "1" } })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut failed = 0;
+    for batch in records.chunks(10) {
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": batch }))?;
+        failed += worker(state, event).await.batch_item_failures.len();
+    }
+    let worker_secs = started.elapsed().as_secs_f64();
+    let mut tx = common::db::tenant_tx(pool, Some(caller.user_id), Some(workspace)).await?;
+    let (ready,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM documents WHERE workspace_id = $1 AND status = 'ready'",
+    )
+    .bind(workspace)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if failed > 0 || ready as usize != corpus.len() {
+        bail!(
+            "{failed} records failed, {ready} of {} documents ready",
+            corpus.len()
+        );
+    }
+    println!(
+        "ingest: {} documents created in {create_secs:.1} s; worker (extract, chunk, embed, store) {worker_secs:.1} s = {:.1} documents/s",
+        corpus.len(),
+        corpus.len() as f64 / worker_secs
+    );
+    // Fresh statistics, as autovacuum would gather on a live table.
+    sqlx::query("ANALYZE chunks").execute(pool).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn ndcg_discounts_by_log2_of_rank() {
+        let relevant = set(&["a", "b"]);
+        assert!((ndcg_at_10(&["a", "b", "x"], &relevant) - 1.0).abs() < 1e-12);
+        // One of two relevant at rank 2: (1/log2 3) / (1 + 1/log2 3).
+        let expected = (1.0 / 3f64.log2()) / (1.0 + 1.0 / 3f64.log2());
+        assert!((ndcg_at_10(&["x", "a"], &relevant) - expected).abs() < 1e-12);
+        let eleventh: Vec<&str> = std::iter::repeat_n("x", 10).chain(["a"]).collect();
+        assert_eq!(ndcg_at_10(&eleventh, &relevant), 0.0);
+    }
+
+    #[test]
+    fn recall_counts_the_first_hundred() {
+        let relevant = set(&["a", "b"]);
+        assert_eq!(recall_at_100(&["a", "x"], &relevant), 0.5);
+    }
+}
