@@ -269,15 +269,17 @@ psql_admin() {
 
 setup_database() {
   # vector in template1: every database created later (per-test databases too) has it.
+  # CREATEROLE: the keyword-search migration creates the NOLOGIN role that
+  # owns search_keyword() (PG 16+: the app role manages only roles it made).
   psql_admin -d template1 -c 'CREATE EXTENSION IF NOT EXISTS vector' >/dev/null ||
     die "could not create extension vector in template1"
   psql_admin -d postgres >/dev/null <<'SQL' || die "could not create role/database ragway"
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ragway') THEN
-    CREATE ROLE ragway LOGIN PASSWORD 'ragway' NOSUPERUSER CREATEDB;
+    CREATE ROLE ragway LOGIN PASSWORD 'ragway' NOSUPERUSER CREATEDB CREATEROLE;
   ELSE
-    ALTER ROLE ragway LOGIN PASSWORD 'ragway' NOSUPERUSER CREATEDB;
+    ALTER ROLE ragway LOGIN PASSWORD 'ragway' NOSUPERUSER CREATEDB CREATEROLE;
   END IF;
 END
 $$;

@@ -102,6 +102,18 @@ impl Chunker {
             let page = section.page.map(|p| i32::try_from(p).unwrap_or(i32::MAX));
             pieces.clear();
             self.split(&section.text, &mut pieces);
+            // A heading and its text too long for one chunk split at the
+            // heading line, leaving a chunk of the heading alone; every
+            // chunk keeps the heading path (and is embedded with it), so
+            // such a chunk says nothing its siblings do not.
+            if pieces.len() > 1
+                && is_heading_line(
+                    &section.text[pieces[0].0..pieces[0].1],
+                    section.heading.as_deref(),
+                )
+            {
+                pieces.remove(0);
+            }
             for &(start, end, tokens) in &pieces {
                 let content = &section.text[start..end];
                 if content.is_empty() {
@@ -195,9 +207,45 @@ impl Chunker {
     }
 }
 
+/// Whether `text` is just the last heading of `path`, with or without
+/// Markdown's `#` markup.
+fn is_heading_line(text: &str, path: Option<&str>) -> bool {
+    let Some(last) = path.and_then(|p| p.rsplit(" > ").next()) else {
+        return false;
+    };
+    let line = text.trim().trim_start_matches('#').trim();
+    !text.contains('\n') && !last.is_empty() && line == last.trim()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heading_split_from_its_text_is_not_a_chunk_of_its_own() {
+        let body = long_text(30);
+        let text = format!("# Malaria treatment\n\n{body}");
+        let chunks = chunker(120, 10).chunk(&[section(&text, None, Some("Malaria treatment"))]);
+        assert!(chunks.len() > 1);
+        assert!(
+            chunks.iter().all(|c| c.content != "# Malaria treatment"),
+            "{chunks:?}"
+        );
+        assert_eq!(chunks[0].ordinal, 0);
+        assert!(
+            chunks[0].content.starts_with("Sentence number 0"),
+            "{}",
+            chunks[0].content
+        );
+        // A section that is only its heading keeps it.
+        let alone = chunker(120, 10).chunk(&[section("# Empty", None, Some("Empty"))]);
+        assert_eq!(alone.len(), 1);
+        assert!(is_heading_line("## Methods", Some("Study > Methods")));
+        assert!(!is_heading_line(
+            "Methods were varied",
+            Some("Study > Methods")
+        ));
+    }
 
     fn chunker(max_tokens: usize, overlap_tokens: usize) -> Chunker {
         Chunker::new(ChunkSpec {

@@ -11,10 +11,14 @@
 //!   rows of this workspace (and filter) are found; results are re-sorted
 //!   by exact distance.
 //! - **Keyword.** Okapi BM25 computed in SQL: the question's lexemes
-//!   (English stemming, stop words dropped) match chunks through their
-//!   `tsv`; document frequencies and the average chunk length come from
-//!   the workspace itself, term frequencies from the tsvector positions.
-//!   `ts_rank` ignores document frequency and scores clearly worse.
+//!   (English stemming, stop words dropped) OR-ed against the chunks'
+//!   `tsv`; document frequencies and average chunk length from the
+//!   workspace itself, term frequencies from `term_counts`. Unfiltered
+//!   searches run in the `search_keyword` database function, which may use
+//!   the GIN index (RLS forbids it to ordinary queries, `@@` not being
+//!   leakproof) and checks the workspace itself; filtered ones run the same
+//!   scoring under RLS. `ts_rank` ignores document frequency and scores
+//!   clearly worse.
 //! - **Hybrid.** Each leg's candidate scores are min-max normalised and
 //!   combined with a weight on the semantic leg ([`Search::semantic_weight`],
 //!   from `HYBRID_SEMANTIC_WEIGHT` or the embedder's default). Measured on
@@ -40,7 +44,8 @@ use crate::error::{ApiError, Result};
 use crate::ids::{ChunkId, DocumentId, WorkspaceId};
 pub use filters::Condition;
 
-/// BM25 parameters (Robertson/Lucene defaults).
+/// BM25 parameters (Robertson/Lucene defaults; `search_keyword` in the
+/// database uses the same).
 pub const BM25_K1: f64 = 1.2;
 pub const BM25_B: f64 = 0.75;
 
@@ -280,15 +285,12 @@ async fn semantic(
     Ok(rows.into_iter().map(|(id, d)| (id, 1.0 - d)).collect())
 }
 
-/// BM25 over the workspace's chunks. `$1` workspace, `$2` the text,
-/// `$3` how many. The OR-query of the text's lexemes is built from
-/// `to_tsvector` itself, quoting each lexeme for tsquery input.
-fn keyword_sql(
-    filters: &Filters,
-    builder: &mut QueryBuilder<Postgres>,
-    search: &Search<'_>,
-    limit: i64,
-) {
+/// BM25 over the workspace's chunks with filters, under RLS: the same
+/// scoring as the `search_keyword` database function (migration
+/// 20261123000005), which serves unfiltered searches through the
+/// full-text index; metadata filters are SQL built per request, so
+/// filtered searches read the workspace's chunks here instead.
+fn filtered_keyword_sql(builder: &mut QueryBuilder<Postgres>, search: &Search<'_>, limit: i64) {
     builder.push(
         "WITH terms AS (
             SELECT array_agg(l) AS lexemes,
@@ -299,7 +301,7 @@ fn keyword_sql(
     builder.push(
         "))) AS l
         ), matched AS MATERIALIZED (
-            SELECT c.id, c.document_id, c.workspace_id, c.token_count, c.tsv
+            SELECT c.id, c.document_id, c.workspace_id, c.token_count, c.term_counts
             FROM chunks c, terms
             WHERE c.workspace_id = ",
     );
@@ -312,23 +314,24 @@ fn keyword_sql(
     );
     builder.push_bind(search.workspace);
     builder.push(format!(
-        "), tf AS (
-            SELECT m.id, m.document_id, m.workspace_id, m.token_count, t.lexeme,
-                   cardinality(t.positions)::float8 AS tf
-            FROM matched m, terms, unnest(m.tsv) AS t
-            WHERE t.lexeme = ANY (terms.lexemes)
-        ), df AS (
-            SELECT lexeme, count(DISTINCT id)::float8 AS df FROM tf GROUP BY lexeme
+        "), df AS (
+            SELECT l AS lexeme, count(*)::float8 AS df
+            FROM matched m, terms, unnest(terms.lexemes) AS l
+            WHERE m.term_counts ? l
+            GROUP BY l
         )
         SELECT c.id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-                         * c.tf * {k1p1} / (c.tf + {k1} * (1 - {b} + {b} * c.token_count / s.avgdl)))::float8 AS score
-        FROM tf c JOIN df USING (lexeme) CROSS JOIN stats s
+                         * tf.tf * {k1p1} / (tf.tf + {k1} * (1 - {b} + {b} * c.token_count / s.avgdl)))::float8 AS score
+        FROM matched c
+        CROSS JOIN stats s
+        JOIN df ON c.term_counts ? df.lexeme
+        CROSS JOIN LATERAL (SELECT (c.term_counts ->> df.lexeme)::float8 AS tf) tf
         WHERE true",
         k1p1 = BM25_K1 + 1.0,
         k1 = BM25_K1,
         b = BM25_B,
     ));
-    filters.push_sql(builder);
+    search.filters.push_sql(builder);
     builder.push(" GROUP BY c.id ORDER BY score DESC, c.id LIMIT ");
     builder.push_bind(limit);
 }
@@ -338,8 +341,18 @@ async fn keyword(
     search: &Search<'_>,
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
+    if search.filters.document_ids.is_empty() && search.filters.metadata.is_none() {
+        return Ok(
+            sqlx::query_as("SELECT chunk_id, score FROM search_keyword($1, $2, $3)")
+                .bind(search.workspace)
+                .bind(search.text)
+                .bind(limit as i32)
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
     let mut b = QueryBuilder::<Postgres>::new("");
-    keyword_sql(search.filters, &mut b, search, limit);
+    filtered_keyword_sql(&mut b, search, limit);
     Ok(b.build_query_as().fetch_all(&mut **tx).await?)
 }
 

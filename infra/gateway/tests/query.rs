@@ -219,6 +219,38 @@ async fn questions_are_answered_from_the_right_passages_with_real_citations(pool
         );
     }
 
+    // The filtered keyword path (under RLS) scores exactly like the
+    // unfiltered one (the search_keyword function).
+    let plain = s
+        .query(json!({ "question": "measles vaccine malaria sleep", "mode": "keyword", "answer": false }))
+        .await;
+    let filtered = s
+        .query(
+            json!({ "question": "measles vaccine malaria sleep", "mode": "keyword", "answer": false,
+                        "filters": { "document_ids": [malaria, vaccine, sleep] } }),
+        )
+        .await;
+    let scores = |r: &support::Reply| -> Vec<(String, f64)> {
+        r.body["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["chunk_id"].as_str().unwrap().to_owned(),
+                    c["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (plain, filtered) = (scores(&plain), scores(&filtered));
+    assert_eq!(plain.len(), 3, "{plain:?}");
+    assert_eq!(plain.len(), filtered.len());
+    for (a, b) in plain.iter().zip(&filtered) {
+        assert_eq!(a.0, b.0);
+        assert!((a.1 - b.1).abs() < 1e-9, "{a:?} vs {b:?}");
+    }
+
     // Tokens were committed to today's budget, nothing is left reserved.
     let today = s.today().await;
     assert!(today["used"].as_i64().unwrap() > 0, "{today}");
@@ -805,4 +837,41 @@ async fn chat_sessions_keep_both_turns_and_belong_to_their_user(pool: PgPool) {
         .send("GET", &path, Some(&s.token), None)
         .await
         .problem(404);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: PgPool) {
+    let s = stack(pool.clone(), &[]).await;
+    let other = s.api.create_workspace(&s.token, "Other").await;
+    s.create("Malaria treatment", MALARIA, json!({})).await;
+    s.create_in(&s.token, &other, "Malaria elsewhere", MALARIA, json!({}))
+        .await;
+    s.drain().await;
+    let (mine, theirs): (WorkspaceId, WorkspaceId) =
+        (s.ws.parse().unwrap(), other.parse().unwrap());
+    let mut tx = common::db::tenant_tx(&pool, None, Some(mine))
+        .await
+        .unwrap();
+    let search = |ws: WorkspaceId| {
+        sqlx::query_as::<_, (uuid::Uuid, f64)>(
+            "SELECT * FROM search_keyword($1, 'artemisinin malaria', 10)",
+        )
+        .bind(ws)
+    };
+    let found = search(mine).fetch_all(&mut *tx).await.unwrap();
+    assert_eq!(found.len(), 1, "its own chunk");
+    assert!(found[0].1 > 0.0);
+    // Asking for another workspace than the transaction's finds nothing,
+    // and the policy exempting the function's owner does not reach the app role.
+    assert!(search(theirs).fetch_all(&mut *tx).await.unwrap().is_empty());
+    let (visible,): (i64,) = sqlx::query_as("SELECT count(*) FROM chunks WHERE workspace_id = $1")
+        .bind(theirs)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(visible, 0);
+    tx.commit().await.unwrap();
+    // Without a workspace context it finds nothing at all.
+    let mut tx = common::db::tenant_tx(&pool, None, None).await.unwrap();
+    assert!(search(mine).fetch_all(&mut *tx).await.unwrap().is_empty());
 }
