@@ -42,17 +42,7 @@ pub struct Message {
 /// The last [`HISTORY_TURNS`] turns of the caller's session, oldest first;
 /// 404 when the session is not the caller's.
 pub async fn history(access: &mut Access, session: Uuid) -> Result<Vec<Turn>> {
-    let found: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM chat_sessions WHERE workspace_id = $1 AND id = $2 AND user_id = $3",
-    )
-    .bind(access.workspace)
-    .bind(session)
-    .bind(access.caller)
-    .fetch_optional(&mut *access.tx)
-    .await?;
-    if found.is_none() {
-        return Err(ApiError::not_found("chat session"));
-    }
+    owned(access, session).await?;
     let mut rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT role, content FROM chat_messages
          WHERE workspace_id = $1 AND session_id = $2
@@ -75,6 +65,21 @@ pub async fn history(access: &mut Access, session: Uuid) -> Result<Vec<Turn>> {
             content,
         })
         .collect())
+}
+
+/// 404 unless `session` is the caller's, in the access's workspace.
+async fn owned(access: &mut Access, session: Uuid) -> Result<()> {
+    let found: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM chat_sessions WHERE workspace_id = $1 AND id = $2 AND user_id = $3",
+    )
+    .bind(access.workspace)
+    .bind(session)
+    .bind(access.caller)
+    .fetch_optional(&mut *access.tx)
+    .await?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found("chat session"))
 }
 
 /// What retrieval matches for a chat message: the caller's last two
@@ -203,18 +208,7 @@ pub async fn messages(
     limit: usize,
     after: Option<Uuid>,
 ) -> Result<Page<Message>> {
-    // Checks ownership (404), without reading the history.
-    let owned: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM chat_sessions WHERE workspace_id = $1 AND id = $2 AND user_id = $3",
-    )
-    .bind(access.workspace)
-    .bind(session)
-    .bind(access.caller)
-    .fetch_optional(&mut *access.tx)
-    .await?;
-    if owned.is_none() {
-        return Err(ApiError::not_found("chat session"));
-    }
+    owned(&mut access, session).await?;
     let rows: Vec<Message> = sqlx::query_as(
         "SELECT id, role, content, citations, usage, created_at FROM chat_messages
          WHERE workspace_id = $1 AND session_id = $2 AND ($3::uuid IS NULL OR id > $3)

@@ -31,19 +31,7 @@ async fn stack(pool: PgPool) -> Stack {
     let probe = state(pool.clone(), config(&[]));
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let sqs_client = probe.sqs().await;
-    let queue = sqs_client
-        .create_queue()
-        .queue_name(format!("t-ingest-{suffix}"))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "0",
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let queue = support::test_queue(&probe, "ingest", &suffix).await;
     let bucket = format!("t-uploads-{suffix}");
     let s3 = probe.s3().await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();

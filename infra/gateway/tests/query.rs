@@ -29,21 +29,7 @@ struct Stack {
 async fn stack(pool: PgPool, overrides: &[(&str, &str)]) -> Stack {
     let probe = state(pool.clone(), config(&[]));
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let queue = probe
-        .sqs()
-        .await
-        .create_queue()
-        .queue_name(format!("t-query-{suffix}"))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "0",
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let queue = support::test_queue(&probe, "query", &suffix).await;
     let mut vars = vec![
         ("INGEST_QUEUE_URL", queue.as_str()),
         ("CHUNK_TOKENS", "80"),

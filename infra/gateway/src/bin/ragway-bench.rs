@@ -247,25 +247,7 @@ fn request(
     } else {
         format!("{path}?{query}")
     };
-    let (parts, ()) = common::lambda_http::http::Request::builder()
-        .method("GET")
-        .uri(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .body(())
-        .expect("valid request")
-        .into_parts();
-    let params: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let event = ragway_gateway::events::http_event(
-        &parts,
-        b"",
-        route_key,
-        &params,
-        "127.0.0.1:9".parse().expect("address"),
-    );
-    common::lambda_http::request::from_str(&event.to_string()).expect("event parses")
+    event_request("GET", route_key, &uri, params, token, None)
 }
 
 /// The request API Gateway would deliver for `POST path` with a JSON body.
@@ -276,19 +258,30 @@ fn post_request(
     token: &str,
     body: &Value,
 ) -> Request {
-    let body = body.to_string();
-    let (parts, ()) = common::lambda_http::http::Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(())
-        .expect("valid request")
-        .into_parts();
+    event_request("POST", route_key, path, params, token, Some(body))
+}
+
+fn event_request(
+    method: &str,
+    route_key: &str,
+    uri: &str,
+    params: &[(&str, &str)],
+    token: &str,
+    body: Option<&Value>,
+) -> Request {
+    let mut builder = common::lambda_http::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let (parts, ()) = builder.body(()).expect("valid request").into_parts();
     let params: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
+    let body = body.map(Value::to_string).unwrap_or_default();
     let event = ragway_gateway::events::http_event(
         &parts,
         body.as_bytes(),

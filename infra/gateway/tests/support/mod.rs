@@ -68,6 +68,26 @@ pub fn state(pool: PgPool, config: Config) -> Arc<State> {
     Arc::new(State::with_pool(config, pool).expect("state"))
 }
 
+/// A fresh queue `t-{name}-{suffix}` (redelivery at once: visibility 0)
+/// for one test; returns its URL.
+pub async fn test_queue(state: &State, name: &str, suffix: &str) -> String {
+    state
+        .sqs()
+        .await
+        .create_queue()
+        .queue_name(format!("t-{name}-{suffix}"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "0",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned()
+}
+
 /// The ingest worker's SQS handler, as the registry holds it.
 pub fn ingest_worker() -> common::lambda::SqsHandler {
     let function = registry()
