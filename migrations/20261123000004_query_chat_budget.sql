@@ -40,7 +40,6 @@ CREATE TABLE token_reservations (
 );
 -- The sweeper's work list: open reservations by expiry.
 CREATE INDEX token_reservations_open_idx ON token_reservations (expires_at) WHERE state = 'reserved';
-CREATE INDEX token_reservations_workspace_idx ON token_reservations (workspace_id, day);
 
 -- Chat sessions belong to one user in one workspace.
 CREATE TABLE chat_sessions (

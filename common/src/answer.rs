@@ -243,8 +243,9 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     let prompt = crate::chat::estimate_prompt_tokens(&request);
     let estimate = prompt + prompt / 4 + u64::from(options.max_tokens);
     let (workspace, caller) = (access.workspace, access.caller);
+    access.commit().await?;
     let reservation = budget::reserve(
-        &mut access.tx,
+        &state.db,
         workspace,
         caller,
         ask.purpose,
@@ -252,7 +253,6 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
         state.config.query.reservation_ttl,
     )
     .await?;
-    access.commit().await?;
 
     let t = Instant::now();
     let model = state.chat_model().await?;

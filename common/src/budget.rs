@@ -58,13 +58,14 @@ pub struct DayUsage {
 /// reservation, in one statement. An INSERT whose SELECT finds the amount
 /// over the limit inserts nothing; a conflicting one updates only under
 /// the same condition, holding the row lock, so concurrent reserves never
-/// overspend.
-pub const RESERVE_SQL: &str = "
+/// overspend. `{workspace}`, `{amount}`, `{id}`, `{user}`, `{purpose}` and
+/// `{ttl}` are filled with typed values (UUIDs, integers, a fixed word).
+const RESERVE_SQL: &str = "
 WITH up AS (
     INSERT INTO workspace_daily_usage AS u (workspace_id, day, tokens_reserved, requests)
-    SELECT w.id, (now() AT TIME ZONE 'UTC')::date, $2, 1
+    SELECT w.id, (now() AT TIME ZONE 'UTC')::date, {amount}, 1
     FROM workspaces w
-    WHERE w.id = $1 AND $2 <= w.daily_token_limit
+    WHERE w.id = '{workspace}' AND {amount} <= w.daily_token_limit
     ON CONFLICT (workspace_id, day) DO UPDATE
         SET tokens_reserved = u.tokens_reserved + EXCLUDED.tokens_reserved,
             requests = u.requests + 1
@@ -73,16 +74,18 @@ WITH up AS (
     RETURNING u.day
 )
 INSERT INTO token_reservations (id, workspace_id, day, user_id, purpose, amount, expires_at)
-SELECT $3, $1, up.day, $4, $5, $2, now() + make_interval(secs => $6)
+SELECT '{id}', '{workspace}', up.day, '{user}', '{purpose}', {amount}, now() + make_interval(secs => {ttl})
 FROM up
-RETURNING id";
+RETURNING id AS reserved";
 
-/// Reserves `amount` tokens of today's budget, inside `tx` (scoped to the
-/// workspace, so the workspace's limit is readable under RLS). The caller
-/// commits `tx` before generating. Over budget: 429 with `Retry-After`
+/// Reserves `amount` tokens of today's budget in a transaction of its own,
+/// in one round trip: the RLS context (the workspace's limit is read under
+/// RLS) and the reserve go as one multi-statement simple query, which
+/// Postgres runs as one implicit transaction. Call it only after the
+/// caller's membership is checked. Over budget: 429 with `Retry-After`
 /// until the next UTC day.
 pub async fn reserve(
-    tx: &mut Transaction<'static, Postgres>,
+    db: &PgPool,
     workspace: WorkspaceId,
     user: UserId,
     purpose: Purpose,
@@ -91,28 +94,38 @@ pub async fn reserve(
 ) -> Result<Reservation> {
     let amount = i64::try_from(amount.max(1)).unwrap_or(i64::MAX);
     let id = Uuid::now_v7();
-    let row: Option<(Uuid,)> = sqlx::query_as(RESERVE_SQL)
-        .bind(workspace)
-        .bind(amount)
-        .bind(id)
-        .bind(user)
-        .bind(purpose.as_str())
-        .bind(ttl.as_secs_f64())
-        .fetch_optional(&mut **tx)
+    // Safe to format: UUIDs print as hex and dashes, the rest are numbers
+    // and a fixed word.
+    let sql = format!(
+        "SELECT set_config('app.user_id', '{user}', true), set_config('app.workspace_id', '{workspace}', true); {}",
+        RESERVE_SQL
+            .replace("{workspace}", &workspace.to_string())
+            .replace("{amount}", &amount.to_string())
+            .replace("{id}", &id.to_string())
+            .replace("{user}", &user.to_string())
+            .replace("{purpose}", purpose.as_str())
+            .replace("{ttl}", &ttl.as_secs_f64().to_string()),
+    );
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db)
         .await?;
-    match row {
-        Some(_) => Ok(Reservation {
+    let reserved = rows
+        .iter()
+        .any(|row| sqlx::Row::try_get::<Uuid, _>(row, "reserved").is_ok());
+    if reserved {
+        Ok(Reservation {
             id,
             workspace,
             amount,
-        }),
-        None => Err(ApiError::TooManyRequests {
+        })
+    } else {
+        Err(ApiError::TooManyRequests {
             detail: format!(
                 "the workspace's daily token budget cannot cover this request ({amount} tokens); \
                  it renews at 00:00 UTC"
             ),
             retry_after: until_next_utc_day(Utc::now()),
-        }),
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 # reserve+commit pairs per second from 32 clients. Scratch database on the
 # test stack; stops the stack afterwards if it started it.
 #
-#   infra/bench/retrieval.sh [--chunks N] [--workspaces N] [--queries N] [--clients N] [--seconds N] [--keep]
+#   infra/bench/retrieval.sh [--chunks N] [--workspaces N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
 #   (--chunks 1000000 for the large run)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -470,10 +470,7 @@ async fn reserve(
     amount: u64,
     ttl: Duration,
 ) -> common::Result<budget::Reservation> {
-    let mut tx = common::db::tenant_tx(&state.db, Some(user), Some(ws)).await?;
-    let reservation = budget::reserve(&mut tx, ws, user, Purpose::Query, amount, ttl).await?;
-    tx.commit().await?;
-    Ok(reservation)
+    budget::reserve(&state.db, ws, user, Purpose::Query, amount, ttl).await
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

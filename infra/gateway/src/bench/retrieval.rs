@@ -231,6 +231,18 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let state = State::with_pool(config.clone(), pool.clone())?;
     let (token, caller, first) = tenant(&state, &pool, "w0").await?;
     let user = caller.user_id;
+    if args.iter().any(|a| a == "--budget-only") {
+        budget_run(
+            &config,
+            user,
+            first,
+            clients,
+            Duration::from_secs(seconds as u64),
+        )
+        .await?;
+        pool.close().await;
+        return drop_scratch(&config, DB).await;
+    }
     let mut workspaces = vec![first];
     for i in 1..n_workspaces {
         workspaces.push(create_workspace(&pool, caller, &format!("w{i}")).await?);
@@ -388,9 +400,8 @@ async fn budget_run(
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let mut tx = common::db::tenant_tx(&pool, Some(user), Some(workspace)).await?;
                 let r = budget::reserve(
-                    &mut tx,
+                    &pool,
                     workspace,
                     user,
                     Purpose::Query,
@@ -399,7 +410,6 @@ async fn budget_run(
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("reserve: {e}"))?;
-                tx.commit().await?;
                 let used = 300 + (n + c as u64) % 200;
                 budget::commit(&pool, &r, used - 50, 50, "bench")
                     .await
