@@ -242,12 +242,13 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     // The commit records what the provider really counted.
     let prompt = crate::chat::estimate_prompt_tokens(&request);
     let estimate = prompt + prompt / 4 + u64::from(options.max_tokens);
-    let (workspace, caller) = (access.workspace, access.caller);
+    let (workspace, caller, limit) = (access.workspace, access.caller, access.daily_token_limit);
     access.commit().await?;
     let reservation = budget::reserve(
         &state.db,
         workspace,
         caller,
+        limit,
         ask.purpose,
         estimate,
         state.config.query.reservation_ttl,

@@ -54,78 +54,67 @@ pub struct DayUsage {
 }
 
 /// The reserve: creates the day's row or adds to it, only while the day's
-/// used + reserved + amount stays within the limit, and records the
-/// reservation, in one statement. An INSERT whose SELECT finds the amount
-/// over the limit inserts nothing; a conflicting one updates only under
-/// the same condition, holding the row lock, so concurrent reserves never
-/// overspend. `{workspace}`, `{amount}`, `{id}`, `{user}`, `{purpose}` and
-/// `{ttl}` are filled with typed values (UUIDs, integers, a fixed word).
-const RESERVE_SQL: &str = "
+/// used + reserved + amount stays within `$7` (the workspace's limit, read
+/// with the membership check), and records the reservation, in one
+/// statement. An INSERT whose SELECT finds the amount over the limit
+/// inserts nothing; a conflicting one updates only under the same
+/// condition, holding the row lock, so concurrent reserves never
+/// overspend.
+pub const RESERVE_SQL: &str = "
 WITH up AS (
     INSERT INTO workspace_daily_usage AS u (workspace_id, day, tokens_reserved, requests)
-    SELECT w.id, (now() AT TIME ZONE 'UTC')::date, {amount}, 1
-    FROM workspaces w
-    WHERE w.id = '{workspace}' AND {amount} <= w.daily_token_limit
+    SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2, 1
+    WHERE $2 <= $7
     ON CONFLICT (workspace_id, day) DO UPDATE
         SET tokens_reserved = u.tokens_reserved + EXCLUDED.tokens_reserved,
             requests = u.requests + 1
-        WHERE u.tokens_used + u.tokens_reserved + EXCLUDED.tokens_reserved
-              <= (SELECT daily_token_limit FROM workspaces WHERE id = u.workspace_id)
+        WHERE u.tokens_used + u.tokens_reserved + EXCLUDED.tokens_reserved <= $7
     RETURNING u.day
 )
 INSERT INTO token_reservations (id, workspace_id, day, user_id, purpose, amount, expires_at)
-SELECT '{id}', '{workspace}', up.day, '{user}', '{purpose}', {amount}, now() + make_interval(secs => {ttl})
+SELECT $3, $1, up.day, $4, $5, $2, now() + make_interval(secs => $6)
 FROM up
-RETURNING id AS reserved";
+RETURNING id";
 
-/// Reserves `amount` tokens of today's budget in a transaction of its own,
-/// in one round trip: the RLS context (the workspace's limit is read under
-/// RLS) and the reserve go as one multi-statement simple query, which
-/// Postgres runs as one implicit transaction. Call it only after the
-/// caller's membership is checked. Over budget: 429 with `Retry-After`
+/// Reserves `amount` tokens of today's budget against `limit` (the
+/// workspace's `daily_token_limit`, from [`Access`](crate::workspaces::Access)),
+/// in one prepared statement, a transaction of its own. Call it only after
+/// the caller's membership is checked. Over budget: 429 with `Retry-After`
 /// until the next UTC day.
 pub async fn reserve(
     db: &PgPool,
     workspace: WorkspaceId,
     user: UserId,
+    limit: i64,
     purpose: Purpose,
     amount: u64,
     ttl: Duration,
 ) -> Result<Reservation> {
     let amount = i64::try_from(amount.max(1)).unwrap_or(i64::MAX);
     let id = Uuid::now_v7();
-    // Safe to format: UUIDs print as hex and dashes, the rest are numbers
-    // and a fixed word.
-    let sql = format!(
-        "SELECT set_config('app.user_id', '{user}', true), set_config('app.workspace_id', '{workspace}', true); {}",
-        RESERVE_SQL
-            .replace("{workspace}", &workspace.to_string())
-            .replace("{amount}", &amount.to_string())
-            .replace("{id}", &id.to_string())
-            .replace("{user}", &user.to_string())
-            .replace("{purpose}", purpose.as_str())
-            .replace("{ttl}", &ttl.as_secs_f64().to_string()),
-    );
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .fetch_all(db)
+    let row: Option<(Uuid,)> = sqlx::query_as(RESERVE_SQL)
+        .bind(workspace)
+        .bind(amount)
+        .bind(id)
+        .bind(user)
+        .bind(purpose.as_str())
+        .bind(ttl.as_secs_f64())
+        .bind(limit)
+        .fetch_optional(db)
         .await?;
-    let reserved = rows
-        .iter()
-        .any(|row| sqlx::Row::try_get::<Uuid, _>(row, "reserved").is_ok());
-    if reserved {
-        Ok(Reservation {
+    match row {
+        Some(_) => Ok(Reservation {
             id,
             workspace,
             amount,
-        })
-    } else {
-        Err(ApiError::TooManyRequests {
+        }),
+        None => Err(ApiError::TooManyRequests {
             detail: format!(
                 "the workspace's daily token budget cannot cover this request ({amount} tokens); \
                  it renews at 00:00 UTC"
             ),
             retry_after: until_next_utc_day(Utc::now()),
-        })
+        }),
     }
 }
 

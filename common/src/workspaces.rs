@@ -118,7 +118,7 @@ macro_rules! workspace_columns {
 /// The membership check that scopes a transaction to a workspace (`$1`
 /// workspace, `$2` user); public so benchmarks run exactly this SQL.
 pub const MEMBERSHIP_SQL: &str =
-    "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true)
+    "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true), w.daily_token_limit
      FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
      WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL";
 
@@ -128,6 +128,8 @@ pub struct Access {
     pub caller: UserId,
     pub workspace: WorkspaceId,
     pub role: Role,
+    /// The workspace's daily token budget, as read with the membership.
+    pub daily_token_limit: i64,
 }
 
 impl Access {
@@ -137,17 +139,18 @@ impl Access {
         // The target list runs only for a matching row, so the transaction
         // is scoped to the workspace exactly when the caller is a member,
         // in the same round trip as the membership check.
-        let row: Option<(Role, String)> = sqlx::query_as(MEMBERSHIP_SQL)
+        let row: Option<(Role, String, i64)> = sqlx::query_as(MEMBERSHIP_SQL)
             .bind(workspace)
             .bind(caller.user_id)
             .fetch_optional(&mut *tx)
             .await?;
-        let (role, _) = row.ok_or_else(|| ApiError::not_found("workspace"))?;
+        let (role, _, daily_token_limit) = row.ok_or_else(|| ApiError::not_found("workspace"))?;
         Ok(Self {
             tx,
             caller: caller.user_id,
             workspace,
             role,
+            daily_token_limit,
         })
     }
 

@@ -470,7 +470,14 @@ async fn reserve(
     amount: u64,
     ttl: Duration,
 ) -> common::Result<budget::Reservation> {
-    budget::reserve(&state.db, ws, user, Purpose::Query, amount, ttl).await
+    // The limit as the handler has it: read with the membership check.
+    let mut tx = common::db::tenant_tx(&state.db, Some(user), Some(ws)).await?;
+    let (limit,): (i64,) = sqlx::query_as("SELECT daily_token_limit FROM workspaces WHERE id = $1")
+        .bind(ws)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    budget::reserve(&state.db, ws, user, limit, Purpose::Query, amount, ttl).await
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

@@ -159,7 +159,7 @@ async fn direct(
             .pop()
     };
     let mut tx = common::db::tenant_tx(&state.db, Some(user), None).await?;
-    let member: Option<(String, String)> = sqlx::query_as(common::workspaces::MEMBERSHIP_SQL)
+    let member: Option<(String, String, i64)> = sqlx::query_as(common::workspaces::MEMBERSHIP_SQL)
         .bind(workspace)
         .bind(user)
         .fetch_optional(&mut *tx)
@@ -404,6 +404,7 @@ async fn budget_run(
                     &pool,
                     workspace,
                     user,
+                    limit,
                     Purpose::Query,
                     600,
                     Duration::from_secs(300),
