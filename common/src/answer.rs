@@ -82,6 +82,13 @@ impl Options {
     }
 }
 
+/// Counts one query or chat request of `user` against
+/// `QUERY_RATE_LIMIT_PER_MINUTE` (query and chat apart); 429 past it.
+pub async fn rate_limit(state: &State, user: crate::ids::UserId, purpose: Purpose) -> Result<()> {
+    let key = format!("{}:user:{user}", purpose.as_str());
+    crate::rate_limit::hit(&state.db, &key, state.config.query.rate_limit()).await
+}
+
 /// A question's text: trimmed, non-empty, bounded, no NUL; 422 naming `field`.
 pub fn check_text(field: &str, text: &str) -> Result<String> {
     let text = text.trim();

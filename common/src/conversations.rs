@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::answer::{Citation, Usage};
@@ -110,9 +110,16 @@ pub struct Exchange<'a> {
     pub usage: Usage,
 }
 
-/// Stores both turns (and the session, when new); returns the session id
-/// and the assistant message's id.
-pub async fn record(
+/// Stores both turns (and the session, when new) in one transaction;
+/// returns the session id and the assistant message's id.
+pub async fn record(db: &PgPool, exchange: Exchange<'_>) -> Result<(Uuid, Uuid)> {
+    let mut tx = crate::db::tenant_tx(db, Some(exchange.user), Some(exchange.workspace)).await?;
+    let ids = insert_exchange(&mut tx, exchange).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+async fn insert_exchange(
     tx: &mut Transaction<'static, Postgres>,
     exchange: Exchange<'_>,
 ) -> Result<(Uuid, Uuid)> {

@@ -122,6 +122,36 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// POSTs `body` as JSON to `url` (bearer `api_key` when given), with
+    /// this policy's retries, and parses the answer as `T`. `what` names
+    /// the call in errors and logs.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        client: &reqwest::Client,
+        url: &str,
+        api_key: Option<&crate::config::Secret>,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ProviderError> {
+        let body = serde_json::to_vec(body).map_err(|e| ProviderError {
+            retryable: false,
+            message: format!("{what}: encoding the request: {e}"),
+        })?;
+        self.run(what, || {
+            let mut request = client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if let Some(key) = api_key {
+                request = request.bearer_auth(key.expose());
+            }
+            send_json::<T>(request)
+        })
+        .await
+    }
+}
+
 /// Sends `request` and parses a successful response as JSON `T`.
 ///
 /// 408, 429 and 5xx answers, timeouts and connection failures are

@@ -9,7 +9,7 @@ use super::prompt::Prompt;
 use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request};
 use crate::config::{ChatConfig, Secret};
 use crate::tokens;
-use crate::transport::{RetryPolicy, http_client, send_json};
+use crate::transport::{RetryPolicy, http_client};
 
 /// `POST {base_url}/chat/completions` with `{"model", "messages",
 /// "max_tokens", "temperature": 0}`: the system text, the history, then the
@@ -82,26 +82,21 @@ impl OpenAiChat {
             },
             content: &m.content,
         }));
-        let body = serde_json::to_vec(&Request {
+        let request = Request {
             model: &self.model,
             messages,
             max_tokens: req.max_tokens,
             temperature: 0.0,
-        })
-        .map_err(|e| ChatError::Failed(format!("encoding the request: {e}")))?;
+        };
         let response: Response = self
             .retry
-            .run("openai chat", || {
-                let mut request = self
-                    .client
-                    .post(&self.url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-                if let Some(key) = &self.api_key {
-                    request = request.bearer_auth(key.expose());
-                }
-                async move { send_json::<Response>(request).await }
-            })
+            .post_json(
+                "openai chat",
+                &self.client,
+                &self.url,
+                self.api_key.as_ref(),
+                &request,
+            )
             .await?;
 
         let Some(choice) = response.choices.into_iter().next() else {

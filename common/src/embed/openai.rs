@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EmbedError, Embedder, l2_normalize};
 use crate::config::{EmbeddingConfig, Secret};
-use crate::transport::{RetryPolicy, http_client, send_json};
+use crate::transport::{RetryPolicy, http_client};
 
 /// `POST {base_url}/embeddings` with `{"model", "input": [...]}`.
 ///
@@ -106,25 +106,20 @@ impl OpenAiEmbedder {
         texts: &[String],
         model: &str,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let body = serde_json::to_vec(&Request {
+        let request = Request {
             model,
             input: texts,
             dimensions: self.send_dimensions.then_some(self.dimensions),
-        })
-        .map_err(|e| EmbedError::Failed(format!("encoding the request: {e}")))?;
+        };
         let response: Response = self
             .retry
-            .run("openai embeddings", || {
-                let mut request = self
-                    .client
-                    .post(&self.url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-                if let Some(key) = &self.api_key {
-                    request = request.bearer_auth(key.expose());
-                }
-                async move { send_json::<Response>(request).await }
-            })
+            .post_json(
+                "openai embeddings",
+                &self.client,
+                &self.url,
+                self.api_key.as_ref(),
+                &request,
+            )
             .await?;
         self.check(response, texts.len())
     }

@@ -44,12 +44,7 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let caller = state.caller(&req).await?;
         let workspace = path_param(&req, "workspace_id")?;
-        common::rate_limit::hit(
-            &state.db,
-            &format!("chat:user:{}", caller.user_id),
-            state.config.query.rate_limit(),
-        )
-        .await?;
+        answer::rate_limit(state, caller.user_id, Purpose::Chat).await?;
         let mut access = Access::open(&state.db, caller, workspace).await?;
         let body: ChatIn = json_body(&req, state.config.max_request_bytes)?;
         let message = answer::check_text("message", &body.message)?;
@@ -80,9 +75,8 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
         )
         .await?;
         let answer_text = answered.answer.clone().unwrap_or_default();
-        let mut tx = common::db::tenant_tx(&state.db, Some(user), Some(workspace)).await?;
         let (session_id, message_id) = conversations::record(
-            &mut tx,
+            &state.db,
             Exchange {
                 workspace,
                 user,
@@ -94,7 +88,6 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
             },
         )
         .await?;
-        tx.commit().await?;
         let status = if body.session_id.is_some() {
             StatusCode::OK
         } else {

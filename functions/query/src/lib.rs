@@ -17,12 +17,7 @@ pub async fn ask(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let caller = state.caller(&req).await?;
         let workspace = path_param(&req, "workspace_id")?;
-        common::rate_limit::hit(
-            &state.db,
-            &format!("query:user:{}", caller.user_id),
-            state.config.query.rate_limit(),
-        )
-        .await?;
+        answer::rate_limit(state, caller.user_id, Purpose::Query).await?;
         let access = Access::open(&state.db, caller, workspace).await?;
         let body: QueryIn = json_body(&req, state.config.max_request_bytes)?;
         let question = answer::check_text("question", &body.question)?;

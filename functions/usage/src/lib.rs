@@ -40,7 +40,12 @@ pub async fn days(state: &State, req: Request) -> Response<Body> {
         let caller = state.caller(&req).await?;
         let mut access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let to = date_param(&req, "to")?.unwrap_or_else(|| chrono::Utc::now().date_naive());
-        let from = date_param(&req, "from")?.unwrap_or(to - chrono::Days::new(29));
+        let from = match date_param(&req, "from")? {
+            Some(from) => from,
+            None => to.checked_sub_days(chrono::Days::new(29)).ok_or_else(|| {
+                ApiError::unprocessable("to", "must be a date from year 1 to 9999")
+            })?,
+        };
         if from > to {
             return Err(ApiError::unprocessable("from", "must not be after `to`"));
         }
@@ -57,11 +62,15 @@ pub async fn days(state: &State, req: Request) -> Response<Body> {
     .await
 }
 
+/// `?name=YYYY-MM-DD`, years 1 to 9999 (Postgres dates stop at 4713 BC;
+/// chrono would parse far beyond), 422 otherwise.
 fn date_param(req: &Request, name: &str) -> Result<Option<NaiveDate>> {
     query_param(req, name)
         .map(|raw| {
             NaiveDate::parse_from_str(&raw, "%Y-%m-%d")
-                .map_err(|_| ApiError::unprocessable(name, "must be a date, YYYY-MM-DD"))
+                .ok()
+                .filter(|d| (1..=9999).contains(&chrono::Datelike::year(d)))
+                .ok_or_else(|| ApiError::unprocessable(name, "must be a date, YYYY-MM-DD"))
         })
         .transpose()
 }

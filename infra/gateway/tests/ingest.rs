@@ -85,25 +85,7 @@ async fn stack(pool: PgPool) -> Stack {
 impl Stack {
     /// Runs the worker over whatever is queued until the queue is empty.
     async fn drain(&self) -> sqs::PollOutcome {
-        let mut total = sqs::PollOutcome::default();
-        for _ in 0..20 {
-            let outcome = sqs::poll_once(
-                &self.state,
-                &self.queue,
-                ingest_worker(),
-                10,
-                Duration::from_millis(500),
-            )
-            .await
-            .unwrap();
-            if outcome.received == 0 {
-                break;
-            }
-            total.received += outcome.received;
-            total.deleted += outcome.deleted;
-            total.failed += outcome.failed;
-        }
-        total
+        support::drain(&self.state, &self.queue).await
     }
 
     async fn document(&self, id: &str) -> Value {

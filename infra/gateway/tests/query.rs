@@ -9,13 +9,12 @@ use std::time::Duration;
 use common::State;
 use common::budget::{self, Purpose};
 use common::ids::{UserId, WorkspaceId};
-use ragway_gateway::sqs;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 mod support;
-use support::{Api, config, gateway, ingest_worker, state};
+use support::{Api, config, gateway, state};
 
 struct Stack {
     state: Arc<State>,
@@ -52,22 +51,8 @@ async fn stack(pool: PgPool, overrides: &[(&str, &str)]) -> Stack {
 impl Stack {
     /// Runs the worker over whatever is queued until the queue is empty.
     async fn drain(&self) {
-        for _ in 0..50 {
-            let outcome = sqs::poll_once(
-                &self.state,
-                &self.queue,
-                ingest_worker(),
-                10,
-                Duration::from_millis(200),
-            )
-            .await
-            .unwrap();
-            assert_eq!(outcome.failed, 0, "ingestion failed");
-            if outcome.received == 0 {
-                return;
-            }
-        }
-        panic!("the queue did not drain");
+        let outcome = support::drain(&self.state, &self.queue).await;
+        assert_eq!(outcome.failed, 0, "ingestion failed");
     }
 
     async fn create_in(
@@ -652,6 +637,19 @@ async fn concurrent_reservations_never_overspend_and_dead_ones_are_swept(pool: P
         )
         .await;
     reply.problem(422);
+    // Dates chrono parses but Postgres cannot hold are a 422, not a 500.
+    for query in ["to=99999-01-01", "from=-20000-01-01", "to=2026-02-30"] {
+        let reply = s
+            .api
+            .send(
+                "GET",
+                &format!("/workspaces/{}/usage?{query}", s.ws),
+                Some(&s.token),
+                None,
+            )
+            .await;
+        reply.problem(422);
+    }
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

@@ -88,6 +88,30 @@ pub async fn test_queue(state: &State, name: &str, suffix: &str) -> String {
         .to_owned()
 }
 
+/// Runs the ingest worker over whatever `queue` holds until it is empty
+/// (at most 50 polls); the totals of every poll.
+pub async fn drain(state: &State, queue: &str) -> ragway_gateway::sqs::PollOutcome {
+    let mut total = ragway_gateway::sqs::PollOutcome::default();
+    for _ in 0..50 {
+        let outcome = ragway_gateway::sqs::poll_once(
+            state,
+            queue,
+            ingest_worker(),
+            10,
+            std::time::Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+        if outcome.received == 0 {
+            break;
+        }
+        total.received += outcome.received;
+        total.deleted += outcome.deleted;
+        total.failed += outcome.failed;
+    }
+    total
+}
+
 /// The ingest worker's SQS handler, as the registry holds it.
 pub fn ingest_worker() -> common::lambda::SqsHandler {
     let function = registry()
