@@ -115,8 +115,11 @@ pub struct QueryConfig {
     /// release it; longer than any query or chat function's timeout.
     pub reservation_ttl: Duration,
     /// Workspaces with at most this many chunks are searched exactly (every
-    /// vector compared); larger ones through the HNSW index.
+    /// vector compared); larger ones through an HNSW index: their own
+    /// (`retrieval::indexes`) once built, else the shared one.
     pub exact_search_max_chunks: u32,
+    /// Most workspaces with a vector index of their own (largest first).
+    pub dedicated_indexes_max: u32,
     /// Share of the semantic leg in hybrid scores; None: the embedder's
     /// default (see [`QueryConfig::semantic_weight`]).
     pub hybrid_semantic_weight: Option<f64>,
@@ -331,7 +334,8 @@ impl Config {
             query: QueryConfig {
                 rate_limit_per_minute: vars.parse_or("QUERY_RATE_LIMIT_PER_MINUTE", 60)?,
                 reservation_ttl: secs(vars.parse_or("BUDGET_RESERVATION_TTL_SECONDS", 300)?),
-                exact_search_max_chunks: vars.parse_or("VECTOR_EXACT_SEARCH_MAX_CHUNKS", 2_000)?,
+                exact_search_max_chunks: vars.parse_or("VECTOR_EXACT_SEARCH_MAX_CHUNKS", 5_000)?,
+                dedicated_indexes_max: vars.parse_or("VECTOR_DEDICATED_INDEXES_MAX", 100)?,
                 hnsw_ef_search: vars.parse_or("HNSW_EF_SEARCH", 100)?,
                 hybrid_semantic_weight: vars
                     .optional("HYBRID_SEMANTIC_WEIGHT")

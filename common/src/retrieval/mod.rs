@@ -6,19 +6,21 @@
 //!   [`QueryConfig::exact_search_max_chunks`] chunks is searched exactly:
 //!   every vector compared, so small tenants get full recall (a shared HNSW
 //!   index post-filters by workspace and would return too few rows for
-//!   them). Larger workspaces go through the HNSW index with pgvector's
-//!   iterative scan (`relaxed_order`), which keeps scanning until enough
-//!   rows of this workspace (and filter) are found; results are re-sorted
-//!   by exact distance.
-//! - **Keyword.** Okapi BM25 computed in SQL: the question's lexemes
-//!   (English stemming, stop words dropped) OR-ed against the chunks'
-//!   `tsv`; document frequencies and average chunk length from the
-//!   workspace itself, term frequencies from `term_counts`. Unfiltered
-//!   searches run in the `search_keyword` database function, which may use
-//!   the GIN index (RLS forbids it to ordinary queries, `@@` not being
-//!   leakproof) and checks the workspace itself; filtered ones run the same
-//!   scoring under RLS. `ts_rank` ignores document frequency and scores
-//!   clearly worse.
+//!   them). Larger workspaces go through their own partial HNSW index
+//!   ([`indexes`], built by the `ingest-indexer` schedule) or, until it
+//!   exists, the shared one with pgvector's iterative scan
+//!   (`relaxed_order`), which keeps scanning until enough rows of this
+//!   workspace (and filter) are found; results are re-sorted by exact
+//!   distance.
+//! - **Keyword.** Okapi BM25: the question's lexemes (English stemming,
+//!   stop words dropped) OR-ed against the chunks' `tsv`. The
+//!   `search_keyword` database function returns every match with its term
+//!   counts and the workspace's size and mean length, read through the
+//!   `(workspace_id, tsv)` GIN index (RLS forbids ordinary queries that
+//!   index, `@@` not being leakproof; the function checks the workspace
+//!   itself); [`bm25`] scores them here, document frequencies over all
+//!   matches, filters applied by document afterwards. `ts_rank` ignores
+//!   document frequency and scores clearly worse.
 //! - **Hybrid.** Each leg's candidate scores are min-max normalised and
 //!   combined with a weight on the semantic leg ([`Search::semantic_weight`],
 //!   from `HYBRID_SEMANTIC_WEIGHT` or the embedder's default). Measured on
@@ -32,8 +34,9 @@
 //! RLS context is the same workspace.
 
 pub mod filters;
+pub mod indexes;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
@@ -223,9 +226,13 @@ pub fn fuse(
         .collect()
 }
 
-/// Chunks of the workspace, up to `limit`: how many there are, capped.
-const COUNT_SQL: &str =
-    "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE workspace_id = $1 LIMIT $2) s";
+/// Chunks of the workspace, up to `$2`: how many there are, capped; and
+/// whether the workspace has a vector index of its own named `$3`.
+const SIZE_SQL: &str = "SELECT \
+     (SELECT count(*) FROM (SELECT 1 FROM chunks WHERE workspace_id = $1 LIMIT $2) s), \
+     EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname = $3 AND i.indrelid = 'chunks'::regclass \
+               AND i.indisvalid AND i.indisready)";
 
 async fn semantic(
     tx: &mut Transaction<'static, Postgres>,
@@ -236,9 +243,10 @@ async fn semantic(
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
     let threshold = i64::from(config.exact_search_max_chunks);
-    let (count,): (i64,) = sqlx::query_as(COUNT_SQL)
+    let (count, dedicated): (i64, bool) = sqlx::query_as(SIZE_SQL)
         .bind(search.workspace)
         .bind(threshold + 1)
+        .bind(indexes::index_name(search.workspace, dimensions))
         .fetch_one(&mut **tx)
         .await?;
     let vector = Vector::from(embedding.to_vec());
@@ -259,10 +267,10 @@ async fn semantic(
         .execute(&mut **tx)
         .await?;
     }
-    // The HNSW index is on `embedding::vector(N)` for rows whose length is
-    // N (see db::ensure_vector_index): the index path must use exactly that
-    // expression and predicate; the exact path uses the bare column so the
-    // planner cannot pick the index.
+    // The HNSW indexes are on `embedding::vector(N)` for rows whose length
+    // is N (see db::ensure_vector_index): the index path must use exactly
+    // that expression and predicate; the exact path uses the bare column so
+    // the planner cannot pick an index.
     let distance = if exact {
         "c.embedding <=> ".to_owned()
     } else {
@@ -272,7 +280,14 @@ async fn semantic(
     b.push(&distance);
     b.push_bind(vector.clone());
     b.push(" AS distance FROM chunks c WHERE c.workspace_id = ");
-    b.push_bind(search.workspace);
+    if dedicated && !exact {
+        // The workspace's own index is partial on its id: the planner can
+        // only use it with the id written into the statement. A uuid we
+        // format, never user text.
+        b.push(format!("'{}'::uuid", search.workspace.0));
+    } else {
+        b.push_bind(search.workspace);
+    }
     b.push(format!(" AND vector_dims(c.embedding) = {dimensions}"));
     search.filters.push_sql(&mut b);
     b.push(" ORDER BY ");
@@ -281,79 +296,144 @@ async fn semantic(
     b.push(" LIMIT ");
     b.push_bind(limit);
     b.push(") s ORDER BY distance, id");
-    let rows: Vec<(ChunkId, f64)> = b.build_query_as().fetch_all(&mut **tx).await?;
+    // Statements naming a workspace are not worth a prepared statement each.
+    let rows: Vec<(ChunkId, f64)> = b
+        .build_query_as()
+        .persistent(!dedicated || exact)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(rows.into_iter().map(|(id, d)| (id, 1.0 - d)).collect())
 }
 
-/// BM25 over the workspace's chunks with filters, under RLS: the same
-/// scoring as the `search_keyword` database function (migration
-/// 20261123000005), which serves unfiltered searches through the
-/// full-text index; metadata filters are SQL built per request, so
-/// filtered searches read the workspace's chunks here instead.
-fn filtered_keyword_sql(builder: &mut QueryBuilder<Postgres>, search: &Search<'_>, limit: i64) {
-    builder.push(
-        "WITH terms AS (
-            SELECT array_agg(l) AS lexemes,
-                   string_agg('''' || replace(replace(l, '\\', '\\\\'), '''', '''''') || '''', ' | ')::tsquery AS query
-            FROM unnest(tsvector_to_array(to_tsvector('english', ",
-    );
-    builder.push_bind(search.text.to_owned());
-    builder.push(
-        "))) AS l
-        ), matched AS MATERIALIZED (
-            SELECT c.id, c.document_id, c.workspace_id, c.token_count, c.term_counts
-            FROM chunks c, terms
-            WHERE c.workspace_id = ",
-    );
-    builder.push_bind(search.workspace);
-    builder.push(
-        " AND c.tsv @@ terms.query
-        ), stats AS (
-            SELECT count(*)::float8 AS n, greatest(avg(token_count), 1)::float8 AS avgdl
-            FROM chunks WHERE workspace_id = ",
-    );
-    builder.push_bind(search.workspace);
-    builder.push(format!(
-        "), df AS (
-            SELECT l AS lexeme, count(*)::float8 AS df
-            FROM matched m, terms, unnest(terms.lexemes) AS l
-            WHERE m.term_counts ? l
-            GROUP BY l
-        )
-        SELECT c.id, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-                         * tf.tf * {k1p1} / (tf.tf + {k1} * (1 - {b} + {b} * c.token_count / s.avgdl)))::float8 AS score
-        FROM matched c
-        CROSS JOIN stats s
-        JOIN df ON c.term_counts ? df.lexeme
-        CROSS JOIN LATERAL (SELECT (c.term_counts ->> df.lexeme)::float8 AS tf) tf
-        WHERE true",
-        k1p1 = BM25_K1 + 1.0,
-        k1 = BM25_K1,
-        b = BM25_B,
-    ));
-    search.filters.push_sql(builder);
-    builder.push(" GROUP BY c.id ORDER BY score DESC, c.id LIMIT ");
-    builder.push_bind(limit);
+/// Most matches one keyword search reads. BM25 needs every match for its
+/// document frequencies; a question matching more chunks than this (of one
+/// workspace) is scored over the first ones, and a warning is logged.
+const KEYWORD_MAX_MATCHES: i32 = 100_000;
+
+/// A chunk matching at least one of the question's lexemes, as the
+/// `search_keyword` database function returns it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeywordMatch {
+    pub chunk_id: ChunkId,
+    pub document_id: DocumentId,
+    /// The chunk's length in tokens.
+    pub token_count: i32,
+    /// How often each of the question's lexemes occurs in the chunk
+    /// (`None`: not at all); the same lexeme order in every match.
+    pub tf: Vec<Option<i32>>,
+    /// Chunks in the workspace.
+    pub n: i64,
+    /// Their mean length in tokens.
+    pub avgdl: f64,
 }
 
+/// Okapi BM25 over the matches of one question: document frequencies are
+/// counted over all of `matches` (the whole workspace's), scores only for
+/// those `keep` accepts (the filters). The best `limit`, best first; ties
+/// by chunk id.
+pub fn bm25(
+    matches: &[KeywordMatch],
+    keep: impl Fn(&KeywordMatch) -> bool,
+    limit: usize,
+) -> Vec<(ChunkId, f64)> {
+    let Some(first) = matches.first() else {
+        return Vec::new();
+    };
+    let (n, avgdl) = (first.n as f64, first.avgdl.max(1.0));
+    let mut df = vec![0_u32; first.tf.len()];
+    for m in matches {
+        for (d, tf) in df.iter_mut().zip(&m.tf) {
+            *d += u32::from(tf.is_some());
+        }
+    }
+    let idf: Vec<f64> = df
+        .iter()
+        .map(|&d| (1.0 + (n - f64::from(d) + 0.5) / (f64::from(d) + 0.5)).ln())
+        .collect();
+    let mut scored: Vec<(ChunkId, f64)> = matches
+        .iter()
+        .filter(|m| keep(m))
+        .map(|m| {
+            let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * f64::from(m.token_count) / avgdl);
+            let score =
+                m.tf.iter()
+                    .zip(&idf)
+                    .filter_map(|(tf, idf)| {
+                        tf.map(|tf| {
+                            let tf = f64::from(tf);
+                            idf * tf * (BM25_K1 + 1.0) / (tf + norm)
+                        })
+                    })
+                    .sum();
+            (m.chunk_id, score)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.0.cmp(&b.0.0)));
+    scored.truncate(limit);
+    scored
+}
+
+/// BM25 through the `search_keyword` database function (migration
+/// 20261123000006), which reads the matches through the full-text index
+/// (RLS alone would forbid it: `@@` is not leakproof) and checks the
+/// workspace itself; filters are applied to the matches here, by
+/// document.
 async fn keyword(
     tx: &mut Transaction<'static, Postgres>,
     search: &Search<'_>,
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
-    if search.filters.document_ids.is_empty() && search.filters.metadata.is_none() {
-        return Ok(
-            sqlx::query_as("SELECT chunk_id, score FROM search_keyword($1, $2, $3)")
-                .bind(search.workspace)
-                .bind(search.text)
-                .bind(limit as i32)
-                .fetch_all(&mut **tx)
-                .await?,
+    let matches: Vec<KeywordMatch> = sqlx::query_as(
+        "SELECT chunk_id, document_id, token_count, tf, n, avgdl FROM search_keyword($1, $2, $3)",
+    )
+    .bind(search.workspace)
+    .bind(search.text)
+    .bind(KEYWORD_MAX_MATCHES)
+    .fetch_all(&mut **tx)
+    .await?;
+    if matches.len() >= KEYWORD_MAX_MATCHES as usize {
+        tracing::warn!(
+            workspace = %search.workspace.0,
+            matches = matches.len(),
+            "keyword search read its most matches; scores are over those only"
         );
     }
-    let mut b = QueryBuilder::<Postgres>::new("");
-    filtered_keyword_sql(&mut b, search, limit);
-    Ok(b.build_query_as().fetch_all(&mut **tx).await?)
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let filters = search.filters;
+    if filters.document_ids.is_empty() && filters.metadata.is_none() {
+        return Ok(bm25(&matches, |_| true, limit));
+    }
+    let allowed = allowed_documents(tx, search.workspace, filters, &matches).await?;
+    Ok(bm25(&matches, |m| allowed.contains(&m.document_id), limit))
+}
+
+/// The documents of `matches` that pass `filters`.
+async fn allowed_documents(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    filters: &Filters,
+    matches: &[KeywordMatch],
+) -> Result<HashSet<DocumentId>> {
+    let mut documents: HashSet<DocumentId> = matches.iter().map(|m| m.document_id).collect();
+    if !filters.document_ids.is_empty() {
+        let named: HashSet<DocumentId> = filters.document_ids.iter().copied().collect();
+        documents.retain(|d| named.contains(d));
+    }
+    let Some(condition) = &filters.metadata else {
+        return Ok(documents);
+    };
+    if documents.is_empty() {
+        return Ok(documents);
+    }
+    let mut b =
+        QueryBuilder::<Postgres>::new("SELECT d.id FROM documents d WHERE d.workspace_id = ");
+    b.push_bind(workspace);
+    b.push(" AND d.id = ANY(");
+    b.push_bind(documents.iter().map(|d| d.0).collect::<Vec<_>>());
+    b.push(") AND ");
+    filters::push_sql(&mut b, "d.metadata", condition);
+    let rows: Vec<(DocumentId,)> = b.build_query_as().fetch_all(&mut **tx).await?;
+    Ok(rows.into_iter().map(|(d,)| d).collect())
 }
 
 /// The chunks of `ranked`, in its order, with their documents' titles.
@@ -415,6 +495,39 @@ mod tests {
         // One-element lists normalise to 1, not NaN.
         let single = fuse(&[(id(7), 0.3)], &[], 0.5, 5);
         assert_eq!(single, vec![(id(7), 0.5)]);
+    }
+
+    #[test]
+    fn bm25_counts_document_frequency_over_every_match_and_scores_the_kept() {
+        let m = |n: u128, dl: i32, tf: Vec<Option<i32>>| KeywordMatch {
+            chunk_id: id(n),
+            document_id: DocumentId(uuid::Uuid::from_u128(n)),
+            token_count: dl,
+            tf,
+            n: 4,
+            avgdl: 10.0,
+        };
+        let matches = vec![
+            m(1, 10, vec![Some(1), None]),
+            m(2, 20, vec![Some(2), Some(1)]),
+        ];
+        // idf: ln(1 + (4 - 2 + 0.5) / 2.5) = ln 2 and ln(1 + 3.5 / 1.5).
+        let (idf0, idf1) = (2f64.ln(), (1.0 + 3.5 / 1.5f64).ln());
+        // Chunk 1 has the mean length: norm 1.2; chunk 2 twice it: 1.2 · 1.75.
+        let one = idf0 * 2.2 / 2.2;
+        let two = idf0 * 2.0 * 2.2 / (2.0 + 2.1) + idf1 * 2.2 / (1.0 + 2.1);
+        let ranked = bm25(&matches, |_| true, 10);
+        assert_eq!(
+            ranked.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [id(2), id(1)]
+        );
+        assert!((ranked[0].1 - two).abs() < 1e-12 && (ranked[1].1 - one).abs() < 1e-12);
+        // A filter drops chunk 2 but not its share in the frequencies.
+        let kept = bm25(&matches, |m| m.chunk_id == id(1), 10);
+        assert_eq!(kept.len(), 1);
+        assert!((kept[0].1 - one).abs() < 1e-12);
+        assert_eq!(bm25(&matches, |_| true, 1).len(), 1);
+        assert!(bm25(&[], |_| true, 5).is_empty());
     }
 
     #[test]

@@ -26,7 +26,36 @@ use ingestion::chunk::{ChunkSpec, Chunker};
 use ingestion::extract::{self, Format};
 use sha2::{Digest, Sha256};
 
-pub const FUNCTIONS: &[Function] = &[common::sqs_function!("ingest-worker", worker)];
+pub const FUNCTIONS: &[Function] = &[
+    common::sqs_function!("ingest-worker", worker),
+    common::schedule_function!("ingest-indexer", indexer),
+];
+
+/// The indexer starts no index build after this long (a build already
+/// under way finishes; the function's timeout is 15 minutes).
+const INDEXER_BUDGET: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Scheduled: builds the vector indexes of the largest workspaces and
+/// drops those no longer wanted (`common::retrieval::indexes`).
+pub async fn indexer(state: &State, _event: serde_json::Value) -> common::Result<()> {
+    let query = &state.config.query;
+    let report = common::retrieval::indexes::maintain(
+        &state.db,
+        state.config.embedding.dimensions,
+        query.exact_search_max_chunks,
+        query.dedicated_indexes_max,
+        INDEXER_BUDGET,
+    )
+    .await?;
+    tracing::info!(
+        created = ?report.created,
+        dropped = ?report.dropped,
+        pending = report.pending,
+        busy = report.busy,
+        "vector indexes maintained"
+    );
+    Ok(())
+}
 
 /// After this many receives SQS moves a message to the DLQ (template.yaml
 /// maxReceiveCount); the last attempt also marks the document failed.

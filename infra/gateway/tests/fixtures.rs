@@ -238,15 +238,19 @@ async fn sqs_fixtures_are_acknowledged(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
-async fn the_schedule_fixture_runs_the_sweeper(pool: PgPool) {
+async fn every_schedule_fixture_runs_through_its_handler(pool: PgPool) {
     let state = state(pool, config(&[]));
-    let function = registry()
-        .into_iter()
-        .find(|f| f.name == "usage-sweeper")
-        .unwrap();
-    let Handler::Schedule(sweep) = function.handler else {
-        panic!("usage-sweeper is not scheduled")
-    };
-    let event = serde_json::from_str(&fixture_text("usage-sweeper")).unwrap();
-    sweep(&state, event).await.unwrap();
+    let mut ran = Vec::new();
+    for function in registry() {
+        let Handler::Schedule(handler) = function.handler else {
+            continue;
+        };
+        let event = serde_json::from_str(&fixture_text(function.name)).unwrap();
+        handler(&state, event)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", function.name));
+        ran.push(function.name);
+    }
+    ran.sort();
+    assert_eq!(ran, ["ingest-indexer", "usage-sweeper"]);
 }

@@ -190,8 +190,8 @@ async fn questions_are_answered_from_the_right_passages_with_real_citations(pool
         );
     }
 
-    // The filtered keyword path (under RLS) scores exactly like the
-    // unfiltered one (the search_keyword function).
+    // Filters drop chunks after scoring, never change the scores (document
+    // frequencies stay the workspace's).
     let plain = s
         .query(json!({ "question": "measles vaccine malaria sleep", "mode": "keyword", "answer": false }))
         .await;
@@ -419,6 +419,18 @@ async fn queries_never_return_another_workspaces_chunks(pool: PgPool) {
         owned.push((ws, docs));
     }
     s.drain().await;
+    // The two largest also get vector indexes of their own, so all three
+    // semantic paths run: exact scan, own index, shared index.
+    let report = common::retrieval::indexes::maintain(
+        &s.state.db,
+        s.state.config.embedding.dimensions,
+        4,
+        2,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    println!("own indexes: {:?}", report.created);
     for _ in 0..60 {
         let (ws, docs) = &owned[rng.random_range(0..owned.len())];
         let mode = ["hybrid", "semantic", "keyword"][rng.random_range(0..3)];
@@ -837,6 +849,116 @@ async fn chat_sessions_keep_both_turns_and_belong_to_their_user(pool: PgPool) {
         .problem(404);
 }
 
+/// Citations of a semantic-only, passages-only question: (chunk, score).
+async fn semantic_hits(s: &Stack, ws: &str, question: &str) -> Vec<(String, f64)> {
+    let reply = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/query"),
+            Some(&s.token),
+            Some(json!({ "question": question, "mode": "semantic", "answer": false })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["chunk_id"].as_str().unwrap().to_owned(),
+                c["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_largest_workspaces_get_vector_indexes_of_their_own(pool: PgPool) {
+    use common::retrieval::indexes::{Maintenance, index_name, maintain};
+    // Exact search up to 1 chunk: both workspaces go through an index.
+    let s = stack(pool.clone(), &[("VECTOR_EXACT_SEARCH_MAX_CHUNKS", "1")]).await;
+    let dims = s.state.config.embedding.dimensions;
+    let other = s.api.create_workspace(&s.token, "Other").await;
+    let mut mine = Vec::new();
+    for (title, text) in [("Malaria", MALARIA), ("Vaccine", VACCINE), ("Sleep", SLEEP)] {
+        mine.push(s.create(title, text, json!({})).await);
+    }
+    for (title, text) in [("Malaria", MALARIA), ("Vaccine", VACCINE)] {
+        s.create_in(&s.token, &other, title, text, json!({})).await;
+    }
+    s.drain().await;
+    let question = "how is malaria treated";
+    let shared = semantic_hits(&s, &s.ws, question).await;
+    assert_eq!(shared.len(), 3);
+
+    // More than 1 chunk qualifies; at most one index: the larger workspace's.
+    let ws: WorkspaceId = s.ws.parse().unwrap();
+    let name = index_name(ws, dims);
+    let index_of = |name: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String,)>("SELECT indexdef FROM pg_indexes WHERE indexname = $1")
+                .bind(name)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let report = maintain(&pool, dims, 1, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.created, std::slice::from_ref(&name));
+    let (definition,) = index_of(name.clone()).await.expect("the index exists");
+    assert!(
+        definition.contains(&s.ws) && definition.contains("hnsw"),
+        "{definition}"
+    );
+    // Nothing to do the second time.
+    let again = maintain(&pool, dims, 1, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(again, Maintenance::default());
+
+    // The same passages, scored alike, through the workspace's own index;
+    // the other workspace still sees only its own.
+    let own = semantic_hits(&s, &s.ws, question).await;
+    assert_eq!(
+        own.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        shared.iter().map(|h| &h.0).collect::<Vec<_>>()
+    );
+    for (a, b) in own.iter().zip(&shared) {
+        assert!((a.1 - b.1).abs() < 1e-6, "{own:?} vs {shared:?}");
+    }
+    let theirs = semantic_hits(&s, &other, question).await;
+    assert_eq!(theirs.len(), 2);
+    assert!(theirs.iter().all(|h| !own.iter().any(|o| o.0 == h.0)));
+
+    // Shrunk below half the threshold (1 chunk left, threshold 4), the
+    // index goes.
+    for doc in &mine[1..] {
+        let reply = s
+            .api
+            .send(
+                "DELETE",
+                &format!("/workspaces/{}/documents/{doc}", s.ws),
+                Some(&s.token),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+    let report = maintain(&pool, dims, 4, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.dropped, std::slice::from_ref(&name));
+    assert!(report.created.is_empty());
+    assert!(index_of(name).await.is_none());
+    // And the search still works, back on the shared index.
+    assert_eq!(semantic_hits(&s, &s.ws, question).await.len(), 1);
+}
+
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: PgPool) {
     let s = stack(pool.clone(), &[]).await;
@@ -851,14 +973,19 @@ async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: P
         .await
         .unwrap();
     let search = |ws: WorkspaceId| {
-        sqlx::query_as::<_, (uuid::Uuid, f64)>(
-            "SELECT * FROM search_keyword($1, 'artemisinin malaria', 10)",
+        sqlx::query_as::<_, (uuid::Uuid, Vec<Option<i32>>, i64)>(
+            "SELECT chunk_id, tf, n FROM search_keyword($1, 'artemisinin malaria', 10)",
         )
         .bind(ws)
     };
     let found = search(mine).fetch_all(&mut *tx).await.unwrap();
     assert_eq!(found.len(), 1, "its own chunk");
-    assert!(found[0].1 > 0.0);
+    // Both lexemes occur in it; the workspace has that one chunk.
+    assert!(
+        found[0].1.iter().all(|tf| tf.is_some_and(|n| n > 0)),
+        "{found:?}"
+    );
+    assert_eq!(found[0].2, 1);
     // Asking for another workspace than the transaction's finds nothing,
     // and the policy exempting the function's owner does not reach the app role.
     assert!(search(theirs).fetch_all(&mut *tx).await.unwrap().is_empty());
