@@ -239,7 +239,10 @@ start_postgres() {
         die "initdb failed (log: $(rel "$LOGS")/initdb.log)"
       }
     fi
-    local opts="-p $PG_PORT -k '$SOCKDIR' -c listen_addresses=127.0.0.1"
+    # shared_buffers as a small RDS instance has it (a quarter of its
+    # memory), not the 128 MB built-in default, which thrashes as soon as
+    # the chunks table outgrows it.
+    local opts="-p $PG_PORT -k '$SOCKDIR' -c listen_addresses=127.0.0.1 -c shared_buffers=1GB"
     if [[ "$PROFILE" == test ]]; then
       opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
     else
