@@ -30,3 +30,36 @@ pub async fn enqueue(state: &State, changed: &DocumentChanged) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
     Ok(())
 }
+
+/// Queues again the inline documents still `pending` `older_than` after
+/// their last write (their first message was never sent: see migration
+/// 20261123000007), at most `limit`, oldest first. Returns how many were
+/// queued. A document queued twice is ingested once.
+pub async fn requeue_stale(
+    state: &State,
+    older_than: std::time::Duration,
+    limit: i32,
+) -> anyhow::Result<usize> {
+    let stale: Vec<(crate::ids::WorkspaceId, crate::ids::DocumentId, i32)> = sqlx::query_as(
+        "SELECT workspace_id, document_id, version FROM stale_pending_documents($1, $2)",
+    )
+    .bind(
+        sqlx::postgres::types::PgInterval::try_from(older_than)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    )
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    for (workspace_id, document_id, version) in &stale {
+        enqueue(
+            state,
+            &DocumentChanged {
+                workspace_id: *workspace_id,
+                document_id: *document_id,
+                version: *version,
+            },
+        )
+        .await?;
+    }
+    Ok(stale.len())
+}

@@ -29,7 +29,25 @@ use sha2::{Digest, Sha256};
 pub const FUNCTIONS: &[Function] = &[
     common::sqs_function!("ingest-worker", worker),
     common::schedule_function!("ingest-indexer", indexer),
+    common::schedule_function!("ingest-requeue", requeue),
 ];
+
+/// Documents pending this long after their last write were never queued.
+const REQUEUE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+/// Most documents one requeue run sends.
+const REQUEUE_BATCH: i32 = 1_000;
+
+/// Scheduled: queues again the inline documents whose change message was
+/// never sent (the queue failed after the document was stored).
+pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result<()> {
+    let queued = common::ingest::requeue_stale(state, REQUEUE_AFTER, REQUEUE_BATCH)
+        .await
+        .map_err(common::ApiError::Internal)?;
+    if queued > 0 {
+        tracing::warn!(queued, "documents stored but never queued, queued again");
+    }
+    Ok(())
+}
 
 /// The indexer starts no index build after this long (a build already
 /// under way finishes; the function's timeout is 15 minutes).

@@ -252,5 +252,5 @@ async fn every_schedule_fixture_runs_through_its_handler(pool: PgPool) {
         ran.push(function.name);
     }
     ran.sort();
-    assert_eq!(ran, ["ingest-indexer", "usage-sweeper"]);
+    assert_eq!(ran, ["ingest-indexer", "ingest-requeue", "usage-sweeper"]);
 }

@@ -298,6 +298,63 @@ async fn inline_documents_and_edits_are_ingested_and_duplicates_change_nothing(p
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_document_whose_queueing_failed_is_queued_again_by_the_requeue_schedule(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let queued = s
+        .create(
+            json!({ "title": "Queued", "content": "Proteins fold.", "content_type": "text/plain" }),
+        )
+        .await;
+    let queued = queued["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.drain().await.failed, 0);
+    assert_eq!(s.document(&queued).await["status"], "ready");
+
+    // A gateway whose queue does not exist: the document is stored (201),
+    // its message is not sent.
+    let missing = s.queue.replace("t-ingest-", "t-missing-");
+    let broken = gateway(state(
+        pool.clone(),
+        config(&[("INGEST_QUEUE_URL", &missing)]),
+    ))
+    .await;
+    let reply = broken
+        .send(
+            "POST",
+            &format!("/workspaces/{}/documents", s.ws),
+            Some(&s.token),
+            Some(json!({ "title": "Lost", "content": "Vaccines protect children.", "content_type": "text/plain" })),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let lost = reply.body["id"].as_str().unwrap().to_owned();
+    s.drain().await;
+    assert_eq!(
+        s.document(&lost).await["status"],
+        "pending",
+        "nothing was queued"
+    );
+
+    // Not yet stale: left alone. Stale: queued again, once; then ingested.
+    let requeue = |older_than: Duration| common::ingest::requeue_stale(&s.state, older_than, 100);
+    assert_eq!(requeue(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(requeue(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(s.drain().await.failed, 0);
+    let doc = s.document(&lost).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    assert!(
+        s.chunks(&lost).await[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Vaccines")
+    );
+    assert_eq!(
+        requeue(Duration::ZERO).await.unwrap(),
+        0,
+        "nothing pending is left"
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn wrong_files_fail_the_document_with_their_reason(pool: PgPool) {
     let s = stack(pool).await;
     // A PDF declared as plain text.
