@@ -107,6 +107,21 @@ impl Stack {
     }
 }
 
+/// (chunk id, score) of each citation, in order.
+fn citation_scores(reply: &support::Reply) -> Vec<(String, f64)> {
+    reply.body["citations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no citations in {}", reply.body))
+        .iter()
+        .map(|c| {
+            (
+                c["chunk_id"].as_str().unwrap().to_owned(),
+                c["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn cited_documents(reply: &support::Reply) -> Vec<String> {
     reply.body["citations"]
         .as_array()
@@ -201,20 +216,7 @@ async fn questions_are_answered_from_the_right_passages_with_real_citations(pool
                         "filters": { "document_ids": [malaria, vaccine, sleep] } }),
         )
         .await;
-    let scores = |r: &support::Reply| -> Vec<(String, f64)> {
-        r.body["citations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["chunk_id"].as_str().unwrap().to_owned(),
-                    c["score"].as_f64().unwrap(),
-                )
-            })
-            .collect()
-    };
-    let (plain, filtered) = (scores(&plain), scores(&filtered));
+    let (plain, filtered) = (citation_scores(&plain), citation_scores(&filtered));
     assert_eq!(plain.len(), 3, "{plain:?}");
     assert_eq!(plain.len(), filtered.len());
     for (a, b) in plain.iter().zip(&filtered) {
@@ -861,17 +863,7 @@ async fn semantic_hits(s: &Stack, ws: &str, question: &str) -> Vec<(String, f64)
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["citations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["chunk_id"].as_str().unwrap().to_owned(),
-                c["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+    citation_scores(&reply)
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

@@ -10,14 +10,13 @@ use anyhow::{Context, bail};
 use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::Config;
-use common::lambda::Handler;
 use futures::StreamExt;
 use ingestion::chunk::{ChunkSpec, Chunker};
 use ingestion::extract::{self, Format};
 use serde_json::json;
 use sqlx::Executor;
 
-use super::{drop_scratch, flag, scratch_pool, tenant};
+use super::{drop_scratch, flag, scratch_pool, sqs_handler, tenant};
 
 const DB: &str = "ragway_bench_ingest";
 
@@ -230,15 +229,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     );
 
     // Through the worker handler, in SQS batches of 10 S3 notifications.
-    let worker = match ragway_gateway::registry()
-        .into_iter()
-        .find(|f| f.name == "ingest-worker")
-        .context("no ingest-worker")?
-        .handler
-    {
-        Handler::Sqs(h) => h,
-        _ => bail!("ingest-worker is not an SQS function"),
-    };
+    let worker = sqs_handler("ingest-worker")?;
     let records: Vec<_> = rows
         .iter()
         .enumerate()

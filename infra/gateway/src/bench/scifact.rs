@@ -23,14 +23,13 @@ use common::config::{Config, EmbeddingProvider};
 use common::documents::NewDocument;
 use common::ids::{DocumentId, WorkspaceId};
 use common::ingest::events::DocumentChanged;
-use common::lambda::Handler;
 use common::retrieval::{self, Filters, Mode, Search};
 use common::workspaces::Access;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{drop_scratch, flag, open_pool, scratch_pool, tenant};
+use super::{drop_scratch, flag, open_pool, scratch_pool, sqs_handler, tenant};
 
 /// Chunks asked of each search: recall@100 needs 100 documents, and the
 /// abstracts are mostly one chunk each.
@@ -385,15 +384,7 @@ async fn ingest(
     drop(created);
     let create_secs = started.elapsed().as_secs_f64();
 
-    let worker = match ragway_gateway::registry()
-        .into_iter()
-        .find(|f| f.name == "ingest-worker")
-        .context("no ingest-worker")?
-        .handler
-    {
-        Handler::Sqs(h) => h,
-        _ => bail!("ingest-worker is not an SQS function"),
-    };
+    let worker = sqs_handler("ingest-worker")?;
     let records: Vec<_> = messages
         .iter()
         .enumerate()

@@ -234,6 +234,17 @@ fn http_handler(name: &str) -> anyhow::Result<common::lambda::HttpHandler> {
     }
 }
 
+fn sqs_handler(name: &str) -> anyhow::Result<common::lambda::SqsHandler> {
+    let function = ragway_gateway::registry()
+        .into_iter()
+        .find(|f| f.name == name)
+        .with_context(|| format!("no function {name}"))?;
+    match function.handler {
+        Handler::Sqs(h) => Ok(h),
+        _ => bail!("{name} is not an SQS function"),
+    }
+}
+
 /// The request API Gateway would deliver for `GET path?query`.
 fn request(
     route_key: &str,
