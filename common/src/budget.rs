@@ -238,7 +238,7 @@ pub async fn today(
 ) -> Result<DayUsage> {
     let today = Utc::now().date_naive();
     let mut days = range(tx, workspace, today, today).await?;
-    Ok(days.pop().expect("a one-day range has one row"))
+    days.pop().ok_or_else(|| ApiError::not_found("workspace"))
 }
 
 /// One row per UTC day from `from` to `to` inclusive (days without use

@@ -462,8 +462,9 @@ impl Config {
         if query.rate_limit_per_minute == 0 {
             return bad("QUERY_RATE_LIMIT_PER_MINUTE", "must be positive");
         }
-        if query.reservation_ttl < Duration::from_secs(30) {
-            return bad("BUDGET_RESERVATION_TTL_SECONDS", "must be at least 30");
+        if !(Duration::from_secs(30)..=Duration::from_secs(86_400)).contains(&query.reservation_ttl)
+        {
+            return bad("BUDGET_RESERVATION_TTL_SECONDS", "must be from 30 to 86400");
         }
         if query
             .hybrid_semantic_weight

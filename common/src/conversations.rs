@@ -189,6 +189,14 @@ pub async fn sessions(
     limit: usize,
     after: Option<(DateTime<Utc>, Uuid)>,
 ) -> Result<Page<Session>> {
+    // Our cursors hold a session's real time; a forged one outside
+    // Postgres' range must be a 422, not a failed query.
+    if after.is_some_and(|(at, _)| !(1..=9999).contains(&chrono::Datelike::year(&at))) {
+        return Err(ApiError::unprocessable(
+            "cursor",
+            "cursor is not a cursor this API returned; start again without it",
+        ));
+    }
     let (at, id) = after.unzip();
     let rows: Vec<Session> = sqlx::query_as(
         "SELECT id, title, created_at, updated_at FROM chat_sessions

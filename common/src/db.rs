@@ -58,11 +58,41 @@ pub async fn ensure_vector_index(
     db: impl sqlx::PgExecutor<'_>,
     dimensions: usize,
 ) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw_{dimensions} ON chunks \
-         USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops) \
-         WHERE vector_dims(embedding) = {dimensions}"
+    let sql = vector_index_sql(
+        &format!("chunks_embedding_hnsw_{dimensions}"),
+        dimensions,
+        None,
     );
     sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db).await?;
     Ok(())
+}
+
+/// The indexed expression: searches must order by exactly this (`<=>`)
+/// for the planner to use an HNSW index.
+pub fn indexed_embedding(dimensions: usize) -> String {
+    format!("embedding::vector({dimensions})")
+}
+
+/// `CREATE INDEX IF NOT EXISTS` of an HNSW cosine index named `name` over
+/// the `dimensions`-long embeddings, of one workspace's rows when
+/// `workspace` is given, built concurrently then (the table stays
+/// writable; run it outside a transaction).
+pub fn vector_index_sql(
+    name: &str,
+    dimensions: usize,
+    workspace: Option<crate::ids::WorkspaceId>,
+) -> String {
+    let (concurrently, only) = match workspace {
+        Some(ws) => (
+            "CONCURRENTLY ",
+            format!("workspace_id = '{}'::uuid AND ", ws.0),
+        ),
+        None => ("", String::new()),
+    };
+    format!(
+        "CREATE INDEX {concurrently}IF NOT EXISTS {name} ON chunks \
+         USING hnsw (({}) vector_cosine_ops) \
+         WHERE {only}vector_dims(embedding) = {dimensions}",
+        indexed_embedding(dimensions)
+    )
 }

@@ -207,6 +207,20 @@ impl Chunker {
     }
 }
 
+impl Chunk {
+    /// The text to embed: the chunk with its heading path in front, so a
+    /// chunk deep in a section still carries its topic (the title, for
+    /// Markdown documents), unless the content already starts with it.
+    pub fn embedding_text(&self) -> String {
+        match &self.heading {
+            Some(heading) if !self.content.starts_with(heading.as_str()) => {
+                format!("{heading}\n\n{}", self.content)
+            }
+            _ => self.content.clone(),
+        }
+    }
+}
+
 /// Whether `text` is just the last heading of `path`, with or without
 /// Markdown's `#` markup.
 fn is_heading_line(text: &str, path: Option<&str>) -> bool {
@@ -220,6 +234,26 @@ fn is_heading_line(text: &str, path: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_embedded_with_their_heading_path_in_front() {
+        let chunk = |heading: Option<&str>, content: &str| Chunk {
+            ordinal: 0,
+            content: content.into(),
+            token_count: 1,
+            page: None,
+            heading: heading.map(Into::into),
+        };
+        assert_eq!(
+            chunk(Some("Trial > Dosing"), "Two doses.").embedding_text(),
+            "Trial > Dosing\n\nTwo doses."
+        );
+        assert_eq!(
+            chunk(Some("Trial"), "Trial results.").embedding_text(),
+            "Trial results."
+        );
+        assert_eq!(chunk(None, "Plain.").embedding_text(), "Plain.");
+    }
 
     #[test]
     fn a_heading_split_from_its_text_is_not_a_chunk_of_its_own() {

@@ -171,11 +171,10 @@ async fn reconcile(
             continue;
         }
         // The uuid and dimension are ours, formatted, never user text.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON chunks \
-             USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops) \
-             WHERE workspace_id = '{}'::uuid AND vector_dims(embedding) = {dimensions}",
-            workspace.0
+        sqlx::raw_sql(sqlx::AssertSqlSafe(crate::db::vector_index_sql(
+            &name,
+            dimensions,
+            Some(*workspace),
         )))
         .execute(&mut *conn)
         .await?;

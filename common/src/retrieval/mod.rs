@@ -227,12 +227,18 @@ pub fn fuse(
 }
 
 /// Chunks of the workspace, up to `$2`: how many there are, capped; and
-/// whether the workspace has a vector index of its own named `$3`.
+/// whether the workspace has a vector index of its own named `$3`. Sets
+/// the transaction's HNSW scan options too (`$4`: ef_search), in the same
+/// round trip; the exact path uses no index, so they cost it nothing.
+/// Iterative scans keep going until enough rows pass the workspace and
+/// filter conditions (up to hnsw.max_scan_tuples).
 const SIZE_SQL: &str = "SELECT \
      (SELECT count(*) FROM (SELECT 1 FROM chunks WHERE workspace_id = $1 LIMIT $2) s), \
      EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              WHERE c.relname = $3 AND i.indrelid = 'chunks'::regclass \
-               AND i.indisvalid AND i.indisready)";
+               AND i.indisvalid AND i.indisready), \
+     set_config('hnsw.ef_search', $4, true), \
+     set_config('hnsw.iterative_scan', 'relaxed_order', true)";
 
 async fn semantic(
     tx: &mut Transaction<'static, Postgres>,
@@ -243,30 +249,16 @@ async fn semantic(
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
     let threshold = i64::from(config.exact_search_max_chunks);
-    let (count, dedicated): (i64, bool) = sqlx::query_as(SIZE_SQL)
+    let ef_search = config.hnsw_ef_search.max(limit.min(1000) as u32);
+    let (count, dedicated, _, _): (i64, bool, String, String) = sqlx::query_as(SIZE_SQL)
         .bind(search.workspace)
         .bind(threshold + 1)
         .bind(indexes::index_name(search.workspace, dimensions))
+        .bind(ef_search.to_string())
         .fetch_one(&mut **tx)
         .await?;
     let vector = Vector::from(embedding.to_vec());
     let exact = count <= threshold;
-    if !exact {
-        // Iterative index scans keep going until `limit` rows pass the
-        // workspace and filter conditions (up to hnsw.max_scan_tuples).
-        sqlx::query(
-            "SELECT set_config('hnsw.ef_search', $1, true), \
-                    set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-        )
-        .bind(
-            config
-                .hnsw_ef_search
-                .max(limit.min(1000) as u32)
-                .to_string(),
-        )
-        .execute(&mut **tx)
-        .await?;
-    }
     // The HNSW indexes are on `embedding::vector(N)` for rows whose length
     // is N (see db::ensure_vector_index): the index path must use exactly
     // that expression and predicate; the exact path uses the bare column so
@@ -274,7 +266,7 @@ async fn semantic(
     let distance = if exact {
         "c.embedding <=> ".to_owned()
     } else {
-        format!("c.embedding::vector({dimensions}) <=> ")
+        format!("c.{} <=> ", crate::db::indexed_embedding(dimensions))
     };
     let mut b = QueryBuilder::<Postgres>::new("SELECT id, distance FROM (SELECT c.id, ");
     b.push(&distance);

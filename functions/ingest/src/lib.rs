@@ -235,17 +235,7 @@ async fn prepare(
     let chunker = chunker(state).map_err(Err)?;
     let chunks = chunker.chunk(&sections);
     let embedder = state.embedder().await.map_err(|e| Err(Retry(e)))?;
-    // Each chunk is embedded with its heading path, so a chunk deep in a
-    // section still carries its topic (the title, for Markdown documents).
-    let texts: Vec<String> = chunks
-        .iter()
-        .map(|c| match &c.heading {
-            Some(heading) if !c.content.starts_with(heading.as_str()) => {
-                format!("{heading}\n\n{}", c.content)
-            }
-            _ => c.content.clone(),
-        })
-        .collect();
+    let texts: Vec<String> = chunks.iter().map(|c| c.embedding_text()).collect();
     let vectors = embedder.embed(&texts).await.map_err(|e| match e {
         EmbedError::Unavailable(_) => Err(Retry(e.into())),
         EmbedError::Failed(message) => Ok(format!("embedding failed: {message}")),

@@ -769,6 +769,24 @@ async fn chat_sessions_keep_both_turns_and_belong_to_their_user(pool: PgPool) {
     let items = sessions.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["title"], "What cures malaria?");
+    // A forged cursor whose time Postgres cannot hold is a 422, not a 500.
+    let forged = common::pagination::encode(&(
+        chrono::NaiveDate::from_ymd_opt(-5000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc(),
+        uuid::Uuid::nil(),
+    ));
+    s.api
+        .send(
+            "GET",
+            &format!("/workspaces/{}/chat/sessions?cursor={forged}", s.ws),
+            Some(&s.token),
+            None,
+        )
+        .await
+        .problem(422);
     let path = format!("/workspaces/{}/chat/sessions/{session}/messages", s.ws);
     let messages = s.api.send("GET", &path, Some(&s.token), None).await;
     assert_eq!(messages.status, 200, "{}", messages.body);
