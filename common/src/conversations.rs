@@ -9,11 +9,13 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::answer::{Citation, Usage};
+use crate::answer::{self, Answered, Ask, Citation, Options, Usage};
+use crate::budget::Purpose;
 use crate::chat::{Role, Turn};
 use crate::error::{ApiError, Result};
 use crate::ids::{UserId, WorkspaceId};
 use crate::pagination::Page;
+use crate::state::State;
 use crate::workspaces::Access;
 
 /// Earlier turns given to the model and to retrieval.
@@ -41,7 +43,7 @@ pub struct Message {
 
 /// The last [`HISTORY_TURNS`] turns of the caller's session, oldest first;
 /// 404 when the session is not the caller's.
-pub async fn history(access: &mut Access, session: Uuid) -> Result<Vec<Turn>> {
+async fn history(access: &mut Access, session: Uuid) -> Result<Vec<Turn>> {
     owned(access, session).await?;
     let mut rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT role, content FROM chat_messages
@@ -85,7 +87,7 @@ async fn owned(access: &mut Access, session: Uuid) -> Result<()> {
 /// What retrieval matches for a chat message: the caller's last two
 /// questions and this one, so a follow-up ("and in mice?") finds the
 /// passages its topic needs.
-pub fn retrieval_text(history: &[Turn], message: &str) -> String {
+fn retrieval_text(history: &[Turn], message: &str) -> String {
     let mut parts: Vec<&str> = history
         .iter()
         .rev()
@@ -98,21 +100,79 @@ pub fn retrieval_text(history: &[Turn], message: &str) -> String {
     parts.join("\n")
 }
 
+/// A chat message answered and stored.
+#[derive(Debug, Serialize)]
+pub struct Reply {
+    pub session_id: Uuid,
+    /// The assistant's message.
+    pub message_id: Uuid,
+    #[serde(flatten)]
+    pub answered: Answered,
+}
+
+/// Answers `message` in `session` (None: a new session, named after the
+/// message): retrieval matches the message with the user's recent turns,
+/// the model sees the conversation; then both turns are stored.
+pub async fn send(
+    state: &State,
+    mut access: Access,
+    session: Option<Uuid>,
+    message: &str,
+    options: &Options,
+) -> Result<Reply> {
+    let history = match session {
+        Some(session) => history(&mut access, session).await?,
+        None => Vec::new(),
+    };
+    let retrieval_text = retrieval_text(&history, message);
+    let (workspace, user) = (access.workspace, access.caller);
+    let answered = answer::ask(
+        state,
+        access,
+        Ask {
+            retrieval_text: &retrieval_text,
+            question: message,
+            history: &history,
+            options,
+            purpose: Purpose::Chat,
+        },
+    )
+    .await?;
+    let (session_id, message_id) = record(
+        &state.db,
+        Exchange {
+            workspace,
+            user,
+            session,
+            message,
+            answer: answered.answer.as_deref().unwrap_or_default(),
+            citations: &answered.citations,
+            usage: answered.usage,
+        },
+    )
+    .await?;
+    Ok(Reply {
+        session_id,
+        message_id,
+        answered,
+    })
+}
+
 /// One exchange to store.
-pub struct Exchange<'a> {
-    pub workspace: WorkspaceId,
-    pub user: UserId,
+struct Exchange<'a> {
+    workspace: WorkspaceId,
+    user: UserId,
     /// None: start a session named after the message.
-    pub session: Option<Uuid>,
-    pub message: &'a str,
-    pub answer: &'a str,
-    pub citations: &'a [Citation],
-    pub usage: Usage,
+    session: Option<Uuid>,
+    message: &'a str,
+    answer: &'a str,
+    citations: &'a [Citation],
+    usage: Usage,
 }
 
 /// Stores both turns (and the session, when new) in one transaction;
 /// returns the session id and the assistant message's id.
-pub async fn record(db: &PgPool, exchange: Exchange<'_>) -> Result<(Uuid, Uuid)> {
+async fn record(db: &PgPool, exchange: Exchange<'_>) -> Result<(Uuid, Uuid)> {
     let mut tx = crate::db::tenant_tx(db, Some(exchange.user), Some(exchange.workspace)).await?;
     let ids = insert_exchange(&mut tx, exchange).await?;
     tx.commit().await?;

@@ -2,9 +2,9 @@
 //! sessions are their own; both turns of every exchange are stored.
 
 use common::State;
-use common::answer::{self, Ask, Options};
+use common::answer::{self, Options};
 use common::budget::Purpose;
-use common::conversations::{self, Exchange};
+use common::conversations;
 use common::http::{json, json_body, json_private, no_content, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
@@ -45,7 +45,7 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
         let caller = state.caller(&req).await?;
         let workspace = path_param(&req, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Chat).await?;
-        let mut access = Access::open(&state.db, caller, workspace).await?;
+        let access = Access::open(&state.db, caller, workspace).await?;
         let body: ChatIn = json_body(&req, state.config.max_request_bytes)?;
         let message = answer::check_text("message", &body.message)?;
         let options = Options::parse(
@@ -56,54 +56,13 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
             Some(true),
             body.max_tokens,
         )?;
-        let history = match body.session_id {
-            Some(session) => conversations::history(&mut access, session).await?,
-            None => Vec::new(),
-        };
-        let retrieval_text = conversations::retrieval_text(&history, &message);
-        let (workspace, user) = (access.workspace, access.caller);
-        let answered = answer::ask(
-            state,
-            access,
-            Ask {
-                retrieval_text: &retrieval_text,
-                question: &message,
-                history: &history,
-                options: &options,
-                purpose: Purpose::Chat,
-            },
-        )
-        .await?;
-        let answer_text = answered.answer.clone().unwrap_or_default();
-        let (session_id, message_id) = conversations::record(
-            &state.db,
-            Exchange {
-                workspace,
-                user,
-                session: body.session_id,
-                message: &message,
-                answer: &answer_text,
-                citations: &answered.citations,
-                usage: answered.usage,
-            },
-        )
-        .await?;
+        let reply = conversations::send(state, access, body.session_id, &message, &options).await?;
         let status = if body.session_id.is_some() {
             StatusCode::OK
         } else {
             StatusCode::CREATED
         };
-        json(
-            status,
-            &serde_json::json!({
-                "session_id": session_id,
-                "message_id": message_id,
-                "answer": answered.answer,
-                "citations": answered.citations,
-                "usage": answered.usage,
-                "timings": answered.timings,
-            }),
-        )
+        json(status, &reply)
     })
     .await
 }
