@@ -251,6 +251,9 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     let estimate = prompt + prompt / 4 + u64::from(options.max_tokens);
     let (workspace, caller, limit) = (access.workspace, access.caller, access.daily_token_limit);
     access.commit().await?;
+    // Built before anything is reserved: a model that cannot be built must
+    // not leave tokens held until the sweeper's TTL.
+    let model = state.chat_model().await?;
     let reservation = budget::reserve(
         &state.db,
         workspace,
@@ -263,7 +266,6 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     .await?;
 
     let t = Instant::now();
-    let model = state.chat_model().await?;
     let outcome = model.complete(&request).await;
     timings.generate_ms = ms(t);
     let response = match outcome {
@@ -303,7 +305,11 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
         usage: Usage {
             prompt_tokens: response.usage.prompt_tokens,
             completion_tokens: response.usage.completion_tokens,
-            total_tokens: response.usage.prompt_tokens + response.usage.completion_tokens,
+            // Provider-reported numbers: never an overflow.
+            total_tokens: response
+                .usage
+                .prompt_tokens
+                .saturating_add(response.usage.completion_tokens),
         },
         timings,
     })

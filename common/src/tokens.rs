@@ -2,25 +2,14 @@
 //! daily limits, prompt estimates and the usage the extractive answerer
 //! reports.
 
-use std::sync::OnceLock;
-
-use tiktoken_rs::CoreBPE;
-
-static CL100K: OnceLock<CoreBPE> = OnceLock::new();
-
 /// Exact `cl100k_base` token count of `text`, special tokens counted as
-/// plain text (as tiktoken's `encode_ordinary` does). The encoder is built
-/// once per process, on first use (a few tens of milliseconds).
+/// plain text (as tiktoken's `encode_ordinary` does). tiktoken-rs builds
+/// the encoder once per process, on first use (a few tens of milliseconds).
 pub fn count(text: &str) -> usize {
     if text.is_empty() {
         return 0;
     }
-    CL100K
-        .get_or_init(|| {
-            // The ranks are compiled into tiktoken-rs: this fails only if
-            // that crate is broken.
-            tiktoken_rs::cl100k_base().expect("tiktoken-rs ships cl100k_base")
-        })
+    tiktoken_rs::cl100k_base_singleton()
         .encode_ordinary(text)
         .len()
 }
