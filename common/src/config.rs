@@ -115,8 +115,10 @@ pub struct QueryConfig {
     /// release it; longer than any query or chat function's timeout.
     pub reservation_ttl: Duration,
     /// Workspaces with at most this many chunks are searched exactly (every
-    /// vector compared); larger ones through an HNSW index: their own
-    /// (`retrieval::indexes`) once built, else the shared one.
+    /// vector compared) and their vectors stay out of HNSW indexes; the
+    /// `ingest-indexer` schedule moves larger ones to an HNSW index: their
+    /// own (`retrieval::indexes`), else the shared one. They go back below
+    /// half this size.
     pub exact_search_max_chunks: u32,
     /// Most workspaces with a vector index of their own (largest first).
     pub dedicated_indexes_max: u32,

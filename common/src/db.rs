@@ -27,6 +27,29 @@ pub fn lazy_pool(config: &Config) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
+/// Transaction advisory lock class guarding a workspace's
+/// `vector_indexed` flag: `(VECTOR_FLAG_LOCK, hashtext(workspace id))`,
+/// taken shared by every chunk insert (the `chunks_before_write` trigger)
+/// and exclusively by the indexer when it flips the flag.
+pub const VECTOR_FLAG_LOCK: i32 = 1_919_383_145;
+
+/// A tenant transaction for writing `workspace`'s chunks: holds the
+/// workspace's vector-flag lock shared from the start, so the indexer can
+/// never wait on rows this transaction changed while it waits for the
+/// lock (the insert trigger takes it again, a no-op then). Same round
+/// trip as the BEGIN.
+pub async fn chunk_writer_tx(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(sqlx::AssertSqlSafe(format!(
+        "{}; SELECT pg_advisory_xact_lock_shared({VECTOR_FLAG_LOCK}, hashtext('{}'))",
+        begin_statement(None, Some(workspace)),
+        workspace.0
+    )))
+    .await
+}
+
 /// Opens a transaction with the row-level-security context set: policies on
 /// tenant tables see `app.user_id` and `app.workspace_id` for this transaction
 /// only (`set_config(..., true)`), so a pooled connection never leaks them.
@@ -50,16 +73,18 @@ pub fn begin_statement(user: Option<UserId>, workspace: Option<WorkspaceId>) -> 
     )
 }
 
-/// Builds (if missing) the HNSW cosine index for `dimensions`-long
-/// embeddings. Chunks store `vector` without a fixed length so the model
-/// is configuration; the index is partial on the length and casts to it,
-/// so vectors of another length never break inserts.
+/// Builds (if missing) the shared HNSW cosine index for `dimensions`-long
+/// embeddings of the workspaces flagged `vector_indexed` (the large ones;
+/// the others are searched exactly, see `retrieval::indexes`). Chunks
+/// store `vector` without a fixed length so the model is configuration;
+/// the index is partial on the length and casts to it, so vectors of
+/// another length never break inserts.
 pub async fn ensure_vector_index(
     db: impl sqlx::PgExecutor<'_>,
     dimensions: usize,
 ) -> Result<(), sqlx::Error> {
     let sql = vector_index_sql(
-        &format!("chunks_embedding_hnsw_{dimensions}"),
+        &format!("chunks_shared_hnsw_{dimensions}"),
         dimensions,
         None,
     );
@@ -74,9 +99,9 @@ pub fn indexed_embedding(dimensions: usize) -> String {
 }
 
 /// `CREATE INDEX IF NOT EXISTS` of an HNSW cosine index named `name` over
-/// the `dimensions`-long embeddings, of one workspace's rows when
+/// the `dimensions`-long embeddings: of one workspace's rows when
 /// `workspace` is given, built concurrently then (the table stays
-/// writable; run it outside a transaction).
+/// writable; run it outside a transaction); else of the flagged rows.
 pub fn vector_index_sql(
     name: &str,
     dimensions: usize,
@@ -87,7 +112,7 @@ pub fn vector_index_sql(
             "CONCURRENTLY ",
             format!("workspace_id = '{}'::uuid AND ", ws.0),
         ),
-        None => ("", String::new()),
+        None => ("", "vector_indexed AND ".to_owned()),
     };
     format!(
         "CREATE INDEX {concurrently}IF NOT EXISTS {name} ON chunks \

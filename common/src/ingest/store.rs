@@ -142,7 +142,7 @@ pub async fn replace_chunks(
     made: &Made,
     chunks: Vec<NewChunk>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = tenant_tx(db, None, Some(workspace)).await?;
+    let mut tx = crate::db::chunk_writer_tx(db, workspace).await?;
     let current: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT content_sha256, s3_key, object_sequencer FROM documents
          WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",

@@ -1,15 +1,26 @@
-//! Vector indexes of their own for the largest workspaces.
+//! Which workspaces' vectors live in HNSW indexes, and the vector indexes
+//! of their own for the largest.
 //!
-//! The shared HNSW index holds every tenant's chunks. For a workspace that
-//! is a small share of the table, pgvector's iterative scan must walk past
-//! many other tenants' vectors before it has enough of this one's: 38 ms
-//! for a 26,718-chunk workspace in a 200,000-chunk table, against 3.5 ms
-//! through a partial index holding that workspace alone. Small workspaces
-//! are searched exactly (see `QueryConfig::exact_search_max_chunks`); the
-//! largest `QueryConfig::dedicated_indexes_max` above that size get a
-//! partial HNSW index, built by the scheduled `ingest-indexer` function
-//! with `CREATE INDEX CONCURRENTLY` (ingestion goes on meanwhile) and
-//! dropped when the workspace is gone or has shrunk to half the size.
+//! Small workspaces are searched exactly (see
+//! `QueryConfig::exact_search_max_chunks`): full recall, and no HNSW
+//! insert for their chunks. The scheduled `ingest-indexer` function flags
+//! a workspace `vector_indexed` once it has more chunks than that (and
+//! unflags it below half, or once deleted); a flagged workspace's chunks
+//! are in the shared HNSW index (its predicate is `chunks.vector_indexed`,
+//! which the insert trigger copies from the workspace), and retrieval
+//! takes the index path for it. Flipping the flag holds the workspace's
+//! vector-flag lock (`db::VECTOR_FLAG_LOCK`) exclusively, every chunk
+//! insert holds it shared, so a flagged workspace never has a chunk
+//! outside the index.
+//!
+//! The shared index still post-filters: for a workspace that is a small
+//! share of it, pgvector's iterative scan must walk past many other
+//! tenants' vectors (38 ms for a 26,718-chunk workspace in a 200,000-chunk
+//! index, against 3.5 ms through a partial index holding that workspace
+//! alone). So the largest `QueryConfig::dedicated_indexes_max` flagged
+//! workspaces also get a partial HNSW index of their own, built with
+//! `CREATE INDEX CONCURRENTLY` (ingestion goes on meanwhile) and dropped
+//! when the workspace is unflagged or falls out of that number.
 //!
 //! The number is capped because every partial index costs each insert a
 //! predicate check and each plan a predicate proof; the catalog is the
@@ -20,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgPool};
 
+use crate::db::VECTOR_FLAG_LOCK;
 use crate::error::Result;
 use crate::ids::WorkspaceId;
 
@@ -41,6 +53,10 @@ fn parse_index_name(name: &str) -> Option<(WorkspaceId, usize)> {
 /// What one maintenance run did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Maintenance {
+    /// Workspaces whose vectors moved into the HNSW indexes, and out.
+    pub indexed: Vec<WorkspaceId>,
+    pub unindexed: Vec<WorkspaceId>,
+    /// Their own indexes built and dropped.
     pub created: Vec<String>,
     pub dropped: Vec<String>,
     /// Wanted but left for the next run (time budget spent).
@@ -52,10 +68,11 @@ pub struct Maintenance {
 /// Advisory lock key: one maintenance run at a time across containers.
 const LOCK_KEY: i64 = 0x7261_6777_6179_7663; // "ragwayvc"
 
-/// Brings the dedicated indexes in line with the workspaces' sizes: builds
-/// the missing ones (largest workspace first) while `budget` lasts, drops
-/// those no longer wanted. A workspace qualifies with more than
-/// `min_chunks` chunks and keeps its index down to half that.
+/// Brings the flags and the dedicated indexes in line with the workspaces'
+/// sizes: flags and builds what is missing (largest workspace first) while
+/// `budget` lasts, unflags and drops what is no longer wanted. A live
+/// workspace qualifies with more than `min_chunks` chunks and stays down
+/// to half that; the largest `max_indexes` of those get their own index.
 pub async fn maintain(
     db: &PgPool,
     dimensions: usize,
@@ -103,13 +120,37 @@ async fn maintain_locked(
     budget: Duration,
     started: Instant,
 ) -> Result<Maintenance> {
-    let keep_from = i32::try_from((min_chunks / 2).max(1)).unwrap_or(i32::MAX);
-    let sizes: Vec<(WorkspaceId, i64)> =
-        sqlx::query_as("SELECT workspace_id, chunks FROM workspace_chunk_counts($1, $2)")
-            .bind(keep_from)
-            .bind(i32::try_from(max_indexes).unwrap_or(i32::MAX))
-            .fetch_all(&mut *conn)
-            .await?;
+    let keep_from = i64::from((min_chunks / 2).max(1));
+    let sizes: Vec<(WorkspaceId, i64, bool)> = sqlx::query_as(
+        "SELECT workspace_id, chunks, vector_indexed FROM workspace_vector_sizes($1)",
+    )
+    .bind(keep_from as i32)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut report = Maintenance::default();
+    // Largest first (the function's order).
+    let mut wanted = Vec::new();
+    for (workspace, chunks, flagged) in sizes {
+        let want = chunks > i64::from(min_chunks) || (flagged && chunks >= keep_from);
+        if want && !flagged {
+            if started.elapsed() >= budget {
+                report.pending += 1;
+                continue;
+            }
+            set_indexed(conn, workspace, true).await?;
+            tracing::info!(%workspace, chunks, "workspace vectors indexed");
+            report.indexed.push(workspace);
+        } else if !want && flagged {
+            set_indexed(conn, workspace, false).await?;
+            tracing::info!(%workspace, chunks, "workspace vectors searched exactly again");
+            report.unindexed.push(workspace);
+        }
+        if want {
+            wanted.push(workspace);
+        }
+    }
+    wanted.truncate(usize::try_from(max_indexes).unwrap_or(usize::MAX));
+
     let existing: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, i.indisvalid AND i.indisready FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indexrelid \
@@ -117,38 +158,82 @@ async fn maintain_locked(
     )
     .fetch_all(&mut *conn)
     .await?;
-
     // The graph in memory while it is built (the default 64 MB spills a
     // 30,000-vector graph to disk, several times slower); reset below.
     sqlx::raw_sql("SET maintenance_work_mem = '512MB'")
         .execute(&mut *conn)
         .await?;
-    let report = reconcile(
-        conn, &sizes, existing, dimensions, min_chunks, budget, started,
+    let reconciled = reconcile(
+        conn,
+        &wanted,
+        existing,
+        dimensions,
+        budget,
+        started,
+        &mut report,
     )
     .await;
     sqlx::raw_sql("RESET maintenance_work_mem")
         .execute(&mut *conn)
         .await?;
-    report
+    reconciled.map(|()| report)
 }
 
+/// Moves `workspace`'s vectors into the HNSW indexes (`on`) or out of
+/// them: its chunks are flagged first (the bulk, without the lock, so
+/// ingestion into the workspace goes on), then, holding the flag lock
+/// exclusively (in-flight chunk inserts finish first, later ones see the
+/// new flag), the workspace and any chunk that came meanwhile.
+async fn set_indexed(
+    conn: &mut sqlx::PgConnection,
+    workspace: WorkspaceId,
+    on: bool,
+) -> Result<()> {
+    let begin = crate::db::begin_statement(None, Some(workspace));
+    let flag_chunks = || {
+        sqlx::query(
+            "UPDATE chunks SET vector_indexed = $2 WHERE workspace_id = $1 AND vector_indexed <> $2",
+        )
+        .bind(workspace)
+        .bind(on)
+    };
+    if on {
+        let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin.clone())).await?;
+        flag_chunks().execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(VECTOR_FLAG_LOCK)
+        .bind(workspace)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE workspaces SET vector_indexed = $2 WHERE id = $1")
+        .bind(workspace)
+        .bind(on)
+        .execute(&mut *tx)
+        .await?;
+    flag_chunks().execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops the own indexes not `wanted` (or invalid, or of another
+/// dimension), builds the missing wanted ones while `budget` lasts.
 async fn reconcile(
     conn: &mut sqlx::PgConnection,
-    sizes: &[(WorkspaceId, i64)],
+    wanted: &[WorkspaceId],
     existing: Vec<(String, bool)>,
     dimensions: usize,
-    min_chunks: u32,
     budget: Duration,
     started: Instant,
-) -> Result<Maintenance> {
-    let mut report = Maintenance::default();
+    report: &mut Maintenance,
+) -> Result<()> {
     let mut have = std::collections::HashSet::new();
     for (name, valid) in existing {
         let keep = valid
-            && parse_index_name(&name).is_some_and(|(workspace, dims)| {
-                dims == dimensions && sizes.iter().any(|(w, _)| *w == workspace)
-            });
+            && parse_index_name(&name)
+                .is_some_and(|(workspace, dims)| dims == dimensions && wanted.contains(&workspace));
         if keep {
             have.insert(name);
         } else {
@@ -161,9 +246,9 @@ async fn reconcile(
             report.dropped.push(name);
         }
     }
-    for (workspace, chunks) in sizes {
+    for workspace in wanted {
         let name = index_name(*workspace, dimensions);
-        if *chunks <= i64::from(min_chunks) || have.contains(&name) {
+        if have.contains(&name) {
             continue;
         }
         if started.elapsed() >= budget {
@@ -178,10 +263,10 @@ async fn reconcile(
         )))
         .execute(&mut *conn)
         .await?;
-        tracing::info!(index = %name, chunks, "dedicated vector index built");
+        tracing::info!(index = %name, "dedicated vector index built");
         report.created.push(name);
     }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]

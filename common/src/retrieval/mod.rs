@@ -2,16 +2,16 @@
 //! by meaning (pgvector cosine distance), by words (BM25 over Postgres
 //! full-text vectors), or both fused.
 //!
-//! - **Semantic.** A workspace with at most
-//!   [`QueryConfig::exact_search_max_chunks`] chunks is searched exactly:
-//!   every vector compared, so small tenants get full recall (a shared HNSW
-//!   index post-filters by workspace and would return too few rows for
-//!   them). Larger workspaces go through their own partial HNSW index
-//!   ([`indexes`], built by the `ingest-indexer` schedule) or, until it
-//!   exists, the shared one with pgvector's iterative scan
-//!   (`relaxed_order`), which keeps scanning until enough rows of this
-//!   workspace (and filter) are found; results are re-sorted by exact
-//!   distance.
+//! - **Semantic.** A workspace is searched exactly (every vector
+//!   compared: full recall, where a shared HNSW index post-filters by
+//!   workspace and returns too few rows for small tenants) unless the
+//!   `ingest-indexer` schedule has flagged it `vector_indexed` for having
+//!   more than [`QueryConfig::exact_search_max_chunks`] chunks
+//!   ([`indexes`]). A flagged workspace goes through its own partial HNSW
+//!   index when it has one, else through the shared index of flagged
+//!   chunks, with pgvector's iterative scan (`relaxed_order`), which keeps
+//!   scanning until enough rows of this workspace (and filter) are found;
+//!   results are re-sorted by exact distance.
 //! - **Keyword.** Okapi BM25: the question's lexemes (English stemming,
 //!   stop words dropped) OR-ed against the chunks' `tsv`. The
 //!   `search_keyword` database function returns every match with its term
@@ -226,18 +226,18 @@ pub fn fuse(
         .collect()
 }
 
-/// Chunks of the workspace, up to `$2`: how many there are, capped; and
-/// whether the workspace has a vector index of its own named `$3`. Sets
-/// the transaction's HNSW scan options too (`$4`: ef_search), in the same
-/// round trip; the exact path uses no index, so they cost it nothing.
+/// Whether the workspace's vectors are indexed (`vector_indexed`, see
+/// [`indexes`]), and whether it has a vector index of its own named `$2`.
+/// Sets the transaction's HNSW scan options too (`$3`: ef_search), in the
+/// same round trip; the exact path uses no index, so they cost it nothing.
 /// Iterative scans keep going until enough rows pass the workspace and
 /// filter conditions (up to hnsw.max_scan_tuples).
-const SIZE_SQL: &str = "SELECT \
-     (SELECT count(*) FROM (SELECT 1 FROM chunks WHERE workspace_id = $1 LIMIT $2) s), \
+const PATH_SQL: &str = "SELECT \
+     coalesce((SELECT vector_indexed FROM workspaces WHERE id = $1), false), \
      EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-             WHERE c.relname = $3 AND i.indrelid = 'chunks'::regclass \
+             WHERE c.relname = $2 AND i.indrelid = 'chunks'::regclass \
                AND i.indisvalid AND i.indisready), \
-     set_config('hnsw.ef_search', $4, true), \
+     set_config('hnsw.ef_search', $3, true), \
      set_config('hnsw.iterative_scan', 'relaxed_order', true)";
 
 async fn semantic(
@@ -248,17 +248,15 @@ async fn semantic(
     embedding: &[f32],
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
-    let threshold = i64::from(config.exact_search_max_chunks);
     let ef_search = config.hnsw_ef_search.max(limit.min(1000) as u32);
-    let (count, dedicated, _, _): (i64, bool, String, String) = sqlx::query_as(SIZE_SQL)
+    let (indexed, dedicated, _, _): (bool, bool, String, String) = sqlx::query_as(PATH_SQL)
         .bind(search.workspace)
-        .bind(threshold + 1)
         .bind(indexes::index_name(search.workspace, dimensions))
         .bind(ef_search.to_string())
         .fetch_one(&mut **tx)
         .await?;
     let vector = Vector::from(embedding.to_vec());
-    let exact = count <= threshold;
+    let exact = !indexed;
     // The HNSW indexes are on `embedding::vector(N)` for rows whose length
     // is N (see db::ensure_vector_index): the index path must use exactly
     // that expression and predicate; the exact path uses the bare column so
@@ -281,6 +279,10 @@ async fn semantic(
         b.push_bind(search.workspace);
     }
     b.push(format!(" AND vector_dims(c.embedding) = {dimensions}"));
+    if indexed && !dedicated {
+        // The shared index's predicate (every chunk of a flagged workspace has it).
+        b.push(" AND c.vector_indexed");
+    }
     search.filters.push_sql(&mut b);
     b.push(" ORDER BY ");
     b.push(&distance);

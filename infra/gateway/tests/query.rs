@@ -36,6 +36,10 @@ async fn stack(pool: PgPool, overrides: &[(&str, &str)]) -> Stack {
     ];
     vars.extend_from_slice(overrides);
     let state = state(pool, config(&vars));
+    // The shared HNSW index, as ragway-migrate builds it on deploy.
+    common::db::ensure_vector_index(&state.db, state.config.embedding.dimensions)
+        .await
+        .unwrap();
     let api = gateway(state.clone()).await;
     let (token, _, _) = api.signup("asker@example.com").await;
     let ws = api.create_workspace(&token, "Library").await;
@@ -885,9 +889,9 @@ async fn semantic_hits(s: &Stack, ws: &str, question: &str) -> Vec<(String, f64)
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
-async fn the_largest_workspaces_get_vector_indexes_of_their_own(pool: PgPool) {
+async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(pool: PgPool) {
     use common::retrieval::indexes::{Maintenance, index_name, maintain};
-    // Exact search up to 1 chunk: both workspaces go through an index.
+    // Exact search up to 1 chunk: both workspaces qualify for the indexes.
     let s = stack(pool.clone(), &[("VECTOR_EXACT_SEARCH_MAX_CHUNKS", "1")]).await;
     let dims = s.state.config.embedding.dimensions;
     let other = s.api.create_workspace(&s.token, "Other").await;
@@ -900,11 +904,33 @@ async fn the_largest_workspaces_get_vector_indexes_of_their_own(pool: PgPool) {
     }
     s.drain().await;
     let question = "how is malaria treated";
-    let shared = semantic_hits(&s, &s.ws, question).await;
-    assert_eq!(shared.len(), 3);
+    // Until the indexer has run, every workspace is searched exactly, and
+    // no vector is in an HNSW index.
+    let exact = semantic_hits(&s, &s.ws, question).await;
+    assert_eq!(exact.len(), 3);
+    let (ws, theirs): (WorkspaceId, WorkspaceId) = (s.ws.parse().unwrap(), other.parse().unwrap());
+    // Flagged chunks of both workspaces (each readable in its own context).
+    let indexed_chunks = || {
+        let pool = pool.clone();
+        async move {
+            let mut n = 0;
+            for w in [ws, theirs] {
+                let mut tx = common::db::tenant_tx(&pool, None, Some(w)).await.unwrap();
+                let (count,): (i64,) =
+                    sqlx::query_as("SELECT count(*) FROM chunks WHERE vector_indexed")
+                        .fetch_one(&mut *tx)
+                        .await
+                        .unwrap();
+                tx.commit().await.unwrap();
+                n += count;
+            }
+            n
+        }
+    };
+    assert_eq!(indexed_chunks().await, 0);
 
-    // More than 1 chunk qualifies; at most one index: the larger workspace's.
-    let ws: WorkspaceId = s.ws.parse().unwrap();
+    // More than 1 chunk: both are indexed; at most one own index, the
+    // larger workspace's.
     let name = index_name(ws, dims);
     let index_of = |name: String| {
         let pool = pool.clone();
@@ -919,7 +945,9 @@ async fn the_largest_workspaces_get_vector_indexes_of_their_own(pool: PgPool) {
     let report = maintain(&pool, dims, 1, 1, Duration::from_secs(60))
         .await
         .unwrap();
+    assert_eq!(report.indexed, vec![ws, theirs]);
     assert_eq!(report.created, std::slice::from_ref(&name));
+    assert_eq!(indexed_chunks().await, 5);
     let (definition,) = index_of(name.clone()).await.expect("the index exists");
     assert!(
         definition.contains(&s.ws) && definition.contains("hnsw"),
@@ -931,22 +959,30 @@ async fn the_largest_workspaces_get_vector_indexes_of_their_own(pool: PgPool) {
         .unwrap();
     assert_eq!(again, Maintenance::default());
 
-    // The same passages, scored alike, through the workspace's own index;
-    // the other workspace still sees only its own.
+    // The same passages, scored alike, through the workspace's own index as
+    // by the exact scan; the other workspace, through the shared index,
+    // still sees only its own.
     let own = semantic_hits(&s, &s.ws, question).await;
     assert_eq!(
         own.iter().map(|h| &h.0).collect::<Vec<_>>(),
-        shared.iter().map(|h| &h.0).collect::<Vec<_>>()
+        exact.iter().map(|h| &h.0).collect::<Vec<_>>()
     );
-    for (a, b) in own.iter().zip(&shared) {
-        assert!((a.1 - b.1).abs() < 1e-6, "{own:?} vs {shared:?}");
+    for (a, b) in own.iter().zip(&exact) {
+        assert!((a.1 - b.1).abs() < 1e-6, "{own:?} vs {exact:?}");
     }
-    let theirs = semantic_hits(&s, &other, question).await;
-    assert_eq!(theirs.len(), 2);
-    assert!(theirs.iter().all(|h| !own.iter().any(|o| o.0 == h.0)));
+    let shared = semantic_hits(&s, &other, question).await;
+    assert_eq!(shared.len(), 2);
+    assert!(shared.iter().all(|h| !own.iter().any(|o| o.0 == h.0)));
+    // A document ingested into an indexed workspace is indexed too, and found.
+    s.create_in(&s.token, &other, "Sleep", SLEEP, json!({}))
+        .await;
+    s.drain().await;
+    assert_eq!(indexed_chunks().await, 6);
+    assert_eq!(semantic_hits(&s, &other, "sleep and memory").await.len(), 3);
 
     // Shrunk below half the threshold (1 chunk left, threshold 4), the
-    // index goes.
+    // workspace is searched exactly again and its index goes; the other
+    // (3 chunks) stays.
     for doc in &mine[1..] {
         let reply = s
             .api
@@ -962,11 +998,90 @@ async fn the_largest_workspaces_get_vector_indexes_of_their_own(pool: PgPool) {
     let report = maintain(&pool, dims, 4, 5, Duration::from_secs(60))
         .await
         .unwrap();
+    assert_eq!(report.unindexed, vec![ws]);
     assert_eq!(report.dropped, std::slice::from_ref(&name));
-    assert!(report.created.is_empty());
+    assert!(
+        report
+            .created
+            .iter()
+            .all(|n| *n == index_name(theirs, dims))
+    );
     assert!(index_of(name).await.is_none());
-    // And the search still works, back on the shared index.
+    assert_eq!(indexed_chunks().await, 3);
     assert_eq!(semantic_hits(&s, &s.ws, question).await.len(), 1);
+    assert_eq!(semantic_hits(&s, &other, question).await.len(), 3);
+
+    // A deleted workspace leaves the indexes at the next run.
+    let reply = s
+        .api
+        .send(
+            "DELETE",
+            &format!("/workspaces/{other}"),
+            Some(&s.token),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let report = maintain(&pool, dims, 4, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.unindexed, vec![theirs]);
+    assert_eq!(indexed_chunks().await, 0);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_chunk_written_while_its_workspace_moves_to_the_index_is_indexed_too(pool: PgPool) {
+    let s = stack(pool.clone(), &[("VECTOR_EXACT_SEARCH_MAX_CHUNKS", "1")]).await;
+    let dims = s.state.config.embedding.dimensions;
+    for (title, text) in [("Malaria", MALARIA), ("Vaccine", VACCINE)] {
+        s.create(title, text, json!({})).await;
+    }
+    s.drain().await;
+    let ws: WorkspaceId = s.ws.parse().unwrap();
+    // An ingestion in flight: one more chunk written, not yet committed.
+    let mut writer = common::db::chunk_writer_tx(&pool, ws).await.unwrap();
+    let (doc,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM documents LIMIT 1")
+        .fetch_one(&mut *writer)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO chunks (id, workspace_id, document_id, ordinal, content, token_count, embedding)
+         VALUES ($1, $2, $3, 99, 'a late chunk about malaria', 6, $4)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(ws)
+    .bind(doc)
+    .bind(pgvector::Vector::from(vec![0.1f32; dims]))
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    // The indexer flags what it sees, then waits for the writer before
+    // flagging the workspace...
+    let indexer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            common::retrieval::indexes::maintain(&pool, dims, 1, 0, Duration::from_secs(60)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !indexer.is_finished(),
+        "the indexer waits for the chunk writer"
+    );
+    writer.commit().await.unwrap();
+    let report = indexer.await.unwrap().unwrap();
+    assert_eq!(report.indexed, vec![ws]);
+    // ...so the late chunk is in the index with the others.
+    let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
+    let (outside, all): (i64, i64) =
+        sqlx::query_as("SELECT count(*) FILTER (WHERE NOT vector_indexed), count(*) FROM chunks")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((outside, all), (0, 3));
+    // The index path finds all three.
+    assert_eq!(semantic_hits(&s, &s.ws, "malaria").await.len(), 3);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

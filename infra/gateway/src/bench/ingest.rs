@@ -16,7 +16,7 @@ use ingestion::extract::{self, Format};
 use serde_json::json;
 use sqlx::Executor;
 
-use super::{drop_scratch, flag, scratch_pool, sqs_handler, tenant};
+use super::{create_workspace, drop_scratch, flag, scratch_pool, sqs_handler, tenant};
 
 const DB: &str = "ragway_bench_ingest";
 
@@ -137,21 +137,85 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let docs = flag(args, "--docs", 2_000)?;
     let keep = args.iter().any(|a| a == "--keep");
     let config = Config::from_env().context("load the stack env first: . .local/test/env")?;
+    let pool = scratch_pool(&config, DB).await?;
+    common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
+    let state = State::with_pool(config.clone(), pool.clone())?;
+    let (_, caller, indexed) = tenant(&state, &pool, "Indexed").await?;
+    let small = create_workspace(&pool, caller, "Small").await?;
+    // A workspace already above VECTOR_EXACT_SEARCH_MAX_CHUNKS, as the
+    // ingest-indexer leaves it: its chunks go into the HNSW index.
+    let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(indexed)).await?;
+    sqlx::query("UPDATE workspaces SET vector_indexed = true WHERE id = $1")
+        .bind(indexed)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+
+    let corpus: Vec<_> = (0..docs).map(document).collect();
+    let total_bytes: usize = corpus.iter().map(|(_, _, b)| b.len()).sum();
+
+    // Extraction and chunking alone (one core).
+    let chunker = Chunker::new(ChunkSpec {
+        max_tokens: config.ingest.chunk_tokens,
+        overlap_tokens: config.ingest.chunk_overlap_tokens,
+    })?;
+    let started = Instant::now();
+    let mut pure_chunks = 0;
+    let mut tokens = 0usize;
+    for (_, content_type, bytes) in &corpus {
+        let format = Format::from_content_type(content_type).context("format")?;
+        let chunks = chunker.chunk(&extract::extract(bytes, format)?);
+        tokens += chunks.iter().map(|c| c.token_count as usize).sum::<usize>();
+        pure_chunks += chunks.len();
+    }
+    let pure = started.elapsed().as_secs_f64();
+    println!(
+        "corpus: {docs} documents (txt, md, html, csv, json), {:.1} MB, {pure_chunks} chunks, {tokens} tokens",
+        total_bytes as f64 / 1e6
+    );
+    println!(
+        "extraction + chunking: {:.1} MB/s ({:.0} chunks/s) on one core",
+        total_bytes as f64 / 1e6 / pure,
+        pure_chunks as f64 / pure
+    );
+
+    for (label, workspace) in [
+        ("indexed workspace (HNSW insert per chunk)", indexed),
+        ("small workspace (searched exactly: no HNSW insert)", small),
+    ] {
+        println!("-- {label}");
+        pass(&state, &pool, caller, workspace, &corpus, total_bytes).await?;
+    }
+    println!(
+        "peak RSS of this process (worker + benchmark): {:.0} MiB",
+        peak_rss_mib()
+    );
+    pool.close().await;
+    if !keep {
+        drop_scratch(&config, DB).await?;
+    }
+    Ok(())
+}
+
+/// The corpus put in the bucket as `workspace`'s pending uploads, ingested
+/// through the worker handler, then the same chunk rows COPYed raw into an
+/// identically indexed table (same insert trigger, same workspace context).
+async fn pass(
+    state: &State,
+    pool: &sqlx::PgPool,
+    caller: common::auth::Caller,
+    workspace: common::ids::WorkspaceId,
+    corpus: &[(String, &'static str, Vec<u8>)],
+    total_bytes: usize,
+) -> anyhow::Result<()> {
+    let config = &state.config;
     let bucket = config
         .bucket_name
         .clone()
         .context("BUCKET_NAME is not set")?;
-    let pool = scratch_pool(&config, DB).await?;
-    common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
-    let state = State::with_pool(config.clone(), pool.clone())?;
-    let (_, caller, workspace) = tenant(&state, &pool, "Ingest").await?;
-
-    // The corpus, its objects in the bucket, and its pending documents.
-    let corpus: Vec<_> = (0..docs).map(document).collect();
-    let total_bytes: usize = corpus.iter().map(|(_, _, b)| b.len()).sum();
     let mut rows = Vec::new();
-    let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(workspace)).await?;
-    for (name, content_type, bytes) in &corpus {
+    let mut tx = common::db::tenant_tx(pool, Some(caller.user_id), Some(workspace)).await?;
+    for (name, content_type, bytes) in corpus {
         let id = uuid::Uuid::now_v7();
         let key = format!("workspaces/{workspace}/documents/{id}/{name}");
         sqlx::query(
@@ -180,15 +244,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             .send()
     }))
     .buffer_unordered(8);
-    let mut etags = std::collections::HashMap::new();
-    let mut n = 0;
     while let Some(put) = puts.next().await {
-        let put = put?;
-        n += 1;
-        etags.insert(
-            n,
-            put.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-        );
+        put?;
     }
     drop(puts);
     // The ingest queue is the stack's; the benchmark hands events to the
@@ -202,31 +259,6 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             .send()
             .await;
     }
-
-    // Extraction and chunking alone (one core).
-    let chunker = Chunker::new(ChunkSpec {
-        max_tokens: config.ingest.chunk_tokens,
-        overlap_tokens: config.ingest.chunk_overlap_tokens,
-    })?;
-    let started = Instant::now();
-    let mut pure_chunks = 0;
-    let mut tokens = 0usize;
-    for (_, content_type, bytes) in &corpus {
-        let format = Format::from_content_type(content_type).context("format")?;
-        let chunks = chunker.chunk(&extract::extract(bytes, format)?);
-        tokens += chunks.iter().map(|c| c.token_count as usize).sum::<usize>();
-        pure_chunks += chunks.len();
-    }
-    let pure = started.elapsed().as_secs_f64();
-    println!(
-        "corpus: {docs} documents (txt, md, html, csv, json), {:.1} MB, {pure_chunks} chunks, {tokens} tokens",
-        total_bytes as f64 / 1e6
-    );
-    println!(
-        "extraction + chunking: {:.1} MB/s ({:.0} chunks/s) on one core",
-        total_bytes as f64 / 1e6 / pure,
-        pure_chunks as f64 / pure
-    );
 
     // Through the worker handler, in SQS batches of 10 S3 notifications.
     let worker = sqs_handler("ingest-worker")?;
@@ -242,16 +274,19 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             json!({ "messageId": format!("m{i}"), "body": body.to_string(), "attributes": { "ApproximateReceiveCount": "1" } })
         })
         .collect();
+    let cpu = CpuClock::start()?;
     let started = Instant::now();
     let mut failed = 0;
     for batch in records.chunks(10) {
         let event: SqsEvent = serde_json::from_value(json!({ "Records": batch }))?;
-        failed += worker(&state, event).await.batch_item_failures.len();
+        failed += worker(state, event).await.batch_item_failures.len();
     }
     let worker_secs = started.elapsed().as_secs_f64();
-    let mut tx = common::db::tenant_tx(&pool, None, Some(workspace)).await?;
-    let (chunks, ready): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents WHERE status = 'ready')",
+    let cpu = cpu.stop()?;
+    let mut tx = common::db::tenant_tx(pool, None, Some(workspace)).await?;
+    let (chunks, ready, in_index): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents WHERE status = 'ready'),
+                (SELECT count(*) FROM chunks WHERE vector_indexed)",
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -268,44 +303,111 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     tx.commit().await?;
-    if failed > 0 || ready as usize != docs {
-        bail!("{failed} records failed, {ready} of {docs} documents ready");
+    if failed > 0 || ready as usize != corpus.len() {
+        bail!(
+            "{failed} records failed, {ready} of {} documents ready",
+            corpus.len()
+        );
     }
     let worker_rate = chunks as f64 / worker_secs;
     println!(
-        "worker handler: {chunks} chunks in {worker_secs:.1} s = {worker_rate:.0} chunks/s, {:.2} MB/s (S3 GET, extract, chunk, embed {} dims, store)",
+        "worker handler: {chunks} chunks ({in_index} into the HNSW index) in {worker_secs:.1} s = {worker_rate:.0} chunks/s, {:.2} MB/s (S3 GET, extract, chunk, embed {} dims, store)",
         total_bytes as f64 / 1e6 / worker_secs,
         config.embedding.dimensions
     );
+    println!(
+        "  CPU seconds meanwhile: worker process {:.1}, Postgres {:.1}, S3 emulator {:.1} (2 cores: {:.1} available)",
+        cpu.own,
+        cpu.postgres,
+        cpu.emulator,
+        2.0 * worker_secs
+    );
 
-    // Raw COPY of the same rows into a table with the same indexes.
-    pool.execute(
-        "CREATE TABLE bench_copy (LIKE chunks INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING INDEXES)",
-    )
+    // Raw COPY of the same rows into a table with the same indexes and
+    // insert trigger, in the workspace's context (the trigger reads its flag).
+    let table = format!("bench_copy_{}", workspace.0.simple());
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (LIKE chunks INCLUDING DEFAULTS INCLUDING INDEXES); \
+         CREATE TRIGGER chunks_before_write BEFORE INSERT ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION chunks_before_write()"
+    )))
     .await?;
-    let mut conn = pool.acquire().await?;
+    let mut tx = common::db::chunk_writer_tx(pool, workspace).await?;
     let started = Instant::now();
-    let mut copy = conn
-        .copy_in_raw(
-            "COPY bench_copy (id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding) FROM STDIN",
-        )
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY {table} (id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding) FROM STDIN"
+        ))
         .await?;
     copy.send(copy_text).await?;
     let copied = copy.finish().await?;
+    tx.commit().await?;
     let copy_secs = started.elapsed().as_secs_f64();
     let copy_rate = copied as f64 / copy_secs;
     println!(
         "raw COPY: {copied} rows in {copy_secs:.1} s = {copy_rate:.0} chunks/s; worker / COPY = {:.2}",
         worker_rate / copy_rate
     );
-    println!(
-        "peak RSS of this process (worker + benchmark): {:.0} MiB",
-        peak_rss_mib()
-    );
-    drop(conn);
-    pool.close().await;
-    if !keep {
-        drop_scratch(&config, DB).await?;
-    }
     Ok(())
+}
+
+/// CPU seconds used by this process, by Postgres (every `postgres`
+/// process, and the backends it reaped) and by the S3 emulator (moto):
+/// on a 2-core machine the three share the cores, so the wall-clock rate
+/// alone does not say whose time it was. From /proc (USER_HZ = 100).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTimes {
+    own: f64,
+    postgres: f64,
+    emulator: f64,
+}
+
+struct CpuClock(CpuTimes);
+
+impl CpuClock {
+    fn start() -> anyhow::Result<Self> {
+        Ok(Self(cpu_times()?))
+    }
+
+    fn stop(self) -> anyhow::Result<CpuTimes> {
+        let end = cpu_times()?;
+        Ok(CpuTimes {
+            own: end.own - self.0.own,
+            postgres: end.postgres - self.0.postgres,
+            emulator: end.emulator - self.0.emulator,
+        })
+    }
+}
+
+fn cpu_times() -> anyhow::Result<CpuTimes> {
+    let mut times = CpuTimes::default();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime, stime, cutime, cstime: fields 14 to 17 of proc(5).
+        let ticks: f64 = (11..15)
+            .filter_map(|i| fields.get(i)?.parse::<f64>().ok())
+            .sum();
+        let secs = ticks / 100.0;
+        match &stat[open + 1..close] {
+            _ if pid == std::process::id() => times.own += secs,
+            "postgres" => times.postgres += secs,
+            comm if comm.starts_with("moto") => times.emulator += secs,
+            _ => {}
+        }
+    }
+    Ok(times)
 }

@@ -211,6 +211,23 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         ingest(&state, &pool, caller, workspace, &corpus).await?;
         (pool, state, caller, workspace)
     };
+    // What the ingest-indexer schedule does within its period: a workspace
+    // above the exact-search size moves to the HNSW indexes.
+    common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
+    let report = common::retrieval::indexes::maintain(
+        &pool,
+        config.embedding.dimensions,
+        config.query.exact_search_max_chunks,
+        config.query.dedicated_indexes_max,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "ingest-indexer: {} workspaces moved to the HNSW indexes, own indexes built: {:?}",
+        report.indexed.len(),
+        report.created
+    );
 
     // Document id → BEIR id.
     let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(workspace)).await?;
