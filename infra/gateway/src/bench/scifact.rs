@@ -28,6 +28,7 @@ use common::workspaces::Access;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use sqlx::Executor;
 
 use super::{drop_scratch, flag, open_pool, scratch_pool, sqs_handler, tenant};
 
@@ -219,7 +220,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         config.embedding.dimensions,
         config.query.exact_search_max_chunks,
         config.query.dedicated_indexes_max,
-        std::time::Duration::from_secs(3600),
+        Duration::from_secs(3600),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -228,6 +229,11 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         report.indexed.len(),
         report.created
     );
+    if !report.indexed.is_empty() {
+        // The steady state autovacuum reaches: the flagged rows' old
+        // versions gone, index-only scans back.
+        pool.execute("VACUUM ANALYZE chunks").await?;
+    }
 
     // Document id → BEIR id.
     let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(workspace)).await?;
