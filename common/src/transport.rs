@@ -120,9 +120,7 @@ impl RetryPolicy {
             }
         }
     }
-}
 
-impl RetryPolicy {
     /// POSTs `body` as JSON to `url` (bearer `api_key` when given), with
     /// this policy's retries, and parses the answer as `T`. `what` names
     /// the call in errors and logs.

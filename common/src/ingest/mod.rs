@@ -6,6 +6,8 @@
 pub mod events;
 pub mod store;
 
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
 use crate::state::State;
 use events::DocumentChanged;
 
@@ -13,17 +15,11 @@ use events::DocumentChanged;
 /// pending); a failure here is logged and returned, and the caller decides
 /// whether the request fails.
 pub async fn enqueue(state: &State, changed: &DocumentChanged) -> anyhow::Result<()> {
-    let Some(queue_url) = &state.config.ingest_queue_url else {
-        anyhow::bail!(
-            "INGEST_QUEUE_URL is not set; document {} not queued",
-            changed.document_id
-        );
-    };
     state
         .sqs()
         .await
         .send_message()
-        .queue_url(queue_url)
+        .queue_url(queue_url(state)?)
         .message_body(changed.to_message())
         .send()
         .await
@@ -31,10 +27,22 @@ pub async fn enqueue(state: &State, changed: &DocumentChanged) -> anyhow::Result
     Ok(())
 }
 
+fn queue_url(state: &State) -> anyhow::Result<&str> {
+    state
+        .config
+        .ingest_queue_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("INGEST_QUEUE_URL is not set"))
+}
+
+/// Most messages one SendMessageBatch carries (an SQS limit).
+const SQS_BATCH: usize = 10;
+
 /// Queues again the inline documents still `pending` `older_than` after
 /// their last write (their first message was never sent: see migration
-/// 20261123000007), at most `limit`, oldest first. Returns how many were
-/// queued. A document queued twice is ingested once.
+/// 20261123000007), at most `limit`, oldest first, ten per SQS call.
+/// Returns how many were queued; one that SQS refused stays pending for
+/// the next run. A document queued twice is ingested once.
 pub async fn requeue_stale(
     state: &State,
     older_than: std::time::Duration,
@@ -50,16 +58,40 @@ pub async fn requeue_stale(
     .bind(limit)
     .fetch_all(&state.db)
     .await?;
-    for (workspace_id, document_id, version) in &stale {
-        enqueue(
-            state,
-            &DocumentChanged {
-                workspace_id: *workspace_id,
-                document_id: *document_id,
-                version: *version,
-            },
-        )
-        .await?;
+    if stale.is_empty() {
+        return Ok(0);
     }
-    Ok(stale.len())
+    let queue_url = queue_url(state)?;
+    let sqs = state.sqs().await;
+    let mut queued = 0;
+    for batch in stale.chunks(SQS_BATCH) {
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(i, &(workspace_id, document_id, version))| {
+                let changed = DocumentChanged {
+                    workspace_id,
+                    document_id,
+                    version,
+                };
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(changed.to_message())
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sent = sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        queued += sent.successful().len();
+        for refused in sent.failed() {
+            tracing::warn!(code = refused.code(), message = ?refused.message(),
+                "SQS refused a requeued document; the next run tries again");
+        }
+    }
+    Ok(queued)
 }

@@ -53,8 +53,10 @@ pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result
 /// under way finishes; the function's timeout is 15 minutes).
 const INDEXER_BUDGET: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Scheduled: builds the vector indexes of the largest workspaces and
-/// drops those no longer wanted (`common::retrieval::indexes`).
+/// Scheduled: moves workspaces above the exact-search size into the HNSW
+/// indexes and those below half of it out, builds the largest ones' own
+/// vector indexes and drops those no longer wanted
+/// (`common::retrieval::indexes`).
 pub async fn indexer(state: &State, _event: serde_json::Value) -> common::Result<()> {
     let query = &state.config.query;
     let report = common::retrieval::indexes::maintain(
@@ -66,6 +68,8 @@ pub async fn indexer(state: &State, _event: serde_json::Value) -> common::Result
     )
     .await?;
     tracing::info!(
+        indexed = ?report.indexed,
+        unindexed = ?report.unindexed,
         created = ?report.created,
         dropped = ?report.dropped,
         pending = report.pending,

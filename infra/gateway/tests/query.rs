@@ -53,6 +53,12 @@ async fn stack(pool: PgPool, overrides: &[(&str, &str)]) -> Stack {
 }
 
 impl Stack {
+    /// DELETE `path` as the stack's user; it must answer 204.
+    async fn delete(&self, path: &str) {
+        let reply = self.api.send("DELETE", path, Some(&self.token), None).await;
+        assert_eq!(reply.status, 204, "DELETE {path}: {}", reply.body);
+    }
+
     /// Runs the worker over whatever is queued until the queue is empty.
     async fn drain(&self) {
         let outcome = support::drain(&self.state, &self.queue).await;
@@ -857,16 +863,8 @@ async fn chat_sessions_keep_both_turns_and_belong_to_their_user(pool: PgPool) {
         .await
         .problem(404);
     // Its owner deletes it; then it is gone.
-    let deleted = s
-        .api
-        .send(
-            "DELETE",
-            &format!("/workspaces/{}/chat/sessions/{session}", s.ws),
-            Some(&s.token),
-            None,
-        )
+    s.delete(&format!("/workspaces/{}/chat/sessions/{session}", s.ws))
         .await;
-    assert_eq!(deleted.status, 204);
     s.api
         .send("GET", &path, Some(&s.token), None)
         .await
@@ -942,9 +940,16 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
                 .unwrap()
         }
     };
-    let report = maintain(&pool, dims, 1, 1, Duration::from_secs(60))
-        .await
-        .unwrap();
+    // The indexer with exact search up to `min` chunks and `max` own indexes.
+    let index = |min: u32, max: u32| {
+        let pool = pool.clone();
+        async move {
+            maintain(&pool, dims, min, max, Duration::from_secs(60))
+                .await
+                .unwrap()
+        }
+    };
+    let report = index(1, 1).await;
     assert_eq!(report.indexed, vec![ws, theirs]);
     assert_eq!(report.created, std::slice::from_ref(&name));
     assert_eq!(indexed_chunks().await, 5);
@@ -954,9 +959,7 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
         "{definition}"
     );
     // Nothing to do the second time.
-    let again = maintain(&pool, dims, 1, 1, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let again = index(1, 1).await;
     assert_eq!(again, Maintenance::default());
 
     // The same passages, scored alike, through the workspace's own index as
@@ -984,20 +987,10 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
     // workspace is searched exactly again and its index goes; the other
     // (3 chunks) stays.
     for doc in &mine[1..] {
-        let reply = s
-            .api
-            .send(
-                "DELETE",
-                &format!("/workspaces/{}/documents/{doc}", s.ws),
-                Some(&s.token),
-                None,
-            )
+        s.delete(&format!("/workspaces/{}/documents/{doc}", s.ws))
             .await;
-        assert_eq!(reply.status, 204, "{}", reply.body);
     }
-    let report = maintain(&pool, dims, 4, 5, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let report = index(4, 5).await;
     assert_eq!(report.unindexed, vec![ws]);
     assert_eq!(report.dropped, std::slice::from_ref(&name));
     assert!(
@@ -1012,19 +1005,8 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
     assert_eq!(semantic_hits(&s, &other, question).await.len(), 3);
 
     // A deleted workspace leaves the indexes at the next run.
-    let reply = s
-        .api
-        .send(
-            "DELETE",
-            &format!("/workspaces/{other}"),
-            Some(&s.token),
-            None,
-        )
-        .await;
-    assert_eq!(reply.status, 204, "{}", reply.body);
-    let report = maintain(&pool, dims, 4, 5, Duration::from_secs(60))
-        .await
-        .unwrap();
+    s.delete(&format!("/workspaces/{other}")).await;
+    let report = index(4, 5).await;
     assert_eq!(report.unindexed, vec![theirs]);
     assert_eq!(indexed_chunks().await, 0);
 }

@@ -30,8 +30,8 @@ use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
 
 use super::{
-    Samples, create_workspace, drop_scratch, flag, http_handler, post_request, scratch_pool,
-    tenant, timed_pair,
+    Samples, create_workspace, drop_scratch, flag, http_handler, post_request, run_indexer,
+    scratch_pool, tenant, timed_pair,
 };
 
 const DB: &str = "ragway_bench_retrieval";
@@ -253,19 +253,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         seed_workspace(&state, user, *ws, *size, &mut rng).await?;
     }
     let seeded = setup.elapsed();
-    // What the scheduled ingest-indexer does: the workspaces above the
-    // exact-search size move to the HNSW indexes, the largest get indexes
-    // of their own.
     let own = Instant::now();
-    let report = common::retrieval::indexes::maintain(
-        &pool,
-        config.embedding.dimensions,
-        config.query.exact_search_max_chunks,
-        config.query.dedicated_indexes_max,
-        Duration::from_secs(3600),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = run_indexer(&pool, &config).await?;
     let own = own.elapsed();
     let index = Instant::now();
     {

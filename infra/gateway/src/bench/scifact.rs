@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sqlx::Executor;
 
-use super::{drop_scratch, flag, open_pool, scratch_pool, sqs_handler, tenant};
+use super::{drop_scratch, flag, open_pool, run_indexer, scratch_pool, sqs_handler, tenant};
 
 /// Chunks asked of each search: recall@100 needs 100 documents, and the
 /// abstracts are mostly one chunk each.
@@ -206,24 +206,15 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         (pool, state, caller, workspace)
     } else {
         let pool = scratch_pool(&config, db).await?;
-        common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
         let state = State::with_pool(config.clone(), pool.clone())?;
         let (_, caller, workspace) = tenant(&state, &pool, &embedder_label).await?;
         ingest(&state, &pool, caller, workspace, &corpus).await?;
         (pool, state, caller, workspace)
     };
-    // What the ingest-indexer schedule does within its period: a workspace
-    // above the exact-search size moves to the HNSW indexes.
+    // As the deployed stack has it within one ingest-indexer period: a
+    // workspace above the exact-search size moves to the HNSW indexes.
     common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
-    let report = common::retrieval::indexes::maintain(
-        &pool,
-        config.embedding.dimensions,
-        config.query.exact_search_max_chunks,
-        config.query.dedicated_indexes_max,
-        Duration::from_secs(3600),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = run_indexer(&pool, &config).await?;
     println!(
         "ingest-indexer: {} workspaces moved to the HNSW indexes, own indexes built: {:?}",
         report.indexed.len(),

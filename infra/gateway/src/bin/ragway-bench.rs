@@ -234,6 +234,24 @@ fn http_handler(name: &str) -> anyhow::Result<common::lambda::HttpHandler> {
     }
 }
 
+/// What the scheduled ingest-indexer does, with the deployed settings and
+/// no time budget: workspaces above the exact-search size move to the
+/// HNSW indexes, the largest get indexes of their own.
+async fn run_indexer(
+    pool: &PgPool,
+    config: &Config,
+) -> anyhow::Result<common::retrieval::indexes::Maintenance> {
+    common::retrieval::indexes::maintain(
+        pool,
+        config.embedding.dimensions,
+        config.query.exact_search_max_chunks,
+        config.query.dedicated_indexes_max,
+        Duration::from_secs(3600),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("ingest-indexer: {e}"))
+}
+
 fn sqs_handler(name: &str) -> anyhow::Result<common::lambda::SqsHandler> {
     let function = ragway_gateway::registry()
         .into_iter()
