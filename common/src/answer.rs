@@ -89,6 +89,30 @@ pub async fn rate_limit(state: &State, user: crate::ids::UserId, purpose: Purpos
     crate::rate_limit::hit(&state.db, &key, state.config.query.rate_limit()).await
 }
 
+/// The problem for a question the embedding provider did not embed: 503
+/// when a retry may succeed (it is down, throttling, timing out), 502 when
+/// it refused the request itself.
+fn embed_problem(error: &crate::embed::EmbedError) -> ApiError {
+    if error.is_retryable() {
+        ApiError::ServiceUnavailable("the embedding provider is unavailable, retry shortly".into())
+    } else {
+        ApiError::BadGateway("the embedding provider refused to embed this question".into())
+    }
+}
+
+/// The problem for an answer the model did not give: 503 when a retry may
+/// succeed, 502 when it refused the request itself.
+fn chat_problem(error: &ChatError) -> ApiError {
+    match error {
+        ChatError::Unavailable(_) => {
+            ApiError::ServiceUnavailable("the answer model is unavailable, retry shortly".into())
+        }
+        ChatError::Failed(_) => {
+            ApiError::BadGateway("the answer model refused to answer this request".into())
+        }
+    }
+}
+
 /// A question's text: trimmed, non-empty, bounded, no NUL; 422 naming `field`.
 pub fn check_text(field: &str, text: &str) -> Result<String> {
     let text = text.trim();
@@ -187,9 +211,7 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "question embedding failed");
-                ApiError::ServiceUnavailable(
-                    "the embedding provider is unavailable, retry shortly".into(),
-                )
+                embed_problem(&e)
             })?;
         timings.embed_ms = ms(t);
         Some(vector)
@@ -276,12 +298,7 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
                 tracing::warn!(error = %release, "releasing a reservation failed");
             }
             tracing::warn!(error = %e, model = model.name(), "answer generation failed");
-            return Err(ApiError::ServiceUnavailable(match e {
-                ChatError::Unavailable(_) => {
-                    "the answer model is unavailable, retry shortly".into()
-                }
-                ChatError::Failed(_) => "the answer model could not answer this request".into(),
-            }));
+            return Err(chat_problem(&e));
         }
     };
     budget::commit(
@@ -418,6 +435,30 @@ pub fn renumber(answer: &str, cited: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_provider_call_is_a_502_and_an_unavailable_one_a_503() {
+        use crate::embed::EmbedError;
+        let status = |e: ApiError| e.status().as_u16();
+        assert_eq!(
+            status(chat_problem(&ChatError::Unavailable("429".into()))),
+            503
+        );
+        assert_eq!(status(chat_problem(&ChatError::Failed("400".into()))), 502);
+        assert_eq!(
+            status(embed_problem(&EmbedError::Unavailable("timeout".into()))),
+            503
+        );
+        assert_eq!(
+            status(embed_problem(&EmbedError::Failed("400".into()))),
+            502
+        );
+        // The problem says whether to retry, not the provider's own words.
+        let problem =
+            chat_problem(&ChatError::Failed("secret upstream detail".into())).problem(None);
+        assert_eq!(problem.status, 502);
+        assert!(!problem.detail.contains("secret"), "{}", problem.detail);
+    }
 
     #[test]
     fn markers_follow_citation_order() {

@@ -48,6 +48,10 @@ pub enum ApiError {
         detail: String,
         retry_after: Duration,
     },
+    /// An upstream provider (embeddings, answer model) refused the request
+    /// outright: retrying the same request will not help.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("{0}")]
     ServiceUnavailable(String),
     #[error("internal error")]
@@ -86,6 +90,7 @@ impl ApiError {
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
