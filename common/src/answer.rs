@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{self, Purpose};
 use crate::chat::{ChatError, ChatRequest, Source, Turn};
+use crate::config::EmbeddingProvider;
 use crate::error::{ApiError, Result};
 use crate::ids::{ChunkId, DocumentId};
 use crate::retrieval::{self, Filters, FiltersIn, Hit, Mode, Search};
@@ -193,9 +194,11 @@ fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
 }
 
-/// Retrieves, reserves, generates and settles. `access` is committed
-/// before the model is called (the reservation must be durable first, and
-/// no transaction stays open across a slow provider call).
+/// Retrieves, reserves, generates and settles. No transaction stays open
+/// across a provider call: a remote embedder embeds the question between
+/// the membership check's transaction and retrieval's, and `access` is
+/// committed before the model is called (the reservation must be durable
+/// first).
 pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answered> {
     let started = Instant::now();
     let options = ask.options;
@@ -206,13 +209,19 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     } else {
         let t = Instant::now();
         let embedder = state.embedder().await?;
-        let vector = embedder
-            .embed_query(ask.retrieval_text)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "question embedding failed");
-                embed_problem(&e)
-            })?;
+        let embed = embedder.embed_query(ask.retrieval_text);
+        let embedded = if state.config.embedding.provider == EmbeddingProvider::Local {
+            // In-process arithmetic: no reason to leave the transaction.
+            embed.await
+        } else {
+            let (reopened, embedded) = access.without_tx(&state.db, embed).await?;
+            access = reopened;
+            embedded
+        };
+        let vector = embedded.map_err(|e| {
+            tracing::warn!(error = %e, "question embedding failed");
+            embed_problem(&e)
+        })?;
         timings.embed_ms = ms(t);
         Some(vector)
     };

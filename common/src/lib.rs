@@ -23,8 +23,8 @@ pub mod retrieval;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
-#[cfg(test)]
-mod test_server;
+#[cfg(any(test, feature = "test-server"))]
+pub mod test_server;
 pub mod tokens;
 mod transport;
 pub mod uploads;

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A request as the server received it.
 #[derive(Debug, Clone)]
-pub(crate) struct Recorded {
+pub struct Recorded {
     pub method: String,
     /// Path and query, exactly as sent (still percent-encoded).
     pub path: String,
@@ -35,7 +35,7 @@ impl Recorded {
 
 /// What to answer.
 #[derive(Debug, Clone)]
-pub(crate) struct Reply {
+pub struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -76,7 +76,7 @@ impl Reply {
 type Handler = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
 
 /// Listens on 127.0.0.1 on a free port until dropped.
-pub(crate) struct TestServer {
+pub struct TestServer {
     url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
     task: tokio::task::JoinHandle<()>,

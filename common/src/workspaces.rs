@@ -158,6 +158,36 @@ impl Access {
         Ok(self.tx.commit().await?)
     }
 
+    /// Awaits `call` (a slow call outside the database) with no
+    /// transaction open, so no connection idles in one meanwhile: commits,
+    /// awaits, then opens a new transaction in the same workspace context.
+    /// The membership was checked by [`Access::open`]; a removal in
+    /// between is not seen by this request.
+    pub async fn without_tx<T>(
+        self,
+        db: &PgPool,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<(Self, T)> {
+        let Self {
+            tx,
+            caller,
+            workspace,
+            role,
+            daily_token_limit,
+        } = self;
+        tx.commit().await?;
+        let value = call.await;
+        let tx = crate::db::tenant_tx(db, Some(caller), Some(workspace)).await?;
+        let access = Self {
+            tx,
+            caller,
+            workspace,
+            role,
+            daily_token_limit,
+        };
+        Ok((access, value))
+    }
+
     fn require(&self, allowed: bool, what: &str) -> Result<()> {
         if allowed {
             Ok(())

@@ -1067,6 +1067,74 @@ async fn a_chunk_written_while_its_workspace_moves_to_the_index_is_indexed_too(p
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn no_transaction_idles_while_a_remote_embedder_embeds_the_question(pool: PgPool) {
+    use common::test_server::{Reply, TestServer};
+    // An OpenAI-compatible embedder that takes its time; any unit vector
+    // does for this test.
+    let dims = config(&[]).embedding.dimensions;
+    let server = TestServer::start(move |request, _| {
+        let inputs = request.json()["input"].as_array().map_or(1, Vec::len);
+        let data: Vec<Value> = (0..inputs)
+            .map(|i| json!({ "index": i, "embedding": vec![1.0_f32; dims] }))
+            .collect();
+        Reply::json(200, json!({ "data": data, "model": "slow" })).delay(Duration::from_millis(600))
+    })
+    .await;
+    let base_url = format!("{}/v1", server.url());
+    let s = stack(
+        pool.clone(),
+        &[
+            ("EMBEDDING_PROVIDER", "openai"),
+            ("EMBEDDING_BASE_URL", &base_url),
+            ("EMBEDDING_MODEL", "slow"),
+        ],
+    )
+    .await;
+    s.create("Malaria", MALARIA, json!({})).await;
+    s.drain().await;
+
+    // While the question is being embedded, no session of this database
+    // sits idle in a transaction.
+    let path = format!("/workspaces/{}/query", s.ws);
+    let ask = s.api.send(
+        "POST",
+        &path,
+        Some(&s.token),
+        Some(json!({ "question": "how is malaria treated", "answer": false })),
+    );
+    let watch = async {
+        let (mut idle, mut polls) = (0, 0);
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            idle += n;
+            polls += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (idle, polls)
+    };
+    let (reply, (idle, polls)) = tokio::join!(ask, watch);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(citation_scores(&reply).len(), 1);
+    assert!(polls > 5, "{polls} polls");
+    assert_eq!(idle, 0, "sessions idle in a transaction over {polls} polls");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.json()["input"].as_array().is_some_and(|i| i
+                .iter()
+                .any(|t| t.as_str() == Some("how is malaria treated"))))
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: PgPool) {
     let s = stack(pool.clone(), &[]).await;
     let other = s.api.create_workspace(&s.token, "Other").await;
