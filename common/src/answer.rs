@@ -326,7 +326,10 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
         .collect();
     timings.total_ms = ms(started);
     Ok(Answered {
-        answer: Some(renumber(&response.answer, &response.cited)),
+        answer: Some(crate::chat::citations::renumber(
+            &response.answer,
+            &response.cited,
+        )),
         citations,
         usage: Usage {
             prompt_tokens: response.usage.prompt_tokens,
@@ -397,53 +400,10 @@ pub fn snippet(text: &str) -> String {
     format!("{}…", cut.trim_end())
 }
 
-/// Rewrites the answer's source markers (`[3]`, `[1, 4]`, `[2][5]`) from
-/// source numbers to citation numbers: `cited` lists the source numbers in
-/// citation order, so source `cited[i]` becomes `[i + 1]`. Numbers not in
-/// `cited` are dropped (the model's parser already removed them).
-pub fn renumber(answer: &str, cited: &[usize]) -> String {
-    let mut out = String::with_capacity(answer.len());
-    let mut rest = answer;
-    while let Some(open) = rest.find('[') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let marker = after
-            .find(']')
-            .map(|close| &after[..close])
-            .filter(|inner| {
-                !inner.trim().is_empty()
-                    && inner
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
-            });
-        match marker {
-            Some(inner) => {
-                let numbers: Vec<String> = inner
-                    .split(',')
-                    .filter_map(|n| n.trim().parse::<usize>().ok())
-                    .filter_map(|n| cited.iter().position(|&c| c == n))
-                    .map(|i| (i + 1).to_string())
-                    .collect();
-                if !numbers.is_empty() {
-                    out.push('[');
-                    out.push_str(&numbers.join(", "));
-                    out.push(']');
-                }
-                rest = &after[inner.len() + 1..];
-            }
-            None => {
-                out.push('[');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::citations::renumber;
 
     #[test]
     fn a_refused_provider_call_is_a_502_and_an_unavailable_one_a_503() {
@@ -476,8 +436,13 @@ mod tests {
             "A [1]. B [2, 1]. C [3][1]. D [x] []."
         );
         assert_eq!(renumber("No marker.", &[]), "No marker.");
-        assert_eq!(renumber("Dropped [9].", &[1]), "Dropped .");
+        assert_eq!(renumber("Dropped [9].", &[1]), "Dropped.");
         assert_eq!(renumber("Open [2", &[2]), "Open [2");
+        // Brackets the model's marker parser left alone stay as written.
+        assert_eq!(
+            renumber("Rows [1 2] and [a1] [4].", &[4]),
+            "Rows [1 2] and [a1] [1]."
+        );
     }
 
     #[test]

@@ -19,7 +19,26 @@ pub(crate) fn resolve(answer: &str, valid: &[usize]) -> (String, Vec<usize>) {
     let mut sorted_valid = valid.to_vec();
     sorted_valid.sort_unstable();
     sorted_valid.dedup();
+    rewrite(answer, &sorted_valid, |_, n| n)
+}
 
+/// Rewrites an answer's resolved markers from source numbers to citation
+/// numbers: `cited` lists source numbers in citation order, so source
+/// `cited[i]` becomes `[i + 1]`; a marker naming none of them is removed.
+/// The same marker grammar as [`resolve`], so text it left alone stays.
+pub(crate) fn renumber(answer: &str, cited: &[usize]) -> String {
+    rewrite(answer, cited, |i, _| i + 1).0
+}
+
+/// Each marker of `answer` rewritten to `label(i, n)` for every entry
+/// `n = candidates[i]` its ranges name (in range order, then candidate
+/// order, without duplicates), or removed when it names none; with the
+/// candidates cited, in order of first mention.
+fn rewrite(
+    answer: &str,
+    candidates: &[usize],
+    label: impl Fn(usize, usize) -> usize,
+) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(answer.len());
     let mut cited: Vec<usize> = Vec::new();
     let mut rest = answer;
@@ -40,9 +59,9 @@ pub(crate) fn resolve(answer: &str, valid: &[usize]) -> (String, Vec<usize>) {
 
         let mut kept: Vec<usize> = Vec::new();
         for (lo, hi) in ranges {
-            for &n in sorted_valid.iter().filter(|&&n| lo <= n && n <= hi) {
-                if !kept.contains(&n) {
-                    kept.push(n);
+            for (i, &n) in candidates.iter().enumerate() {
+                if lo <= n && n <= hi && !kept.contains(&i) {
+                    kept.push(i);
                 }
             }
         }
@@ -51,13 +70,13 @@ pub(crate) fn resolve(answer: &str, valid: &[usize]) -> (String, Vec<usize>) {
             continue;
         }
         out.push('[');
-        for (i, n) in kept.iter().enumerate() {
-            if i > 0 {
+        for (k, &i) in kept.iter().enumerate() {
+            if k > 0 {
                 out.push_str(", ");
             }
-            let _ = write!(out, "{n}");
-            if !cited.contains(n) {
-                cited.push(*n);
+            let _ = write!(out, "{}", label(i, candidates[i]));
+            if !cited.contains(&candidates[i]) {
+                cited.push(candidates[i]);
             }
         }
         out.push(']');

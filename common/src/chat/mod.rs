@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ChatConfig, ChatProvider};
 
 mod bedrock;
-mod citations;
+pub(crate) mod citations;
 mod extractive;
 mod openai;
 mod prompt;
