@@ -320,6 +320,69 @@ pub(crate) fn bedrock_model_path(model: &str, action: &str) -> String {
     )
 }
 
+/// One Bedrock model action (`/model/{id}/converse`, `.../invoke`) on the
+/// runtime endpoint, called with signed JSON POSTs and retries: what the
+/// Bedrock chat and embedding providers share.
+#[derive(Debug)]
+pub(crate) struct BedrockModel {
+    client: reqwest::Client,
+    /// The runtime endpoint, no trailing slash.
+    pub endpoint: String,
+    /// `/model/{encoded model id}/{action}`.
+    pub path: String,
+    signer: SigV4Signer,
+    pub retry: RetryPolicy,
+}
+
+impl BedrockModel {
+    /// `model`'s `action` on `base_url`, else the SDK configuration's
+    /// endpoint, else the region's runtime endpoint; signed with the SDK
+    /// configuration's region and credentials; each request bounded by
+    /// `timeout`. `provider` names the caller in configuration errors.
+    pub fn from_sdk(
+        aws: &aws_config::SdkConfig,
+        base_url: Option<&str>,
+        model: &str,
+        action: &str,
+        timeout: Duration,
+        max_retries: u32,
+        provider: &str,
+    ) -> anyhow::Result<Self> {
+        let signer = SigV4Signer::from_sdk(aws, BEDROCK_SIGNING_NAME, provider)?;
+        Ok(Self {
+            client: http_client(timeout)?,
+            endpoint: bedrock_endpoint(base_url, aws, signer.region())?,
+            path: bedrock_model_path(model, action),
+            signer,
+            retry: RetryPolicy::new(max_retries),
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        self.signer.region()
+    }
+
+    /// POSTs `body` as JSON, signed afresh for every attempt, with this
+    /// model's retries, and parses the answer as `T`. `what` names the
+    /// call in errors and logs.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ProviderError> {
+        let body = serde_json::to_vec(body).map_err(|e| ProviderError {
+            retryable: false,
+            message: format!("{what}: encoding the request: {e}"),
+        })?;
+        let url = format!("{}{}", self.endpoint, self.path);
+        self.retry
+            .run(what, || async {
+                send_json(self.signer.post_json(&self.client, &url, &body).await?).await
+            })
+            .await
+    }
+}
+
 /// Signs JSON POSTs with SigV4 using an SDK configuration's region,
 /// credentials (cached until five minutes before they expire) and clock.
 pub(crate) struct SigV4Signer {

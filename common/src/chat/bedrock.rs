@@ -9,10 +9,7 @@ use super::prompt::Prompt;
 use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request};
 use crate::config::ChatConfig;
 use crate::tokens;
-use crate::transport::{
-    BEDROCK_SIGNING_NAME, RetryPolicy, SigV4Signer, bedrock_endpoint, bedrock_model_path,
-    http_client, send_json,
-};
+use crate::transport::BedrockModel;
 
 /// `POST {endpoint}/model/{modelId}/converse` with
 /// `{"system": [{"text"}], "messages": [{"role", "content": [{"text"}]}],
@@ -35,21 +32,17 @@ use crate::transport::{
 /// [`ChatError::Unavailable`]; validation and access errors are
 /// [`ChatError::Failed`] at once.
 pub struct BedrockChat {
-    client: reqwest::Client,
-    endpoint: String,
     /// `/model/{encoded model id}/converse`.
-    path: String,
+    bedrock: BedrockModel,
     model: String,
-    signer: SigV4Signer,
-    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for BedrockChat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BedrockChat")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.bedrock.endpoint)
             .field("model", &self.model)
-            .field("region", &self.signer.region())
+            .field("region", &self.bedrock.region())
             .finish_non_exhaustive()
     }
 }
@@ -73,22 +66,23 @@ impl BedrockChat {
             !config.timeout.is_zero(),
             "CHAT_TIMEOUT_SECONDS must be positive"
         );
-        let signer = SigV4Signer::from_sdk(aws, BEDROCK_SIGNING_NAME, "the bedrock chat provider")?;
-        Ok(Self {
-            client: http_client(config.timeout)?,
-            endpoint: bedrock_endpoint(config.base_url.as_deref(), aws, signer.region())?,
-            path: bedrock_model_path(&model, "converse"),
-            model,
-            signer,
-            retry: RetryPolicy::new(config.max_retries),
-        })
+        let bedrock = BedrockModel::from_sdk(
+            aws,
+            config.base_url.as_deref(),
+            &model,
+            "converse",
+            config.timeout,
+            config.max_retries,
+            "the bedrock chat provider",
+        )?;
+        Ok(Self { bedrock, model })
     }
 
     async fn answer(&self, req: &ChatRequest<'_>) -> Result<ChatResponse, ChatError> {
         check_request(req)?;
         let prompt = Prompt::new(req);
         let messages = prompt.alternating();
-        let body = serde_json::to_vec(&Request {
+        let request = Request {
             system: [Text {
                 text: &prompt.system,
             }],
@@ -103,15 +97,8 @@ impl BedrockChat {
                 max_tokens: req.max_tokens,
                 temperature: 0.0,
             },
-        })
-        .map_err(|e| ChatError::Failed(format!("encoding the request: {e}")))?;
-        let url = format!("{}{}", self.endpoint, self.path);
-        let response: Response = self
-            .retry
-            .run("bedrock converse", || async {
-                send_json(self.signer.post_json(&self.client, &url, &body).await?).await
-            })
-            .await?;
+        };
+        let response: Response = self.bedrock.post_json("bedrock converse", &request).await?;
 
         let Some(message) = response.output.message else {
             return Err(ChatError::Failed(format!(
@@ -260,7 +247,7 @@ mod tests {
         c.model = Some(MODEL.into());
         c.base_url = Some(format!("{}/", server.url()));
         let mut chat = BedrockChat::from_config(&c, &sdk()).unwrap();
-        chat.retry.base = Duration::from_millis(5);
+        chat.bedrock.retry.base = Duration::from_millis(5);
         chat
     }
 
@@ -480,24 +467,27 @@ mod tests {
         c.model = Some("us.amazon.nova-micro-v1:0".into());
         let chat = BedrockChat::from_config(&c, &sdk()).unwrap();
         assert_eq!(
-            chat.endpoint,
+            chat.bedrock.endpoint,
             "https://bedrock-runtime.eu-west-1.amazonaws.com"
         );
-        assert_eq!(chat.path, "/model/us.amazon.nova-micro-v1%3A0/converse");
+        assert_eq!(
+            chat.bedrock.path,
+            "/model/us.amazon.nova-micro-v1%3A0/converse"
+        );
 
         let aws = sdk()
             .to_builder()
             .endpoint_url("http://localhost:4566")
             .build();
         let chat = BedrockChat::from_config(&c, &aws).unwrap();
-        assert_eq!(chat.endpoint, "http://localhost:4566");
+        assert_eq!(chat.bedrock.endpoint, "http://localhost:4566");
 
         c.model = Some(
             "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude".into(),
         );
         let chat = BedrockChat::from_config(&c, &sdk()).unwrap();
         assert_eq!(
-            chat.path,
+            chat.bedrock.path,
             "/model/arn%3Aaws%3Abedrock%3Aeu-west-1%3A123456789012%3Ainference-profile%2Feu.anthropic.claude/converse"
         );
 

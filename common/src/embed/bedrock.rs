@@ -7,10 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EmbedError, Embedder, l2_normalize};
 use crate::config::EmbeddingConfig;
-use crate::transport::{
-    BEDROCK_SIGNING_NAME, RetryPolicy, SigV4Signer, bedrock_endpoint, bedrock_model_path,
-    http_client, send_json,
-};
+use crate::transport::BedrockModel;
 
 /// `POST {endpoint}/model/{modelId}/invoke` with
 /// `{"inputText", "dimensions", "normalize": true}`, one request per text
@@ -29,23 +26,19 @@ use crate::transport::{
 /// cancels the requests in flight. Empty strings are rejected before any
 /// request (Titan requires at least one character).
 pub struct BedrockEmbedder {
-    client: reqwest::Client,
-    endpoint: String,
     /// `/model/{encoded model id}/invoke`.
-    path: String,
+    bedrock: BedrockModel,
     model: String,
     dimensions: usize,
     batch: usize,
-    signer: SigV4Signer,
-    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for BedrockEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BedrockEmbedder")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.bedrock.endpoint)
             .field("model", &self.model)
-            .field("region", &self.signer.region())
+            .field("region", &self.bedrock.region())
             .field("dimensions", &self.dimensions)
             .finish_non_exhaustive()
     }
@@ -76,8 +69,6 @@ impl BedrockEmbedder {
             !config.timeout.is_zero(),
             "EMBEDDING_TIMEOUT_SECONDS must be positive"
         );
-        let signer =
-            SigV4Signer::from_sdk(aws, BEDROCK_SIGNING_NAME, "the bedrock embedding provider")?;
         let model = config
             .model
             .as_deref()
@@ -85,31 +76,32 @@ impl BedrockEmbedder {
             .filter(|m| !m.is_empty())
             .unwrap_or(Self::DEFAULT_MODEL)
             .to_owned();
+        let bedrock = BedrockModel::from_sdk(
+            aws,
+            config.base_url.as_deref(),
+            &model,
+            "invoke",
+            config.timeout,
+            config.max_retries,
+            "the bedrock embedding provider",
+        )?;
         Ok(Self {
-            client: http_client(config.timeout)?,
-            endpoint: bedrock_endpoint(config.base_url.as_deref(), aws, signer.region())?,
-            path: bedrock_model_path(&model, "invoke"),
+            bedrock,
             model,
             dimensions: config.dimensions,
             batch: config.batch_size.clamp(1, 2048),
-            signer,
-            retry: RetryPolicy::new(config.max_retries),
         })
     }
 
     async fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let body = serde_json::to_vec(&Request {
+        let request = Request {
             input_text: text,
             dimensions: self.dimensions,
             normalize: true,
-        })
-        .map_err(|e| EmbedError::Failed(format!("encoding the request: {e}")))?;
-        let url = format!("{}{}", self.endpoint, self.path);
+        };
         let response: Response = self
-            .retry
-            .run("bedrock embeddings", || async {
-                send_json(self.signer.post_json(&self.client, &url, &body).await?).await
-            })
+            .bedrock
+            .post_json("bedrock embeddings", &request)
             .await?;
         let mut vector = response.embedding;
         if vector.len() != self.dimensions {
@@ -213,7 +205,7 @@ mod tests {
         let mut c = config(EmbeddingProvider::Bedrock, dims);
         c.base_url = Some(format!("{}/", server.url()));
         let mut e = BedrockEmbedder::from_config(&c, &sdk(Some("session-token"))).unwrap();
-        e.retry.base = Duration::from_millis(5);
+        e.bedrock.retry.base = Duration::from_millis(5);
         e
     }
 
@@ -357,10 +349,13 @@ mod tests {
         let c = config(EmbeddingProvider::Bedrock, 1024);
         let e = BedrockEmbedder::from_config(&c, &sdk(None)).unwrap();
         assert_eq!(
-            e.endpoint,
+            e.bedrock.endpoint,
             "https://bedrock-runtime.eu-west-1.amazonaws.com"
         );
-        assert_eq!(e.path, "/model/amazon.titan-embed-text-v2%3A0/invoke");
+        assert_eq!(
+            e.bedrock.path,
+            "/model/amazon.titan-embed-text-v2%3A0/invoke"
+        );
         assert_eq!(e.dimensions(), 1024);
 
         // The SDK's endpoint override (AWS_ENDPOINT_URL) applies.
@@ -369,14 +364,14 @@ mod tests {
             .endpoint_url("http://localhost:4566")
             .build();
         let e = BedrockEmbedder::from_config(&c, &aws).unwrap();
-        assert_eq!(e.endpoint, "http://localhost:4566");
+        assert_eq!(e.bedrock.endpoint, "http://localhost:4566");
 
         let mut arn = c.clone();
         arn.model =
             Some("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.amazon.titan".into());
         let e = BedrockEmbedder::from_config(&arn, &sdk(None)).unwrap();
         assert_eq!(
-            e.path,
+            e.bedrock.path,
             "/model/arn%3Aaws%3Abedrock%3Aeu-west-1%3A123456789012%3Ainference-profile%2Feu.amazon.titan/invoke"
         );
 
