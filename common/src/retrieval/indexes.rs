@@ -26,6 +26,10 @@
 //! predicate check and each plan a predicate proof; the catalog is the
 //! registry (an index that failed half-way is invalid there and is
 //! rebuilt), so nothing else can disagree with it.
+//!
+//! Each run also stores every flagged workspace's chunk count and mean
+//! chunk length for keyword search (BM25's N and avgdl), so a question
+//! to a large workspace does not count them.
 
 use std::time::{Duration, Instant};
 
@@ -146,6 +150,7 @@ async fn maintain_locked(
             report.unindexed.push(workspace);
         }
         if want {
+            store_keyword_stats(conn, workspace).await?;
             wanted.push(workspace);
         }
     }
@@ -214,6 +219,25 @@ async fn set_indexed(
         .execute(&mut *tx)
         .await?;
     flag_chunks().execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Stores a flagged workspace's chunk count and mean chunk length, which
+/// keyword search (BM25) reads instead of counting them per question
+/// (migration 20261123000009); unflagging makes them unused.
+async fn store_keyword_stats(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<()> {
+    let begin = crate::db::begin_statement(None, Some(workspace));
+    let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    sqlx::query(
+        "UPDATE workspaces w SET search_chunks = s.n, search_mean_tokens = s.mean
+         FROM (SELECT count(*) AS n, greatest(avg(c.token_count), 1)::float8 AS mean
+               FROM chunks c WHERE c.workspace_id = $1) s
+         WHERE w.id = $1",
+    )
+    .bind(workspace)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -440,11 +440,20 @@ async fn details(
         return Ok(Vec::new());
     }
     let ids: Vec<uuid::Uuid> = ranked.iter().map(|(id, _)| id.0).collect();
+    // One primary-key lookup per id, however the plan is cached: as a
+    // plain join, the generic plan Postgres switches to after five runs
+    // priced a workspace at its average size and read every chunk of a
+    // large one (43 ms for 10 chunks of a 26,718-chunk workspace; 0.2 ms
+    // this way). OFFSET 0 keeps the lookup a subquery of its own.
     let rows: Vec<Hit> = sqlx::query_as(
         "SELECT c.id AS chunk_id, c.document_id, d.title, c.ordinal, c.page, c.heading,
                 c.content, c.token_count
-         FROM chunks c JOIN documents d ON d.workspace_id = c.workspace_id AND d.id = c.document_id
-         WHERE c.workspace_id = $1 AND c.id = ANY($2)",
+         FROM unnest($2::uuid[]) AS r(id)
+         CROSS JOIN LATERAL (
+             SELECT c.id, c.workspace_id, c.document_id, c.ordinal, c.page, c.heading, c.content,
+                    c.token_count
+             FROM chunks c WHERE c.id = r.id AND c.workspace_id = $1 OFFSET 0) c
+         JOIN documents d ON d.workspace_id = c.workspace_id AND d.id = c.document_id",
     )
     .bind(workspace)
     .bind(&ids)
