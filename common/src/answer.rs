@@ -229,6 +229,7 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     let t = Instant::now();
     let hits = retrieval::search(
         &mut access.tx,
+        &state.db,
         &state.config.query,
         state.config.embedding.dimensions,
         &Search {

@@ -40,7 +40,8 @@ use std::collections::{HashMap, HashSet};
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, QueryBuilder, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 
 use crate::config::QueryConfig;
 use crate::error::{ApiError, Result};
@@ -154,9 +155,16 @@ pub fn candidates(top_k: usize) -> i64 {
     (top_k * 5).clamp(50, 250) as i64
 }
 
-/// The best `top_k` chunks for `search`, best first.
+/// The best `top_k` chunks for `search`, best first, read in `tx`. A
+/// hybrid search of a workspace searched through an HNSW index (a large
+/// one: both legs take milliseconds there) runs its keyword leg
+/// concurrently with the semantic one, on a second connection of `db` in
+/// the same workspace context, when the pool has one idle
+/// ([`side_connection`]); otherwise the legs run one after the other in
+/// `tx`.
 pub async fn search(
     tx: &mut Transaction<'static, Postgres>,
+    db: &PgPool,
     config: &QueryConfig,
     dimensions: usize,
     search: &Search<'_>,
@@ -165,25 +173,89 @@ pub async fn search(
         Mode::Hybrid => candidates(search.top_k),
         _ => search.top_k as i64,
     };
-    let semantic = match (search.mode, search.embedding) {
-        (Mode::Keyword, _) => Vec::new(),
-        (_, Some(embedding)) => semantic(tx, config, dimensions, search, embedding, depth).await?,
-        (_, None) => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "semantic search without an embedding"
-            )));
-        }
-    };
-    let keyword = match search.mode {
-        Mode::Semantic => Vec::new(),
-        _ => keyword(tx, search, depth).await?,
+    let embedding = || {
+        search.embedding.ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("semantic search without an embedding"))
+        })
     };
     let ranked = match search.mode {
-        Mode::Semantic => semantic,
-        Mode::Keyword => keyword,
-        Mode::Hybrid => fuse(&semantic, &keyword, search.semantic_weight, search.top_k),
+        Mode::Keyword => keyword(tx, search, depth).await?,
+        Mode::Semantic => {
+            let embedding = embedding()?;
+            let path = vector_path(tx, config, dimensions, search.workspace, depth).await?;
+            semantic(tx, path, dimensions, search, embedding, depth).await?
+        }
+        Mode::Hybrid => {
+            let embedding = embedding()?;
+            let path = vector_path(tx, config, dimensions, search.workspace, depth).await?;
+            let side = if path.indexed {
+                side_connection(db)
+            } else {
+                None
+            };
+            let (semantic, keyword) = match side {
+                Some(side) => {
+                    let (semantic, aside) = tokio::join!(
+                        semantic(tx, path, dimensions, search, embedding, depth),
+                        keyword_aside(side, search, depth)
+                    );
+                    let keyword = match aside {
+                        Ok(found) => found,
+                        Err(e) => {
+                            // A connection the server closed while it sat
+                            // idle, say: the leg runs in `tx` instead.
+                            tracing::warn!(error = ?e, "keyword search on a second connection failed");
+                            keyword(tx, search, depth).await?
+                        }
+                    };
+                    (semantic?, keyword)
+                }
+                None => (
+                    semantic(tx, path, dimensions, search, embedding, depth).await?,
+                    keyword(tx, search, depth).await?,
+                ),
+            };
+            fuse(&semantic, &keyword, search.semantic_weight, search.top_k)
+        }
     };
     details(tx, search.workspace, ranked).await
+}
+
+/// An idle connection of `db` for a concurrent search leg, if there is one.
+/// If not, and the pool may grow, one is opened in the background for the
+/// next search: a Lambda container's pool otherwise holds one connection,
+/// and opening one inline would cost more than the leg it saves. So only
+/// containers that search large workspaces hold a second connection
+/// (`DATABASE_MAX_CONNECTIONS=1` forbids it).
+fn side_connection(db: &PgPool) -> Option<PoolConnection<Postgres>> {
+    if let Some(conn) = db.try_acquire() {
+        return Some(conn);
+    }
+    if db.size() < db.options().get_max_connections() {
+        let db = db.clone();
+        tokio::spawn(async move {
+            // Returned to the pool idle when dropped.
+            if let Err(e) = db.acquire().await {
+                tracing::debug!(error = %e, "opening a second connection failed");
+            }
+        });
+    }
+    None
+}
+
+/// The keyword leg in a transaction of its own on `conn`, in the search's
+/// workspace context (its membership was checked in the caller's
+/// transaction, which stays open meanwhile).
+async fn keyword_aside(
+    mut conn: PoolConnection<Postgres>,
+    search: &Search<'_>,
+    depth: i64,
+) -> Result<Vec<(ChunkId, f64)>> {
+    let begin = crate::db::begin_statement(None, Some(search.workspace));
+    let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    let found = keyword(&mut tx, search, depth).await?;
+    tx.commit().await?;
+    Ok(found)
 }
 
 /// Weighted fusion: each list's scores are min-max normalised to 0..=1
@@ -240,21 +312,43 @@ const PATH_SQL: &str = "SELECT \
      set_config('hnsw.ef_search', $3, true), \
      set_config('hnsw.iterative_scan', 'relaxed_order', true)";
 
-async fn semantic(
+/// How the semantic leg searches a workspace.
+#[derive(Debug, Clone, Copy)]
+struct VectorPath {
+    /// Through an HNSW index (else an exact scan).
+    indexed: bool,
+    /// Through the workspace's own index (else the shared one).
+    dedicated: bool,
+}
+
+/// The workspace's [`VectorPath`] ([`PATH_SQL`]), with the scan options
+/// for `limit` rows set in `tx`.
+async fn vector_path(
     tx: &mut Transaction<'static, Postgres>,
     config: &QueryConfig,
+    dimensions: usize,
+    workspace: WorkspaceId,
+    limit: i64,
+) -> Result<VectorPath> {
+    let ef_search = config.hnsw_ef_search.max(limit.min(1000) as u32);
+    let (indexed, dedicated, _, _): (bool, bool, String, String) = sqlx::query_as(PATH_SQL)
+        .bind(workspace)
+        .bind(indexes::index_name(workspace, dimensions))
+        .bind(ef_search.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(VectorPath { indexed, dedicated })
+}
+
+async fn semantic(
+    tx: &mut Transaction<'static, Postgres>,
+    path: VectorPath,
     dimensions: usize,
     search: &Search<'_>,
     embedding: &[f32],
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
-    let ef_search = config.hnsw_ef_search.max(limit.min(1000) as u32);
-    let (indexed, dedicated, _, _): (bool, bool, String, String) = sqlx::query_as(PATH_SQL)
-        .bind(search.workspace)
-        .bind(indexes::index_name(search.workspace, dimensions))
-        .bind(ef_search.to_string())
-        .fetch_one(&mut **tx)
-        .await?;
+    let VectorPath { indexed, dedicated } = path;
     let vector = Vector::from(embedding.to_vec());
     let exact = !indexed;
     // The HNSW indexes are on `embedding::vector(N)` for rows whose length
@@ -373,7 +467,7 @@ pub fn bm25(
 /// workspace itself; filters are applied to the matches here, by
 /// document.
 async fn keyword(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     search: &Search<'_>,
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
@@ -383,7 +477,7 @@ async fn keyword(
     .bind(search.workspace)
     .bind(search.text)
     .bind(KEYWORD_MAX_MATCHES)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     if matches.len() >= KEYWORD_MAX_MATCHES as usize {
         tracing::warn!(
@@ -397,13 +491,13 @@ async fn keyword(
     if filters.document_ids.is_empty() && filters.metadata.is_none() {
         return Ok(bm25(&matches, |_| true, limit));
     }
-    let allowed = allowed_documents(tx, search.workspace, filters, &matches).await?;
+    let allowed = allowed_documents(conn, search.workspace, filters, &matches).await?;
     Ok(bm25(&matches, |m| allowed.contains(&m.document_id), limit))
 }
 
 /// The documents of `matches` that pass `filters`.
 async fn allowed_documents(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     workspace: WorkspaceId,
     filters: &Filters,
     matches: &[KeywordMatch],
@@ -426,7 +520,7 @@ async fn allowed_documents(
     b.push_bind(documents.iter().map(|d| d.0).collect::<Vec<_>>());
     b.push(") AND ");
     filters::push_sql(&mut b, "d.metadata", condition);
-    let rows: Vec<(DocumentId,)> = b.build_query_as().fetch_all(&mut **tx).await?;
+    let rows: Vec<(DocumentId,)> = b.build_query_as().fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().map(|(d,)| d).collect())
 }
 

@@ -1223,3 +1223,133 @@ async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: P
     let mut tx = common::db::tenant_tx(&pool, None, None).await.unwrap();
     assert!(search(mine).fetch_all(&mut *tx).await.unwrap().is_empty());
 }
+
+/// Hybrid hits of `question` in `ws`, searched with `db` in `tx`.
+async fn hybrid_in(
+    state: &State,
+    db: &PgPool,
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ws: WorkspaceId,
+    question: &str,
+) -> Vec<(String, f64)> {
+    use common::retrieval::{Filters, Mode, Search};
+    let embedder = state.embedder().await.unwrap();
+    let embedding = embedder.embed_query(question).await.unwrap();
+    let filters = Filters::default();
+    let hits = common::retrieval::search(
+        tx,
+        db,
+        &state.config.query,
+        state.config.embedding.dimensions,
+        &Search {
+            workspace: ws,
+            text: question,
+            embedding: Some(&embedding),
+            mode: Mode::Hybrid,
+            top_k: 5,
+            filters: &filters,
+            semantic_weight: 0.5,
+        },
+    )
+    .await
+    .unwrap();
+    hits.into_iter()
+        .map(|h| (h.chunk_id.0.to_string(), h.score))
+        .collect()
+}
+
+/// Three connections open and back in `pool`, idle.
+async fn warm_up(pool: &PgPool) {
+    let warm: Vec<_> = futures::future::join_all((0..3).map(|_| pool.acquire())).await;
+    drop(warm);
+    // Connections go back to the pool in tasks of their own.
+    for _ in 0..100 {
+        if pool.num_idle() >= 3 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} idle connections", pool.num_idle());
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn hybrid_legs_on_a_second_connection_find_what_one_connection_finds(pool: PgPool) {
+    use sqlx::Connection;
+    use sqlx::postgres::{PgConnection, PgPoolOptions};
+    let s = stack(pool.clone(), &[]).await;
+    for (title, text) in [("Malaria", MALARIA), ("Vaccine", VACCINE), ("Sleep", SLEEP)] {
+        s.create(title, text, json!({})).await;
+    }
+    s.drain().await;
+    let ws: WorkspaceId = s.ws.parse().unwrap();
+    // Searched through an HNSW index, as large workspaces are (the legs run
+    // concurrently only there).
+    let dims = s.state.config.embedding.dimensions;
+    let report = common::retrieval::indexes::maintain(&pool, dims, 1, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.indexed, vec![ws]);
+    let question = "malaria treatment and measles vaccine doses";
+    let options = (*pool.connect_options()).clone();
+
+    // One connection: the legs run one after the other in the transaction.
+    let single = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let mut tx = common::db::tenant_tx(&single, None, Some(ws))
+        .await
+        .unwrap();
+    let alone = hybrid_in(&s.state, &single, &mut tx, ws, question).await;
+    tx.commit().await.unwrap();
+    assert_eq!(alone.len(), 3, "{alone:?}");
+
+    // Idle connections in the pool: the keyword leg runs on one of them,
+    // with the same result.
+    warm_up(&pool).await;
+    let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
+    assert_same_hits(
+        &hybrid_in(&s.state, &pool, &mut tx, ws, question).await,
+        &alone,
+    );
+    tx.commit().await.unwrap();
+
+    // The server closed the idle connections (an RDS Proxy timeout, say):
+    // the leg falls back to the transaction, and the answer is the same.
+    warm_up(&pool).await;
+    let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
+    let (mine,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let mut killer = PgConnection::connect_with(&options).await.unwrap();
+    let kill = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE datname = current_database() AND pid NOT IN ($1, pg_backend_pid())";
+    let killed = sqlx::query(kill)
+        .bind(mine)
+        .execute(&mut killer)
+        .await
+        .unwrap();
+    assert!(killed.rows_affected() >= 1);
+    for _ in 0..100 {
+        let (left,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid NOT IN ($1, pg_backend_pid())",
+        )
+        .bind(mine)
+        .fetch_one(&mut killer)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pool.num_idle() >= 1, "a (dead) idle connection to try");
+    assert_same_hits(
+        &hybrid_in(&s.state, &pool, &mut tx, ws, question).await,
+        &alone,
+    );
+    tx.commit().await.unwrap();
+}

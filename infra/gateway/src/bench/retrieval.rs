@@ -9,7 +9,8 @@
 //!   handler, interleaved with the same retrieval statements run directly
 //!   (BEGIN with the RLS context, membership, `common::retrieval::search`,
 //!   COMMIT: no HTTP event, auth, rate limit or JSON);
-//! - recall@10 of the semantic leg against an exact scan of the workspace.
+//! - recall@10 of the semantic leg against an exact scan of the workspace,
+//!   and each leg's latency alone (direct).
 //!
 //! Then `--clients` concurrent clients reserve and commit tokens in one
 //! workspace for `--seconds`, and the books are checked.
@@ -168,6 +169,7 @@ async fn direct(
     member.context("not a member")?;
     let hits = common::retrieval::search(
         &mut tx,
+        &state.db,
         &state.config.query,
         state.config.embedding.dimensions,
         &Search {
@@ -300,6 +302,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             continue;
         }
         let (mut handler, mut raw) = (Samples::default(), Samples::default());
+        // Each leg alone, direct (membership, the leg, details).
+        let (mut semantic_leg, mut keyword_leg) = (Samples::default(), Samples::default());
         let mut recall = 0.0;
         for turn in 0..per_bucket {
             let (ws, _) = members[rng.random_range(0..members.len())];
@@ -330,7 +334,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             raw.push(r);
             all_handler.push(h);
             all_raw.push(r);
+            let t = Instant::now();
             let found = direct(&state, user, ws, &question, Mode::Semantic).await?;
+            semantic_leg.push(t.elapsed());
+            let t = Instant::now();
+            direct(&state, user, ws, &question, Mode::Keyword).await?;
+            keyword_leg.push(t.elapsed());
             let truth = exact(&state, user, ws, &question).await?;
             let hit = truth.iter().filter(|id| found.contains(id)).count();
             recall += hit as f64 / truth.len().max(1) as f64;
@@ -341,6 +350,14 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             &handler,
             &raw,
             recall / per_bucket as f64,
+        );
+        println!(
+            "{:<22} direct, one leg: semantic p50 {:6.2} p95 {:6.2} ms | keyword p50 {:6.2} p95 {:6.2} ms",
+            "",
+            semantic_leg.quantile(0.5),
+            semantic_leg.quantile(0.95),
+            keyword_leg.quantile(0.5),
+            keyword_leg.quantile(0.95),
         );
     }
     print_row("all", n_workspaces, &all_handler, &all_raw, f64::NAN);

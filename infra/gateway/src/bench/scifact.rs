@@ -260,6 +260,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let hits = retrieval::search(
                 &mut access.tx,
+                &pool,
                 &config.query,
                 config.embedding.dimensions,
                 &Search {
