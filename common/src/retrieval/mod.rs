@@ -41,7 +41,8 @@ use std::collections::{HashMap, HashSet};
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use sqlx::pool::PoolConnection;
-use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
 use crate::config::QueryConfig;
 use crate::error::{ApiError, Result};
@@ -400,7 +401,7 @@ const KEYWORD_MAX_MATCHES: i32 = 100_000;
 
 /// A chunk matching at least one of the question's lexemes, as the
 /// `search_keyword` database function returns it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct KeywordMatch {
     pub chunk_id: ChunkId,
     pub document_id: DocumentId,
@@ -471,7 +472,7 @@ async fn keyword(
     search: &Search<'_>,
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
-    let matches: Vec<KeywordMatch> = sqlx::query_as(
+    let rows = sqlx::query(
         "SELECT chunk_id, document_id, token_count, tf, n, avgdl FROM search_keyword($1, $2, $3)",
     )
     .bind(search.workspace)
@@ -479,6 +480,10 @@ async fn keyword(
     .bind(KEYWORD_MAX_MATCHES)
     .fetch_all(&mut *conn)
     .await?;
+    let matches = rows
+        .iter()
+        .map(keyword_match)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     if matches.len() >= KEYWORD_MAX_MATCHES as usize {
         tracing::warn!(
             workspace = %search.workspace.0,
@@ -493,6 +498,30 @@ async fn keyword(
     }
     let allowed = allowed_documents(conn, search.workspace, filters, &matches).await?;
     Ok(bm25(&matches, |m| allowed.contains(&m.document_id), limit))
+}
+
+/// A row of `search_keyword`. The term counts come as text (hstore values)
+/// and are parsed here: casting them to integers in the function cost 15%
+/// of its time.
+fn keyword_match(row: &PgRow) -> std::result::Result<KeywordMatch, sqlx::Error> {
+    let tf = row
+        .try_get::<Vec<Option<String>>, _>("tf")?
+        .into_iter()
+        .map(|count| {
+            count
+                .map(|c| c.parse::<i32>())
+                .transpose()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(KeywordMatch {
+        chunk_id: row.try_get("chunk_id")?,
+        document_id: row.try_get("document_id")?,
+        token_count: row.try_get("token_count")?,
+        tf,
+        n: row.try_get("n")?,
+        avgdl: row.try_get("avgdl")?,
+    })
 }
 
 /// The documents of `matches` that pass `filters`.

@@ -1196,7 +1196,7 @@ async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: P
         .await
         .unwrap();
     let search = |ws: WorkspaceId| {
-        sqlx::query_as::<_, (uuid::Uuid, Vec<Option<i32>>, i64)>(
+        sqlx::query_as::<_, (uuid::Uuid, Vec<Option<String>>, i64)>(
             "SELECT chunk_id, tf, n FROM search_keyword($1, 'artemisinin malaria', 10)",
         )
         .bind(ws)
@@ -1205,7 +1205,9 @@ async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: P
     assert_eq!(found.len(), 1, "its own chunk");
     // Both lexemes occur in it; the workspace has that one chunk.
     assert!(
-        found[0].1.iter().all(|tf| tf.is_some_and(|n| n > 0)),
+        found[0].1.iter().all(|tf| tf
+            .as_deref()
+            .is_some_and(|n| n.parse::<i32>().is_ok_and(|n| n > 0))),
         "{found:?}"
     );
     assert_eq!(found[0].2, 1);
