@@ -200,6 +200,7 @@ pub async fn search(
                         semantic(tx, path, dimensions, search, embedding, depth),
                         keyword_aside(side, search, depth)
                     );
+                    let semantic = semantic?;
                     let keyword = match aside {
                         Ok(found) => found,
                         Err(e) => {
@@ -209,7 +210,7 @@ pub async fn search(
                             keyword(tx, search, depth).await?
                         }
                     };
-                    (semantic?, keyword)
+                    (semantic, keyword)
                 }
                 None => (
                     semantic(tx, path, dimensions, search, embedding, depth).await?,
