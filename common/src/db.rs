@@ -62,6 +62,18 @@ pub async fn tenant_tx(
         .await
 }
 
+/// [`tenant_tx`] on a connection already held (the indexer's locked
+/// session, a second pool connection).
+pub async fn tenant_tx_on(
+    conn: &mut sqlx::PgConnection,
+    user: Option<UserId>,
+    workspace: Option<WorkspaceId>,
+) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+    use sqlx::Connection;
+    conn.begin_with(sqlx::AssertSqlSafe(begin_statement(user, workspace)))
+        .await
+}
+
 /// `BEGIN` and the RLS context in one simple query, one round trip instead
 /// of two. Safe to format: both values are typed UUIDs (hex and dashes).
 pub fn begin_statement(user: Option<UserId>, workspace: Option<WorkspaceId>) -> String {

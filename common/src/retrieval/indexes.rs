@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgPool};
 
-use crate::db::VECTOR_FLAG_LOCK;
+use crate::db::{VECTOR_FLAG_LOCK, tenant_tx_on};
 use crate::error::Result;
 use crate::ids::WorkspaceId;
 
@@ -194,7 +194,6 @@ async fn set_indexed(
     workspace: WorkspaceId,
     on: bool,
 ) -> Result<()> {
-    let begin = crate::db::begin_statement(None, Some(workspace));
     let flag_chunks = || {
         sqlx::query(
             "UPDATE chunks SET vector_indexed = $2 WHERE workspace_id = $1 AND vector_indexed <> $2",
@@ -203,11 +202,11 @@ async fn set_indexed(
         .bind(on)
     };
     if on {
-        let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin.clone())).await?;
+        let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
         flag_chunks().execute(&mut *tx).await?;
         tx.commit().await?;
     }
-    let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
         .bind(VECTOR_FLAG_LOCK)
         .bind(workspace)
@@ -225,15 +224,16 @@ async fn set_indexed(
 
 /// Stores a flagged workspace's chunk count and mean chunk length, which
 /// keyword search (BM25) reads instead of counting them per question
-/// (migration 20261123000009); unflagging makes them unused.
+/// (migration 20261123000009); unflagging makes them unused. An
+/// unchanged workspace is not written again.
 async fn store_keyword_stats(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<()> {
-    let begin = crate::db::begin_statement(None, Some(workspace));
-    let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
     sqlx::query(
         "UPDATE workspaces w SET search_chunks = s.n, search_mean_tokens = s.mean
          FROM (SELECT count(*) AS n, greatest(avg(c.token_count), 1)::float8 AS mean
                FROM chunks c WHERE c.workspace_id = $1) s
-         WHERE w.id = $1",
+         WHERE w.id = $1
+           AND (w.search_chunks, w.search_mean_tokens) IS DISTINCT FROM (s.n, s.mean)",
     )
     .bind(workspace)
     .execute(&mut *tx)

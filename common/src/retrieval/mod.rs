@@ -42,7 +42,7 @@ use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
 use crate::config::QueryConfig;
 use crate::error::{ApiError, Result};
@@ -174,53 +174,61 @@ pub async fn search(
         Mode::Hybrid => candidates(search.top_k),
         _ => search.top_k as i64,
     };
-    let embedding = || {
-        search.embedding.ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("semantic search without an embedding"))
-        })
-    };
-    let ranked = match search.mode {
-        Mode::Keyword => keyword(tx, search, depth).await?,
-        Mode::Semantic => {
-            let embedding = embedding()?;
-            let path = vector_path(tx, config, dimensions, search.workspace, depth).await?;
-            semantic(tx, path, dimensions, search, embedding, depth).await?
-        }
-        Mode::Hybrid => {
-            let embedding = embedding()?;
-            let path = vector_path(tx, config, dimensions, search.workspace, depth).await?;
-            let side = if path.indexed {
-                side_connection(db)
-            } else {
-                None
-            };
-            let (semantic, keyword) = match side {
-                Some(side) => {
-                    let (semantic, aside) = tokio::join!(
-                        semantic(tx, path, dimensions, search, embedding, depth),
-                        keyword_aside(side, search, depth)
-                    );
-                    let semantic = semantic?;
-                    let keyword = match aside {
-                        Ok(found) => found,
-                        Err(e) => {
-                            // A connection the server closed while it sat
-                            // idle, say: the leg runs in `tx` instead.
-                            tracing::warn!(error = ?e, "keyword search on a second connection failed");
-                            keyword(tx, search, depth).await?
-                        }
-                    };
-                    (semantic, keyword)
-                }
-                None => (
-                    semantic(tx, path, dimensions, search, embedding, depth).await?,
-                    keyword(tx, search, depth).await?,
-                ),
-            };
-            fuse(&semantic, &keyword, search.semantic_weight, search.top_k)
-        }
+    if search.mode == Mode::Keyword {
+        let ranked = keyword(tx, search, depth).await?;
+        return details(tx, search.workspace, ranked).await;
+    }
+    let embedding = search.embedding.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("semantic search without an embedding"))
+    })?;
+    let path = vector_path(tx, config, dimensions, search.workspace, depth).await?;
+    let ranked = if search.mode == Mode::Semantic {
+        semantic(tx, path, dimensions, search, embedding, depth).await?
+    } else {
+        let side = if path.indexed {
+            side_connection(db)
+        } else {
+            None
+        };
+        let (semantic, keyword) = match side {
+            Some(side) => {
+                hybrid_legs_aside(tx, side, path, dimensions, search, embedding, depth).await?
+            }
+            None => (
+                semantic(tx, path, dimensions, search, embedding, depth).await?,
+                keyword(tx, search, depth).await?,
+            ),
+        };
+        fuse(&semantic, &keyword, search.semantic_weight, search.top_k)
     };
     details(tx, search.workspace, ranked).await
+}
+
+/// Both legs of a hybrid search at once: semantic in `tx`, keyword on
+/// `side`. If the keyword leg fails there (a connection the server closed
+/// while it sat idle, say), it runs in `tx` instead.
+async fn hybrid_legs_aside(
+    tx: &mut Transaction<'static, Postgres>,
+    side: PoolConnection<Postgres>,
+    path: VectorPath,
+    dimensions: usize,
+    search: &Search<'_>,
+    embedding: &[f32],
+    depth: i64,
+) -> Result<(Vec<(ChunkId, f64)>, Vec<(ChunkId, f64)>)> {
+    let (semantic, aside) = tokio::join!(
+        semantic(tx, path, dimensions, search, embedding, depth),
+        keyword_aside(side, search, depth)
+    );
+    let semantic = semantic?;
+    let keyword = match aside {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = ?e, "keyword search on a second connection failed");
+            keyword(tx, search, depth).await?
+        }
+    };
+    Ok((semantic, keyword))
 }
 
 /// An idle connection of `db` for a concurrent search leg, if there is one.
@@ -253,8 +261,7 @@ async fn keyword_aside(
     search: &Search<'_>,
     depth: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
-    let begin = crate::db::begin_statement(None, Some(search.workspace));
-    let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    let mut tx = crate::db::tenant_tx_on(&mut conn, None, Some(search.workspace)).await?;
     let found = keyword(&mut tx, search, depth).await?;
     tx.commit().await?;
     Ok(found)
