@@ -19,8 +19,11 @@
 CREATE EXTENSION IF NOT EXISTS hstore;
 
 -- {lexeme => count} of a tsvector: how often each lexeme occurs (the
--- number of its positions; to_tsvector keeps up to 256).
-CREATE FUNCTION tsvector_term_freqs(v tsvector) RETURNS hstore
+-- number of its positions; to_tsvector keeps up to 256). Same name as the
+-- jsonb version it replaces, so the insert trigger (migration 8), which
+-- calls it by name, needs no change.
+DROP FUNCTION tsvector_term_counts(tsvector);
+CREATE FUNCTION tsvector_term_counts(v tsvector) RETURNS hstore
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT coalesce(hstore(array_agg(lexeme), array_agg(cardinality(positions)::text)), ''::hstore)
           FROM unnest(v) $$;
@@ -31,25 +34,8 @@ CREATE FUNCTION tsvector_term_freqs(v tsvector) RETURNS hstore
 -- a rewrite under that moved half of SciFact's counts to TOAST, where each
 -- lookup cost 1.5 us more).
 ALTER TABLE chunks
-    ALTER COLUMN term_counts TYPE hstore USING tsvector_term_freqs(tsv),
+    ALTER COLUMN term_counts TYPE hstore USING tsvector_term_counts(tsv),
     ALTER COLUMN term_counts SET STORAGE MAIN;
-
-CREATE OR REPLACE FUNCTION chunks_before_write() RETURNS trigger
-LANGUAGE plpgsql VOLATILE
-AS $$
-BEGIN
-    NEW.tsv := to_tsvector('english', coalesce(NEW.heading, '') || ' ' || NEW.content);
-    NEW.term_counts := tsvector_term_freqs(NEW.tsv);
-    IF TG_OP = 'INSERT' THEN
-        PERFORM pg_advisory_xact_lock_shared(1919383145, hashtext(NEW.workspace_id::text));
-        -- Visible exactly when the insert passes RLS (same workspace).
-        NEW.vector_indexed := coalesce(
-            (SELECT w.vector_indexed FROM workspaces w WHERE w.id = NEW.workspace_id), false);
-    END IF;
-    RETURN NEW;
-END
-$$;
-DROP FUNCTION tsvector_term_counts(tsvector);
 
 -- 2. BM25 needs the workspace's chunk count and mean chunk length. Counting
 --    them per question reads the whole workspace's entries of
