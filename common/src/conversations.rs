@@ -251,7 +251,9 @@ pub async fn sessions(
 ) -> Result<Page<Session>> {
     // Our cursors hold a session's real time; a forged one outside
     // Postgres' range must be a 422, not a failed query.
-    if after.is_some_and(|(at, _)| !(1..=9999).contains(&chrono::Datelike::year(&at))) {
+    if after
+        .is_some_and(|(at, _)| !crate::db::POSTGRES_YEARS.contains(&chrono::Datelike::year(&at)))
+    {
         return Err(ApiError::unprocessable(
             "cursor",
             "cursor is not a cursor this API returned; start again without it",

@@ -27,6 +27,11 @@ pub fn lazy_pool(config: &Config) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
+/// The years every Postgres date and timestamp can hold (dates go back to
+/// 4713 BC, timestamps forward to 294276 AD; chrono parses far beyond
+/// both): input outside them is a 422, never a failed query.
+pub const POSTGRES_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 /// Transaction advisory lock class guarding a workspace's
 /// `vector_indexed` flag: `(VECTOR_FLAG_LOCK, hashtext(workspace id))`,
 /// taken shared by every chunk insert (the `chunks_before_write` trigger)

@@ -132,10 +132,7 @@ impl RetryPolicy {
         api_key: Option<&crate::config::Secret>,
         body: &impl serde::Serialize,
     ) -> Result<T, ProviderError> {
-        let body = serde_json::to_vec(body).map_err(|e| ProviderError {
-            retryable: false,
-            message: format!("{what}: encoding the request: {e}"),
-        })?;
+        let body = encode_json(what, body)?;
         self.run(what, || {
             let mut request = client
                 .post(url)
@@ -148,6 +145,14 @@ impl RetryPolicy {
         })
         .await
     }
+}
+
+/// `body` as JSON bytes; a body that cannot be encoded is not retried.
+fn encode_json(what: &str, body: &impl serde::Serialize) -> Result<Vec<u8>, ProviderError> {
+    serde_json::to_vec(body).map_err(|e| ProviderError {
+        retryable: false,
+        message: format!("{what}: encoding the request: {e}"),
+    })
 }
 
 /// Sends `request` and parses a successful response as JSON `T`.
@@ -370,10 +375,7 @@ impl BedrockModel {
         what: &str,
         body: &impl serde::Serialize,
     ) -> Result<T, ProviderError> {
-        let body = serde_json::to_vec(body).map_err(|e| ProviderError {
-            retryable: false,
-            message: format!("{what}: encoding the request: {e}"),
-        })?;
+        let body = encode_json(what, body)?;
         let url = format!("{}{}", self.endpoint, self.path);
         self.retry
             .run(what, || async {

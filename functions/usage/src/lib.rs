@@ -62,14 +62,13 @@ pub async fn days(state: &State, req: Request) -> Response<Body> {
     .await
 }
 
-/// `?name=YYYY-MM-DD`, years 1 to 9999 (Postgres dates stop at 4713 BC;
-/// chrono would parse far beyond), 422 otherwise.
+/// `?name=YYYY-MM-DD` in [`common::db::POSTGRES_YEARS`], 422 otherwise.
 fn date_param(req: &Request, name: &str) -> Result<Option<NaiveDate>> {
     query_param(req, name)
         .map(|raw| {
             NaiveDate::parse_from_str(&raw, "%Y-%m-%d")
                 .ok()
-                .filter(|d| (1..=9999).contains(&chrono::Datelike::year(d)))
+                .filter(|d| common::db::POSTGRES_YEARS.contains(&chrono::Datelike::year(d)))
                 .ok_or_else(|| ApiError::unprocessable(name, "must be a date, YYYY-MM-DD"))
         })
         .transpose()
