@@ -25,56 +25,189 @@ pub struct Target {
     pub deleted: bool,
 }
 
-/// The document, deleted or not; `None` if it does not exist in `workspace`.
-pub async fn load(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    document: DocumentId,
-) -> Result<Option<Target>, sqlx::Error> {
-    let mut tx = tenant_tx(db, None, Some(workspace)).await?;
-    let target = sqlx::query_as(
-        "SELECT source, status, content, content_type, size, s3_key, content_sha256,
-                ingested_sha256, object_etag, object_sequencer, deleted_at IS NOT NULL AS deleted
-         FROM documents WHERE workspace_id = $1 AND id = $2",
-    )
-    .bind(workspace)
-    .bind(document)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(target)
+/// What a queue message asks the worker to ingest.
+#[derive(Debug, Clone, Copy)]
+pub enum Ingest<'a> {
+    /// An inline document's current content.
+    Inline,
+    /// An uploaded object: its key, and the event's sequencer and ETag
+    /// when it carries them.
+    Upload {
+        key: &'a str,
+        sequencer: Option<&'a str>,
+        etag: Option<&'a str>,
+    },
 }
 
-/// Claims a live document for ingestion: `processing`, one more attempt,
-/// no error, leased for ten minutes. False when another worker holds a
-/// live lease (a duplicate delivery in flight), or when what this message
-/// brings is already ingested (an inline document's current content; an
-/// upload's object with ETag `object_etag`): nothing to do.
-pub async fn claim(
+/// `a` is a later S3 sequencer than `b`, in SQL: hex strings of possibly
+/// different lengths, left-padded with zeros to one width, compared
+/// bytewise ([`sequencer_later`]).
+macro_rules! sequencer_later_sql {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "(lpad(upper(",
+            $a,
+            "), greatest(length(",
+            $a,
+            "), length(",
+            $b,
+            ")), '0') COLLATE \"C\" > ",
+            "lpad(upper(",
+            $b,
+            "), greatest(length(",
+            $a,
+            "), length(",
+            $b,
+            ")), '0') COLLATE \"C\")"
+        )
+    };
+}
+
+/// The claims of [`claim_all`]. `$2..$6`: per message, the document id,
+/// whether it is an upload, and the upload's key, sequencer and ETag.
+/// Returns, per message whose document exists (`n`: its 1-based place),
+/// the document as it was before, and whether this message took it. One
+/// message per document may: the latest S3 write's, else the first in the
+/// batch. It takes a live
+/// document of the message's kind and file (uploads: the same key, and no
+/// later sequencer already ingested) whose content is not already
+/// ingested (inline: the current hash; uploads: the object's ETag) and
+/// that no other delivery holds a live lease on.
+const CLAIM_SQL: &str = concat!(
+    "WITH m AS (
+         SELECT * FROM unnest($2::uuid[], $3::bool[], $4::text[], $5::text[], $6::text[])
+             WITH ORDINALITY AS m(id, upload, key, sequencer, etag, n)
+     ), first AS (
+         SELECT DISTINCT ON (id) * FROM m
+         ORDER BY id, lpad(upper(sequencer), 64, '0') COLLATE \"C\" DESC NULLS LAST, n
+     ), d AS (
+         SELECT id, source, status, content, content_type, size, s3_key, content_sha256,
+                ingested_sha256, object_etag, object_sequencer, deleted_at IS NOT NULL AS deleted
+         FROM documents WHERE workspace_id = $1 AND id = ANY($2)
+     ), claimed AS (
+         UPDATE documents doc SET status = 'processing', attempts = doc.attempts + 1, error = NULL,
+                processing_until = now() + interval '10 minutes'
+         FROM first m
+         WHERE doc.workspace_id = $1 AND doc.id = m.id AND doc.deleted_at IS NULL
+           AND (doc.status <> 'processing' OR doc.processing_until IS NULL
+                OR doc.processing_until < now())
+           AND CASE WHEN m.upload THEN doc.source = 'upload' AND doc.s3_key = m.key
+                        AND NOT coalesce(",
+    sequencer_later_sql!("doc.object_sequencer", "m.sequencer"),
+    ", false)
+                        AND NOT (doc.status = 'ready' AND coalesce(doc.object_etag = m.etag, false))
+                    ELSE doc.source = 'inline'
+                        AND NOT (doc.status = 'ready'
+                                 AND coalesce(doc.ingested_sha256 = doc.content_sha256, false))
+               END
+         RETURNING m.n
+     )
+     SELECT m.n, d.source, d.status, d.content, d.content_type, d.size, d.s3_key,
+            d.content_sha256, d.ingested_sha256, d.object_etag, d.object_sequencer, d.deleted,
+            EXISTS (SELECT 1 FROM claimed c WHERE c.n = m.n) AS claimed
+     FROM m JOIN d ON d.id = m.id"
+);
+
+/// A document as [`claim_all`] found it, and whether this delivery took it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Claim {
+    #[sqlx(flatten)]
+    pub target: Target,
+    /// `processing`, one more attempt, leased to this delivery for ten
+    /// minutes. When false nothing was written.
+    pub claimed: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    n: i64,
+    #[sqlx(flatten)]
+    claim: Claim,
+}
+
+/// Claims the documents of one workspace that a batch's messages ask for,
+/// in one statement ([`CLAIM_SQL`]), and reads what each was: one entry
+/// per message, in order (`None`: no such document in `workspace`,
+/// deleted or not). A claim is taken only where there is work for the
+/// message; otherwise [`Target`] says why not.
+pub async fn claim_all(
     db: &PgPool,
     workspace: WorkspaceId,
-    document: DocumentId,
-    object_etag: Option<&str>,
-) -> Result<bool, sqlx::Error> {
+    wanted: &[(DocumentId, Ingest<'_>)],
+) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+    let n = wanted.len();
+    let (mut ids, mut uploads, mut keys, mut sequencers, mut etags) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (document, ingest) in wanted {
+        ids.push(document.0);
+        let (upload, key, sequencer, etag) = match *ingest {
+            Ingest::Inline => (false, None, None, None),
+            Ingest::Upload {
+                key,
+                sequencer,
+                etag,
+            } => (true, Some(key), sequencer, etag),
+        };
+        uploads.push(upload);
+        keys.push(key);
+        sequencers.push(sequencer);
+        etags.push(etag);
+    }
+    // A claim lost in a crash costs nothing: the messages were not yet
+    // acknowledged, and their redelivery claims again. So its commit does
+    // not wait for the WAL flush (the chunks' commit does).
+    let mut tx = db
+        .begin_with(sqlx::AssertSqlSafe(format!(
+            "{}; SET LOCAL synchronous_commit = off",
+            crate::db::begin_statement(None, Some(workspace))
+        )))
+        .await?;
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_SQL)
+        .bind(workspace)
+        .bind(&ids)
+        .bind(&uploads)
+        .bind(&keys)
+        .bind(&sequencers)
+        .bind(&etags)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let mut claims: Vec<Option<Claim>> = (0..n).map(|_| None).collect();
+    for row in rows {
+        if let Some(slot) = usize::try_from(row.n - 1)
+            .ok()
+            .and_then(|i| claims.get_mut(i))
+        {
+            *slot = Some(row.claim);
+        }
+    }
+    Ok(claims)
+}
+
+/// Gives back the leases of claimed documents whose ingestion failed and
+/// will be retried, so their redelivery need not wait for the lease to
+/// lapse (they stay `processing`).
+pub async fn release(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    documents: &[DocumentId],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = documents.iter().map(|d| d.0).collect();
     let mut tx = tenant_tx(db, None, Some(workspace)).await?;
-    let claimed = sqlx::query(
-        "UPDATE documents SET status = 'processing', attempts = attempts + 1, error = NULL,
-                processing_until = now() + interval '10 minutes'
-         WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
-           AND (status <> 'processing' OR processing_until IS NULL OR processing_until < now())
-           AND NOT (status = 'ready' AND CASE WHEN source = 'upload'
-                        THEN coalesce(object_etag = $3, false)
-                        ELSE coalesce(ingested_sha256 = content_sha256, false) END)",
+    sqlx::query(
+        "UPDATE documents SET processing_until = NULL
+         WHERE workspace_id = $1 AND id = ANY($2) AND status = 'processing'",
     )
     .bind(workspace)
-    .bind(document)
-    .bind(object_etag)
+    .bind(&ids)
     .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    tx.commit().await?;
-    Ok(claimed)
+    .await?;
+    tx.commit().await
 }
 
 /// `failed` with a reason the user can read.
@@ -131,122 +264,152 @@ pub fn sequencer_later(a: &str, b: &str) -> bool {
     pad(a) > pad(b)
 }
 
-/// Replaces the document's chunks and marks it `ready`, in one
-/// transaction, if the document still holds what the chunks were made
-/// from. Returns false (writing nothing) when it was deleted or its
-/// content moved on meanwhile: a newer message carries the newer state.
-pub async fn replace_chunks(
+/// Chunks made from a document, ready to store.
+#[derive(Debug)]
+pub struct Ingested {
+    pub document: DocumentId,
+    pub made: Made,
+    pub chunks: Vec<NewChunk>,
+}
+
+/// Marks documents `ready` with what their chunks were made from, and
+/// deletes their old chunks, where each still holds what its chunks were
+/// made from (inline: the same content hash; uploads: the same key, and
+/// no later sequencer ingested meanwhile). One statement: the UPDATE locks
+/// the document rows, and the DELETE runs for the rows it updated, whose
+/// ids it returns. Per document `$2..$7`: id, content hash, and for
+/// uploads key, sequencer, ETag and size (key NULL: inline).
+const READY_SQL: &str = concat!(
+    "WITH m AS (
+         SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[])
+             AS m(id, sha, key, sequencer, etag, size)
+     ), ready AS (
+         UPDATE documents doc SET status = 'ready', error = NULL, ingested_sha256 = m.sha,
+                ingested_at = now(), processing_until = NULL,
+                content_sha256 = CASE WHEN m.key IS NULL THEN doc.content_sha256 ELSE m.sha END,
+                object_etag = CASE WHEN m.key IS NULL THEN doc.object_etag ELSE m.etag END,
+                object_sequencer = CASE WHEN m.key IS NULL THEN doc.object_sequencer
+                                        ELSE m.sequencer END,
+                size = CASE WHEN m.key IS NULL THEN doc.size ELSE m.size END
+         FROM m
+         WHERE doc.workspace_id = $1 AND doc.id = m.id AND doc.deleted_at IS NULL
+           AND CASE WHEN m.key IS NULL THEN doc.content_sha256 = m.sha
+                    ELSE doc.s3_key = m.key AND NOT coalesce(",
+    sequencer_later_sql!("doc.object_sequencer", "m.sequencer"),
+    ", false)
+               END
+         RETURNING doc.id
+     ), old AS (
+         DELETE FROM chunks c USING ready WHERE c.workspace_id = $1 AND c.document_id = ready.id
+     )
+     SELECT id FROM ready"
+);
+
+/// Replaces the chunks of documents of one workspace and marks them
+/// `ready`, all in one transaction of two statements ([`READY_SQL`], then
+/// the chunks), where each document still holds what its chunks were made
+/// from. Returns, per document, whether it was stored; false (nothing
+/// written for it) when it was deleted or its content moved on meanwhile:
+/// a newer message carries the newer state.
+pub async fn replace_all(
     db: &PgPool,
     workspace: WorkspaceId,
-    document: DocumentId,
-    made: &Made,
-    chunks: Vec<NewChunk>,
-) -> Result<bool, sqlx::Error> {
+    documents: &[Ingested],
+) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = crate::db::chunk_writer_tx(db, workspace).await?;
-    let current: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT content_sha256, s3_key, object_sequencer FROM documents
-         WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
-    )
-    .bind(workspace)
-    .bind(document)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((content_sha256, s3_key, seen_sequencer)) = current else {
-        return Ok(false);
-    };
-    let still_current = match made {
-        Made::Inline {
-            content_sha256: made,
-        } => *made == content_sha256,
-        Made::Upload { key, sequencer, .. } => {
-            s3_key.as_deref() == Some(key.as_str())
-                && match (sequencer, &seen_sequencer) {
-                    (Some(new), Some(seen)) => !sequencer_later(seen, new),
-                    _ => true,
-                }
+    let n = documents.len();
+    let (mut ids, mut hashes, mut keys, mut sequencers, mut etags, mut sizes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for doc in documents {
+        ids.push(doc.document.0);
+        match &doc.made {
+            Made::Inline { content_sha256 } => {
+                hashes.push(content_sha256.as_str());
+                keys.push(None);
+                sequencers.push(None);
+                etags.push(None);
+                sizes.push(None);
+            }
+            Made::Upload {
+                key,
+                etag,
+                sequencer,
+                size,
+                content_sha256,
+            } => {
+                hashes.push(content_sha256.as_str());
+                keys.push(Some(key.as_str()));
+                sequencers.push(sequencer.as_deref());
+                etags.push(Some(etag.as_str()));
+                sizes.push(Some(*size));
+            }
         }
-    };
-    if !still_current {
-        return Ok(false);
     }
-    sqlx::query("DELETE FROM chunks WHERE workspace_id = $1 AND document_id = $2")
+    let ready: Vec<uuid::Uuid> = sqlx::query_scalar(READY_SQL)
         .bind(workspace)
-        .bind(document)
+        .bind(&ids)
+        .bind(&hashes)
+        .bind(&keys)
+        .bind(&sequencers)
+        .bind(&etags)
+        .bind(&sizes)
+        .fetch_all(&mut *tx)
+        .await?;
+    let stored: Vec<bool> = ids.iter().map(|id| ready.contains(id)).collect();
+    let rows = documents
+        .iter()
+        .zip(&stored)
+        .filter(|(_, stored)| **stored)
+        .map(|(doc, _)| doc.chunks.len())
+        .sum();
+    let mut chunk_ids = Vec::with_capacity(rows);
+    let mut document_ids = Vec::with_capacity(rows);
+    let mut ordinals = Vec::with_capacity(rows);
+    let mut contents = Vec::with_capacity(rows);
+    let mut tokens = Vec::with_capacity(rows);
+    let mut pages = Vec::with_capacity(rows);
+    let mut headings = Vec::with_capacity(rows);
+    let mut embeddings = Vec::with_capacity(rows);
+    for (doc, _) in documents.iter().zip(&stored).filter(|(_, stored)| **stored) {
+        for (ordinal, chunk) in doc.chunks.iter().enumerate() {
+            chunk_ids.push(crate::ids::ChunkId::new().0);
+            document_ids.push(doc.document.0);
+            ordinals.push(ordinal as i32);
+            contents.push(chunk.content.as_str());
+            tokens.push(chunk.token_count);
+            pages.push(chunk.page);
+            headings.push(chunk.heading.as_deref());
+            embeddings.push(Vector::from(chunk.embedding.clone()));
+        }
+    }
+    if rows > 0 {
+        // One statement for every document: arrays unnested server-side.
+        sqlx::query(
+            "INSERT INTO chunks (id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding)
+             SELECT u.id, $1, u.document_id, u.ordinal, u.content, u.token_count, u.page, u.heading, u.embedding
+             FROM UNNEST($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::int[], $7::int[], $8::text[], $9::vector[])
+                  AS u(id, document_id, ordinal, content, token_count, page, heading, embedding)",
+        )
+        .bind(workspace)
+        .bind(&chunk_ids)
+        .bind(&document_ids)
+        .bind(&ordinals)
+        .bind(&contents)
+        .bind(&tokens)
+        .bind(&pages)
+        .bind(&headings)
+        .bind(&embeddings)
         .execute(&mut *tx)
         .await?;
-    let n = chunks.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut ordinals = Vec::with_capacity(n);
-    let mut contents = Vec::with_capacity(n);
-    let mut tokens = Vec::with_capacity(n);
-    let mut pages = Vec::with_capacity(n);
-    let mut headings = Vec::with_capacity(n);
-    let mut embeddings = Vec::with_capacity(n);
-    for (ordinal, chunk) in chunks.into_iter().enumerate() {
-        ids.push(crate::ids::ChunkId::new().0);
-        ordinals.push(ordinal as i32);
-        contents.push(chunk.content);
-        tokens.push(chunk.token_count);
-        pages.push(chunk.page);
-        headings.push(chunk.heading);
-        embeddings.push(Vector::from(chunk.embedding));
-    }
-    // One statement for the whole document: arrays unnested server-side.
-    sqlx::query(
-        "INSERT INTO chunks (id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding)
-         SELECT u.id, $1, $2, u.ordinal, u.content, u.token_count, u.page, u.heading, u.embedding
-         FROM UNNEST($3::uuid[], $4::int[], $5::text[], $6::int[], $7::int[], $8::text[], $9::vector[])
-              AS u(id, ordinal, content, token_count, page, heading, embedding)",
-    )
-    .bind(workspace)
-    .bind(document)
-    .bind(&ids)
-    .bind(&ordinals)
-    .bind(&contents)
-    .bind(&tokens)
-    .bind(&pages)
-    .bind(&headings)
-    .bind(&embeddings)
-    .execute(&mut *tx)
-    .await?;
-    match made {
-        Made::Inline { content_sha256 } => {
-            sqlx::query(
-                "UPDATE documents SET status = 'ready', error = NULL, ingested_sha256 = $3, ingested_at = now(),
-                     processing_until = NULL
-                 WHERE workspace_id = $1 AND id = $2",
-            )
-            .bind(workspace)
-            .bind(document)
-            .bind(content_sha256)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Made::Upload {
-            etag,
-            sequencer,
-            size,
-            content_sha256,
-            ..
-        } => {
-            sqlx::query(
-                "UPDATE documents SET status = 'ready', error = NULL, ingested_sha256 = $3,
-                     content_sha256 = $3, object_etag = $4, object_sequencer = $5, size = $6,
-                     ingested_at = now(), processing_until = NULL
-                 WHERE workspace_id = $1 AND id = $2",
-            )
-            .bind(workspace)
-            .bind(document)
-            .bind(content_sha256)
-            .bind(etag)
-            .bind(sequencer)
-            .bind(size)
-            .execute(&mut *tx)
-            .await?;
-        }
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(stored)
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! The ingest queue consumer: S3 ObjectCreated events for uploads and
 //! `ragway.document.changed` messages for inline documents and edits.
 //!
-//! Per record: find the document (unknown keys, test events and deleted
-//! documents are acknowledged and logged), skip what is already ingested,
-//! read the bytes, check them against what was declared, extract, chunk,
-//! embed, and replace the document's chunks in one transaction. A problem
+//! Per batch ([`worker`]): claim the documents its records ask for
+//! (unknown keys, test events and deleted documents are acknowledged and
+//! logged; what is already ingested is skipped), read each one's bytes,
+//! check them against what was declared, extract, chunk, embed, and
+//! replace the documents' chunks in one transaction per workspace. A problem
 //! with the file fails the document with a readable error and is
 //! acknowledged; a problem with our dependencies (database, S3, embedding
 //! provider) reports the record in `batchItemFailures`, so SQS redelivers
@@ -19,8 +20,8 @@ use common::documents::{Source, Status};
 use common::embed::EmbedError;
 use common::futures::StreamExt;
 use common::ids::{DocumentId, WorkspaceId};
-use common::ingest::events::{CreatedObject, DocumentChanged, QueueMessage};
-use common::ingest::store::{self, Made, NewChunk, Target};
+use common::ingest::events::{CreatedObject, QueueMessage};
+use common::ingest::store::{self, Ingest, Ingested, Made, NewChunk, Target};
 use common::lambda::Function;
 use ingestion::chunk::{ChunkSpec, Chunker};
 use ingestion::extract::{self, Format};
@@ -93,7 +94,7 @@ impl<E: Into<anyhow::Error>> From<E> for Retry {
     }
 }
 
-/// What happened to one record, for the log.
+/// What happened to one document of a record, for the log.
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Ingested { chunks: usize },
@@ -101,102 +102,343 @@ enum Outcome {
     Failed(String),
 }
 
-/// Handles one SQS batch; failed records are listed in `batchItemFailures`.
-pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    // Records are independent: overlap their S3 reads, CPU work and
-    // database round trips (the pool bounds concurrent connections).
-    let failures: Vec<BatchItemFailure> = common::futures::stream::iter(event.records)
-        .map(|record| handle_record(state, record))
-        .buffer_unordered(RECORD_CONCURRENCY)
-        .filter_map(|failure| async move { failure })
-        .collect()
-        .await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failures;
-    response
+/// What a record asks of one document.
+enum Work {
+    Inline,
+    Upload(CreatedObject),
 }
 
-/// Records of one batch processed at once.
-const RECORD_CONCURRENCY: usize = 4;
+/// One document a record asks to ingest.
+struct Job {
+    /// Its record's place in the batch.
+    record: usize,
+    workspace: WorkspaceId,
+    document: DocumentId,
+    work: Work,
+}
 
-/// One record; `Some` when it must be redelivered.
-async fn handle_record(state: &State, record: SqsMessage) -> Option<BatchItemFailure> {
-    let id = record.message_id.clone().unwrap_or_default();
-    let receives: u32 = record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
-    let body = record.body.as_deref().unwrap_or_default();
-    let result = match QueueMessage::parse(body) {
-        Err(error) => Err(Retry(anyhow::anyhow!("unreadable message: {error}"))),
-        Ok(QueueMessage::TestEvent) => Ok(vec![Outcome::Skipped("S3 test event")]),
-        Ok(QueueMessage::DocumentChanged(changed)) => {
-            let result = ingest_inline(state, &changed).await;
-            if let Err(retry) = &result
-                && receives >= MAX_RECEIVES
-            {
-                give_up(
-                    state,
-                    Some(changed.workspace_id),
-                    Some(changed.document_id),
-                    retry,
-                )
-                .await;
-            }
-            result.map(|o| vec![o])
-        }
-        Ok(QueueMessage::ObjectsCreated(objects)) => {
-            let mut outcomes = Vec::new();
-            let mut result = Ok(());
-            for object in &objects {
-                match ingest_upload(state, object).await {
-                    Ok(outcome) => outcomes.push(outcome),
-                    Err(retry) => {
-                        if receives >= MAX_RECEIVES {
-                            let doc = object.document_id.map(DocumentId);
-                            give_up(state, object.workspace_id, doc, &retry).await;
-                        }
-                        result = Err(retry);
-                    }
-                }
-            }
-            result.map(|()| outcomes)
-        }
-    };
-    match result {
-        Ok(outcomes) => {
-            for outcome in outcomes {
-                tracing::info!(message_id = %id, ?outcome, "ingest record handled");
-            }
-            None
-        }
-        Err(Retry(error)) => {
-            tracing::warn!(message_id = %id, receives, error = format!("{error:#}"),
-                "ingest record failed; SQS will redeliver it");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            Some(failure)
+impl Job {
+    fn ingest(&self) -> Ingest<'_> {
+        match &self.work {
+            Work::Inline => Ingest::Inline,
+            Work::Upload(object) => Ingest::Upload {
+                key: &object.key,
+                sequencer: object.sequencer.as_deref(),
+                etag: object.etag.as_deref(),
+            },
         }
     }
 }
 
+/// One record of the batch and what became of it.
+struct Record {
+    id: String,
+    receives: u32,
+    /// What was decided without a document (test events, foreign keys),
+    /// then each document's outcome.
+    outcomes: Vec<Outcome>,
+    /// Why it must be redelivered, if it must.
+    retry: Option<Retry>,
+}
+
+/// What a job came to: an outcome, or a retry of its record.
+type JobResult = Result<Outcome, Retry>;
+
+/// Handles one SQS batch; failed records are listed in `batchItemFailures`.
+///
+/// The batch is worked so the database sees a few statements per batch
+/// instead of several per document:
+/// 1. the documents the records ask for are claimed, one statement per
+///    workspace;
+/// 2. each claimed document is read, checked, extracted, chunked and
+///    embedded, several at once;
+/// 3. meanwhile the prepared ones are stored, several documents per
+///    transaction (one workspace each); if one fails, its documents one
+///    transaction each, so one bad document never holds back the rest
+///    ([`prepare_and_store`]).
+pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
+    let mut jobs = Vec::new();
+    let mut records: Vec<Record> = event
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| read_record(message, i, &mut jobs))
+        .collect();
+    let mut results: Vec<Option<JobResult>> = jobs.iter().map(|_| None).collect();
+
+    let claims = claim_jobs(state, &jobs).await;
+    let mut claimed = Vec::new();
+    let mut leased = vec![false; jobs.len()];
+    for (i, claim) in claims.into_iter().enumerate() {
+        match claim.map(|c| claimed_target(c, jobs[i].ingest())) {
+            Ok(Ok(target)) => {
+                leased[i] = true;
+                claimed.push((i, target));
+            }
+            Ok(Err(skipped)) => results[i] = Some(Ok(skipped)),
+            Err(retry) => results[i] = Some(Err(retry)),
+        }
+    }
+
+    prepare_and_store(state, &jobs, claimed, &mut results).await;
+
+    let mut release: HashMap<WorkspaceId, Vec<DocumentId>> = HashMap::new();
+    for ((job, result), leased) in jobs.iter().zip(results).zip(leased) {
+        let record = &mut records[job.record];
+        match result {
+            Some(Ok(outcome)) => record.outcomes.push(outcome),
+            Some(Err(retry)) => {
+                if record.receives >= MAX_RECEIVES {
+                    give_up(state, job.workspace, job.document, &retry).await;
+                } else if leased {
+                    release.entry(job.workspace).or_default().push(job.document);
+                }
+                record.retry = Some(retry);
+            }
+            None => {
+                record.retry = Some(Retry(anyhow::anyhow!(
+                    "document {} was left unhandled",
+                    job.document
+                )))
+            }
+        }
+    }
+    for (ws, documents) in release {
+        // If this fails too, the leases lapse after ten minutes, before
+        // SQS redelivers (visibility timeout: twelve).
+        if let Err(error) = store::release(&state.db, ws, &documents).await {
+            tracing::warn!(%error, "could not give back the leases of failed documents");
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = records.into_iter().filter_map(report).collect();
+    response
+}
+
+/// Prepares the claimed documents, [`RECORD_CONCURRENCY`] at once, and
+/// stores them as they come: whatever is prepared goes into the next
+/// transaction (at least [`STORE_MIN`] documents, or the rest), at most
+/// [`STORE_CONCURRENCY`] transactions at once, while the others are
+/// still being read and embedded. The worker's CPU and the database's
+/// then work at the same time, and a transaction carries several
+/// documents.
+async fn prepare_and_store(
+    state: &State,
+    jobs: &[Job],
+    claimed: Vec<(usize, Target)>,
+    results: &mut [Option<JobResult>],
+) {
+    let mut prepared = common::futures::stream::iter(claimed)
+        .map(|(i, target)| async move { (i, prepare_job(state, &jobs[i], &target).await) })
+        .buffer_unordered(RECORD_CONCURRENCY);
+    let mut stores = common::futures::stream::FuturesUnordered::new();
+    let mut pending: Vec<(usize, Ingested)> = Vec::new();
+    let mut exhausted = false;
+    loop {
+        if !pending.is_empty()
+            && stores.len() < STORE_CONCURRENCY
+            && (exhausted || pending.len() >= STORE_MIN)
+        {
+            stores.push(store_jobs(state, jobs, std::mem::take(&mut pending)));
+        }
+        if exhausted && pending.is_empty() && stores.is_empty() {
+            return;
+        }
+        tokio::select! {
+            next = prepared.next(), if !exhausted => match next {
+                Some((i, Ok(ingested))) => pending.push((i, ingested)),
+                Some((i, Err(done))) => results[i] = Some(done),
+                None => exhausted = true,
+            },
+            Some(stored) = stores.next(), if !stores.is_empty() => {
+                for (i, result) in stored {
+                    results[i] = Some(result);
+                }
+            }
+        }
+    }
+}
+
+/// Fewest prepared documents a transaction waits for (unless none are
+/// left to prepare). Measured with `infra/bench/ingest.sh --fast-s3`
+/// (10-record batches): 2 per transaction cost Postgres half again the
+/// CPU of 4, and a whole batch in one transaction keeps the cores idle
+/// while it is prepared.
+const STORE_MIN: usize = 4;
+/// Store transactions of one batch at once (two connections insert into
+/// the HNSW index side by side).
+const STORE_CONCURRENCY: usize = 2;
+
+/// Logs what became of a record; `Some` when it must be redelivered.
+fn report(record: Record) -> Option<BatchItemFailure> {
+    let Record {
+        id,
+        receives,
+        outcomes,
+        retry,
+    } = record;
+    for outcome in outcomes {
+        tracing::info!(message_id = %id, ?outcome, "ingest record handled");
+    }
+    let Retry(error) = retry?;
+    tracing::warn!(message_id = %id, receives, error = format!("{error:#}"),
+        "ingest record failed; SQS will redeliver it");
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = id;
+    Some(failure)
+}
+
+/// Documents of one batch read, extracted and embedded at once (each
+/// holds its file and text in memory meanwhile).
+const RECORD_CONCURRENCY: usize = 4;
+
+/// A record's message, and the documents it asks for appended to `jobs`.
+fn read_record(message: SqsMessage, index: usize, jobs: &mut Vec<Job>) -> Record {
+    let mut record = Record {
+        id: message.message_id.clone().unwrap_or_default(),
+        receives: message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+        outcomes: Vec::new(),
+        retry: None,
+    };
+    let mut job = |workspace, document, work| {
+        jobs.push(Job {
+            record: index,
+            workspace,
+            document,
+            work,
+        })
+    };
+    match QueueMessage::parse(message.body.as_deref().unwrap_or_default()) {
+        Err(error) => record.retry = Some(Retry(anyhow::anyhow!("unreadable message: {error}"))),
+        Ok(QueueMessage::TestEvent) => record.outcomes.push(Outcome::Skipped("S3 test event")),
+        Ok(QueueMessage::DocumentChanged(changed)) => {
+            job(changed.workspace_id, changed.document_id, Work::Inline)
+        }
+        Ok(QueueMessage::ObjectsCreated(objects)) => {
+            for object in objects {
+                match (object.workspace_id, object.document_id.map(DocumentId)) {
+                    (Some(ws), Some(doc)) => job(ws, doc, Work::Upload(object)),
+                    _ => record.outcomes.push(Outcome::Skipped(
+                        "key outside workspaces/{id}/documents/{id}/",
+                    )),
+                }
+            }
+        }
+    }
+    record
+}
+
+/// Claims every job's document: one statement per workspace, the
+/// workspaces at once. A failed claim retries its jobs.
+async fn claim_jobs(state: &State, jobs: &[Job]) -> Vec<Result<Option<store::Claim>, Retry>> {
+    let mut by_workspace: HashMap<WorkspaceId, Vec<usize>> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        by_workspace.entry(job.workspace).or_default().push(i);
+    }
+    let groups = common::futures::future::join_all(by_workspace.into_iter().map(
+        |(ws, members)| async move {
+            let wanted: Vec<_> = members
+                .iter()
+                .map(|&i| (jobs[i].document, jobs[i].ingest()))
+                .collect();
+            let claims = store::claim_all(&state.db, ws, &wanted).await;
+            (members, claims)
+        },
+    ))
+    .await;
+    let mut claims: Vec<Result<Option<store::Claim>, Retry>> =
+        jobs.iter().map(|_| Ok(None)).collect();
+    for (members, found) in groups {
+        match found {
+            Ok(found) => {
+                for (i, claim) in members.into_iter().zip(found) {
+                    claims[i] = Ok(claim);
+                }
+            }
+            Err(error) => {
+                for i in members {
+                    claims[i] = Err(Retry(anyhow::anyhow!("claiming documents: {error}")));
+                }
+            }
+        }
+    }
+    claims
+}
+
+/// Stores the prepared documents: one transaction per workspace, the
+/// workspaces at once; if one fails, its documents one transaction each.
+async fn store_jobs(
+    state: &State,
+    jobs: &[Job],
+    ready: Vec<(usize, Ingested)>,
+) -> Vec<(usize, JobResult)> {
+    let mut by_workspace: HashMap<WorkspaceId, (Vec<usize>, Vec<Ingested>)> = HashMap::new();
+    for (i, ingested) in ready {
+        let group = by_workspace.entry(jobs[i].workspace).or_default();
+        group.0.push(i);
+        group.1.push(ingested);
+    }
+    let groups = common::futures::future::join_all(by_workspace.into_iter().map(
+        |(ws, (members, documents))| async move {
+            match store::replace_all(&state.db, ws, &documents).await {
+                Ok(stored) => members
+                    .into_iter()
+                    .zip(stored.into_iter().zip(&documents))
+                    .map(|(i, (stored, doc))| (i, stored_outcome(stored, doc)))
+                    .collect(),
+                Err(error) if documents.len() > 1 => {
+                    tracing::warn!(%error, documents = documents.len(),
+                        "storing a batch's chunks failed; storing them one by one");
+                    let mut results = Vec::new();
+                    for (i, doc) in members.into_iter().zip(&documents) {
+                        let one =
+                            store::replace_all(&state.db, ws, std::slice::from_ref(doc)).await;
+                        results.push(match one {
+                            Ok(stored) => (i, stored_outcome(stored.first() == Some(&true), doc)),
+                            Err(error) => (i, Err(Retry::from(error))),
+                        });
+                    }
+                    results
+                }
+                Err(error) => members
+                    .into_iter()
+                    .map(|i| {
+                        (
+                            i,
+                            Err(Retry::from(anyhow::anyhow!("storing chunks: {error}"))),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            }
+        },
+    ))
+    .await;
+    groups.into_iter().flatten().collect()
+}
+
+fn stored_outcome(stored: bool, doc: &Ingested) -> JobResult {
+    Ok(if stored {
+        Outcome::Ingested {
+            chunks: doc.chunks.len(),
+        }
+    } else {
+        Outcome::Skipped("the document changed meanwhile; a newer message carries it")
+    })
+}
+
 /// The message's last delivery failed too: say so on the document (it
 /// goes to the DLQ; a redrive after the cause is fixed ingests it).
-async fn give_up(
-    state: &State,
-    workspace: Option<WorkspaceId>,
-    document: Option<DocumentId>,
-    retry: &Retry,
-) {
-    if let (Some(ws), Some(doc)) = (workspace, document) {
-        let reason = format!(
-            "ingestion failed {MAX_RECEIVES} times; last error: {:#}",
-            retry.0
-        );
-        if let Err(error) = store::mark_failed(&state.db, ws, doc, &reason).await {
-            tracing::error!(%error, document = %doc, "could not mark the document failed");
-        }
+async fn give_up(state: &State, workspace: WorkspaceId, document: DocumentId, retry: &Retry) {
+    let reason = format!(
+        "ingestion failed {MAX_RECEIVES} times; last error: {:#}",
+        retry.0
+    );
+    if let Err(error) = store::mark_failed(&state.db, workspace, document, &reason).await {
+        tracing::error!(%error, %document, "could not mark the document failed");
     }
 }
 
@@ -264,100 +506,88 @@ async fn prepare(
         .collect())
 }
 
-/// Stores the chunks, or records why the document failed.
-async fn finish(
-    state: &State,
-    ws: WorkspaceId,
-    doc: DocumentId,
-    prepared: Result<Vec<NewChunk>, Result<String, Retry>>,
-    made: Made,
-) -> Result<Outcome, Retry> {
+/// The document [`store::claim_all`] took for this delivery, or why it
+/// was left alone (for the log: the claim itself decided, in SQL).
+fn claimed_target(claim: Option<store::Claim>, ingest: Ingest<'_>) -> Result<Target, Outcome> {
+    let Some(store::Claim { target, claimed }) = claim else {
+        return Err(Outcome::Skipped("no such document in this workspace"));
+    };
+    if claimed {
+        return Ok(target);
+    }
+    let ready = target.status == Status::Ready;
+    Err(Outcome::Skipped(match ingest {
+        _ if target.deleted => "the document was deleted",
+        Ingest::Inline if target.source != Source::Inline => "not an inline document",
+        Ingest::Inline
+            if ready && target.ingested_sha256.as_deref() == Some(&target.content_sha256) =>
+        {
+            "this content is already ingested"
+        }
+        Ingest::Upload { key, .. }
+            if target.source != Source::Upload || target.s3_key.as_deref() != Some(key) =>
+        {
+            "not this document's file"
+        }
+        Ingest::Upload {
+            sequencer: Some(sequencer),
+            ..
+        } if target
+            .object_sequencer
+            .as_deref()
+            .is_some_and(|seen| store::sequencer_later(seen, sequencer)) =>
+        {
+            "a later write of this key was already ingested"
+        }
+        Ingest::Upload {
+            etag: Some(etag), ..
+        } if ready && target.object_etag.as_deref() == Some(etag) => {
+            "this object is already ingested"
+        }
+        _ => "being ingested by another delivery (or it changed meanwhile)",
+    }))
+}
+
+/// A claimed document's chunks with their embeddings, or what became of
+/// it instead: a file that cannot be ingested fails the document with
+/// its reason; a problem with our dependencies retries the record.
+async fn prepare_job(state: &State, job: &Job, target: &Target) -> Result<Ingested, JobResult> {
+    let (made, prepared) = match &job.work {
+        Work::Inline => {
+            let format =
+                Format::from_content_type(&target.content_type).unwrap_or(Format::PlainText);
+            let text = target.content.as_deref().unwrap_or_default();
+            let made = Made::Inline {
+                content_sha256: target.content_sha256.clone(),
+            };
+            (made, prepare(state, text.as_bytes(), format).await)
+        }
+        Work::Upload(object) => read_upload(state, object, target).await?,
+    };
     match prepared {
-        Ok(chunks) => {
-            let count = chunks.len();
-            if store::replace_chunks(&state.db, ws, doc, &made, chunks).await? {
-                Ok(Outcome::Ingested { chunks: count })
-            } else {
-                Ok(Outcome::Skipped(
-                    "the document changed meanwhile; a newer message carries it",
-                ))
-            }
-        }
-        Err(Ok(reason)) => {
-            store::mark_failed(&state.db, ws, doc, &reason).await?;
-            Ok(Outcome::Failed(reason))
-        }
-        Err(Err(retry)) => Err(retry),
+        Ok(chunks) => Ok(Ingested {
+            document: job.document,
+            made,
+            chunks,
+        }),
+        Err(Ok(reason)) => Err(
+            match store::mark_failed(&state.db, job.workspace, job.document, &reason).await {
+                Ok(()) => Ok(Outcome::Failed(reason)),
+                Err(error) => Err(error.into()),
+            },
+        ),
+        Err(Err(retry)) => Err(Err(retry)),
     }
 }
 
-fn is_live(target: &Option<Target>) -> Result<&Target, Outcome> {
-    match target {
-        None => Err(Outcome::Skipped("no such document in this workspace")),
-        Some(t) if t.deleted => Err(Outcome::Skipped("the document was deleted")),
-        Some(t) => Ok(t),
-    }
-}
-
-async fn ingest_inline(state: &State, changed: &DocumentChanged) -> Result<Outcome, Retry> {
-    let (ws, doc) = (changed.workspace_id, changed.document_id);
-    let target = store::load(&state.db, ws, doc).await?;
-    let target = match is_live(&target) {
-        Ok(t) => t,
-        Err(skipped) => return Ok(skipped),
-    };
-    if target.source != Source::Inline {
-        return Ok(Outcome::Skipped("not an inline document"));
-    }
-    if target.status == Status::Ready
-        && target.ingested_sha256.as_deref() == Some(target.content_sha256.as_str())
-    {
-        return Ok(Outcome::Skipped("this content is already ingested"));
-    }
-    if !store::claim(&state.db, ws, doc, None).await? {
-        return Ok(Outcome::Skipped(
-            "already ingested, or being ingested by another delivery",
-        ));
-    }
-    let format = Format::from_content_type(&target.content_type).unwrap_or(Format::PlainText);
-    let text = target.content.as_deref().unwrap_or_default();
-    let prepared = prepare(state, text.as_bytes(), format).await;
-    let made = Made::Inline {
-        content_sha256: target.content_sha256.clone(),
-    };
-    finish(state, ws, doc, prepared, made).await
-}
-
-async fn ingest_upload(state: &State, object: &CreatedObject) -> Result<Outcome, Retry> {
-    let (Some(ws), Some(doc)) = (object.workspace_id, object.document_id.map(DocumentId)) else {
-        return Ok(Outcome::Skipped(
-            "key outside workspaces/{id}/documents/{id}/",
-        ));
-    };
-    let target = store::load(&state.db, ws, doc).await?;
-    let target = match is_live(&target) {
-        Ok(t) => t,
-        Err(skipped) => return Ok(skipped),
-    };
-    if target.source != Source::Upload || target.s3_key.as_deref() != Some(object.key.as_str()) {
-        return Ok(Outcome::Skipped("not this document's file"));
-    }
-    if let (Some(seen), Some(sequencer)) = (&target.object_sequencer, &object.sequencer)
-        && store::sequencer_later(seen, sequencer)
-    {
-        return Ok(Outcome::Skipped(
-            "a later write of this key was already ingested",
-        ));
-    }
-    if target.status == Status::Ready && object.etag.is_some() && object.etag == target.object_etag
-    {
-        return Ok(Outcome::Skipped("this object is already ingested"));
-    }
-    if !store::claim(&state.db, ws, doc, object.etag.as_deref()).await? {
-        return Ok(Outcome::Skipped(
-            "already ingested, or being ingested by another delivery",
-        ));
-    }
+/// An upload's object read and checked against what was declared, then
+/// prepared; `Err` when there is nothing to store (the object is gone) or
+/// the read must be retried.
+async fn read_upload(
+    state: &State,
+    object: &CreatedObject,
+    target: &Target,
+) -> Result<(Made, Result<Vec<NewChunk>, Result<String, Retry>>), JobResult> {
     let bucket = state
         .config
         .bucket_name
@@ -376,11 +606,13 @@ async fn ingest_upload(state: &State, object: &CreatedObject) -> Result<Outcome,
         Err(error) => {
             let service = error.as_service_error().map(|e| e.is_no_such_key());
             if service == Some(true) {
-                return Ok(Outcome::Skipped("the object is gone (deleted or replaced)"));
+                return Err(Ok(Outcome::Skipped(
+                    "the object is gone (deleted or replaced)",
+                )));
             }
-            return Err(Retry(anyhow::anyhow!(
+            return Err(Err(Retry(anyhow::anyhow!(
                 aws_sdk_s3::error::DisplayErrorContext(error)
-            )));
+            ))));
         }
     };
     let etag = got
@@ -392,7 +624,7 @@ async fn ingest_upload(state: &State, object: &CreatedObject) -> Result<Outcome,
         .body
         .collect()
         .await
-        .map_err(|e| anyhow::anyhow!("reading the object: {e}"))?
+        .map_err(|e| Err(Retry(anyhow::anyhow!("reading the object: {e}"))))?
         .into_bytes();
     let made = Made::Upload {
         key: object.key.clone(),
@@ -416,7 +648,7 @@ async fn ingest_upload(state: &State, object: &CreatedObject) -> Result<Outcome,
             None => Err(Ok(format!("{} files cannot be read", target.content_type))),
         }
     };
-    finish(state, ws, doc, prepared, made).await
+    Ok((made, prepared))
 }
 
 /// A readable reason when the bytes are evidently not the declared type

@@ -592,6 +592,69 @@ async fn a_database_outage_is_retried_and_nothing_is_lost_or_doubled(pool: PgPoo
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_document_the_database_refuses_mid_batch_is_retried_alone(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let mut ids = Vec::new();
+    for (title, text) in [
+        ("One", "Alpha notes about ocean currents."),
+        ("Two", "Beta notes about carbon budgets."),
+        ("Three", "Gamma notes about market growth."),
+    ] {
+        let doc = s.create(json!({ "title": title, "content": text })).await;
+        ids.push(doc["id"].as_str().unwrap().to_owned());
+    }
+    // The database refuses the second document's chunks, in the middle of
+    // the batch's one transaction.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION test_refuse_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.document_id = '{}' THEN RAISE EXCEPTION 'refused for the test'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER test_refuse BEFORE INSERT ON chunks
+             FOR EACH ROW EXECUTE FUNCTION test_refuse_chunks();",
+        ids[1]
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let outcome = sqs::poll_once(
+        &s.state,
+        &s.queue,
+        ingest_worker(),
+        10,
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (outcome.received, outcome.failed),
+        (3, 1),
+        "one batch, only the refused document's record fails"
+    );
+    for i in [0, 2] {
+        assert_eq!(s.document(&ids[i]).await["status"], "ready");
+        assert_eq!(s.chunks(&ids[i]).await.len(), 1);
+    }
+    assert_ne!(s.document(&ids[1]).await["status"], "ready");
+    assert!(s.chunks(&ids[1]).await.is_empty());
+
+    // Once the database takes it, the redelivery (at once: the failed
+    // attempt gave its lease back) stores it, once; the others are untouched.
+    sqlx::raw_sql("DROP TRIGGER test_refuse ON chunks")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let outcome = s.drain().await;
+    assert_eq!((outcome.received, outcome.failed), (1, 0));
+    let refused = s.document(&ids[1]).await;
+    assert_eq!(refused["status"], "ready");
+    assert_eq!(refused["attempts"], 2);
+    assert_eq!(s.chunks(&ids[1]).await.len(), 1);
+    assert_eq!(s.document(&ids[0]).await["attempts"], 1);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn pdf_and_docx_uploads_keep_pages_and_headings(pool: PgPool) {
     use ingestion::fixtures::{docx, pdf_with_pages};
     let s = stack(pool).await;
