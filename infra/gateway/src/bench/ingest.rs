@@ -348,6 +348,30 @@ async fn pass(
         "raw COPY: {copied} rows in {copy_secs:.1} s = {copy_rate:.0} chunks/s; worker / COPY = {:.2}",
         worker_rate / copy_rate
     );
+    delete_objects(s3, &bucket, rows.iter().map(|(key, _)| key.as_str())).await
+}
+
+/// Empties the bucket of this pass's objects: the emulator keeps every
+/// object in memory, and its GETs grow slower as the bucket grows.
+async fn delete_objects<'a>(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    keys: impl Iterator<Item = &'a str>,
+) -> anyhow::Result<()> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let keys: Vec<&str> = keys.collect();
+    for batch in keys.chunks(1000) {
+        let objects = batch
+            .iter()
+            .map(|key| ObjectIdentifier::builder().key(*key).build())
+            .collect::<Result<Vec<_>, _>>()?;
+        s3.delete_objects()
+            .bucket(bucket)
+            .delete(Delete::builder().set_objects(Some(objects)).build()?)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    }
     Ok(())
 }
 
@@ -405,7 +429,7 @@ fn cpu_times() -> anyhow::Result<CpuTimes> {
         match &stat[open + 1..close] {
             _ if pid == std::process::id() => times.own += secs,
             "postgres" => times.postgres += secs,
-            comm if comm.starts_with("moto") => times.emulator += secs,
+            comm if comm.starts_with("moto") || comm == "s3s-fs" => times.emulator += secs,
             _ => {}
         }
     }

@@ -224,6 +224,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let clients = flag(args, "--clients", 32)?;
     let seconds = flag(args, "--seconds", 5)?;
     let keep = args.iter().any(|a| a == "--keep");
+    let sweep = ef_sweep(args)?;
     let mut config = Config::from_env().context("load the stack env first: . .local/test/env")?;
     // The handler still counts every request; the bench just never hits the limit.
     config.query.rate_limit_per_minute = u32::MAX;
@@ -290,6 +291,14 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     );
 
     // Latency and recall per bucket.
+    let sweep_states = sweep
+        .iter()
+        .map(|&ef| {
+            let mut config = config.clone();
+            config.query.hnsw_ef_search = ef;
+            State::with_pool(config, pool.clone())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let ask = http_handler("query-ask")?;
     let mut by_bucket: [Vec<(WorkspaceId, usize)>; 3] = Default::default();
     for (ws, size) in workspaces.iter().zip(&sizes) {
@@ -305,6 +314,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         // Each leg alone, direct (membership, the leg, details).
         let (mut semantic_leg, mut keyword_leg) = (Samples::default(), Samples::default());
         let mut recall = 0.0;
+        let mut swept: Vec<(Samples, f64)> = sweep.iter().map(|_| Default::default()).collect();
         for turn in 0..per_bucket {
             let (ws, _) = members[rng.random_range(0..members.len())];
             let question = words(&mut rng, 5);
@@ -343,6 +353,13 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             let truth = exact(&state, user, ws, &question).await?;
             let hit = truth.iter().filter(|id| found.contains(id)).count();
             recall += hit as f64 / truth.len().max(1) as f64;
+            for ((latency, recall), state) in swept.iter_mut().zip(&sweep_states) {
+                let t = Instant::now();
+                let found = direct(state, user, ws, &question, Mode::Semantic).await?;
+                latency.push(t.elapsed());
+                let hit = truth.iter().filter(|id| found.contains(id)).count();
+                *recall += hit as f64 / truth.len().max(1) as f64;
+            }
         }
         print_row(
             BUCKETS[b],
@@ -359,6 +376,15 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             keyword_leg.quantile(0.5),
             keyword_leg.quantile(0.95),
         );
+        for (ef, (latency, recall)) in sweep.iter().zip(&swept) {
+            println!(
+                "{:<22} hnsw.ef_search {ef:>4}: semantic recall@10 {:.3}, semantic leg p50 {:6.2} p95 {:6.2} ms",
+                "",
+                recall / per_bucket as f64,
+                latency.quantile(0.5),
+                latency.quantile(0.95),
+            );
+        }
     }
     print_row("all", n_workspaces, &all_handler, &all_raw, f64::NAN);
 
@@ -377,6 +403,19 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         drop_scratch(&config, DB).await?;
     }
     Ok(())
+}
+
+/// `--ef-sweep 100,200,400`: semantic recall and latency at each
+/// hnsw.ef_search too (same questions, direct).
+fn ef_sweep(args: &[String]) -> anyhow::Result<Vec<u32>> {
+    let Some(i) = args.iter().position(|a| a == "--ef-sweep") else {
+        return Ok(Vec::new());
+    };
+    args.get(i + 1)
+        .context("--ef-sweep needs a list: 100,200,400")?
+        .split(',')
+        .map(|v| Ok(v.trim().parse::<u32>()?))
+        .collect()
 }
 
 fn print_row(what: &str, workspaces: usize, handler: &Samples, raw: &Samples, recall: f64) {
