@@ -247,6 +247,18 @@ async fn inline_documents_and_edits_are_ingested_and_duplicates_change_nothing(p
         .send()
         .await
         .unwrap();
+    // The API's own message and this duplicate: two deliveries in one
+    // batch, one claim.
+    let outcome = sqs::poll_once(
+        &s.state,
+        &s.queue,
+        ingest_worker(),
+        10,
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    assert_eq!((outcome.received, outcome.failed), (2, 0));
     s.drain().await;
     let first = s.chunks(&id).await;
     assert_eq!(s.document(&id).await["status"], "ready");
