@@ -125,8 +125,15 @@ pub struct QueryConfig {
     /// Share of the semantic leg in hybrid scores; None: the embedder's
     /// default (see [`QueryConfig::semantic_weight`]).
     pub hybrid_semantic_weight: Option<f64>,
-    /// `hnsw.ef_search` for index scans (iterative scans go on past it).
+    /// `hnsw.ef_search` for the semantic leg of hybrid searches
+    /// (iterative scans go on past it): the keyword leg finds what the
+    /// graph search misses, and both legs share the request's time.
     pub hnsw_ef_search: u32,
+    /// `hnsw.ef_search` for semantic-only searches, whose results are the
+    /// index's alone. Measured on SciFact with the local embedder (own
+    /// index, 6,182 chunks): recall@10 against an exact scan 0.937 at 100,
+    /// 0.979 at 200, 0.995 at 400; the leg 5.3, 6.7, 7.7 ms.
+    pub hnsw_ef_search_semantic: u32,
     /// Answer length when the request names none, and the most it may ask.
     pub default_max_tokens: u32,
     pub max_tokens_limit: u32,
@@ -339,6 +346,7 @@ impl Config {
                 exact_search_max_chunks: vars.parse_or("VECTOR_EXACT_SEARCH_MAX_CHUNKS", 5_000)?,
                 dedicated_indexes_max: vars.parse_or("VECTOR_DEDICATED_INDEXES_MAX", 100)?,
                 hnsw_ef_search: vars.parse_or("HNSW_EF_SEARCH", 100)?,
+                hnsw_ef_search_semantic: vars.parse_or("HNSW_EF_SEARCH_SEMANTIC", 200)?,
                 hybrid_semantic_weight: vars
                     .optional("HYBRID_SEMANTIC_WEIGHT")
                     .map(|v| v.parse::<f64>())
@@ -474,9 +482,12 @@ impl Config {
         {
             return bad("HYBRID_SEMANTIC_WEIGHT", "must be a number between 0 and 1");
         }
+        // pgvector's own range for hnsw.ef_search.
         if !(1..=1000).contains(&query.hnsw_ef_search) {
-            // pgvector's own range for hnsw.ef_search.
             return bad("HNSW_EF_SEARCH", "must be between 1 and 1000");
+        }
+        if !(1..=1000).contains(&query.hnsw_ef_search_semantic) {
+            return bad("HNSW_EF_SEARCH_SEMANTIC", "must be between 1 and 1000");
         }
         if query.default_max_tokens == 0 || query.default_max_tokens > query.max_tokens_limit {
             return bad(

@@ -181,7 +181,7 @@ pub async fn search(
     let embedding = search.embedding.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!("semantic search without an embedding"))
     })?;
-    let path = vector_path(tx, config, dimensions, search.workspace, depth).await?;
+    let path = vector_path(tx, config, dimensions, search, depth).await?;
     let ranked = if search.mode == Mode::Semantic {
         semantic(tx, path, dimensions, search, embedding, depth).await?
     } else {
@@ -331,18 +331,22 @@ struct VectorPath {
 }
 
 /// The workspace's [`VectorPath`] ([`PATH_SQL`]), with the scan options
-/// for `limit` rows set in `tx`.
+/// for `limit` rows of `search`'s mode set in `tx`.
 async fn vector_path(
     tx: &mut Transaction<'static, Postgres>,
     config: &QueryConfig,
     dimensions: usize,
-    workspace: WorkspaceId,
+    search: &Search<'_>,
     limit: i64,
 ) -> Result<VectorPath> {
-    let ef_search = config.hnsw_ef_search.max(limit.min(1000) as u32);
+    let ef_search = match search.mode {
+        Mode::Semantic => config.hnsw_ef_search_semantic,
+        _ => config.hnsw_ef_search,
+    };
+    let ef_search = ef_search.max(limit.min(1000) as u32);
     let (indexed, dedicated, _, _): (bool, bool, String, String) = sqlx::query_as(PATH_SQL)
-        .bind(workspace)
-        .bind(indexes::index_name(workspace, dimensions))
+        .bind(search.workspace)
+        .bind(indexes::index_name(search.workspace, dimensions))
         .bind(ef_search.to_string())
         .fetch_one(&mut **tx)
         .await?;

@@ -1234,7 +1234,18 @@ async fn hybrid_in(
     ws: WorkspaceId,
     question: &str,
 ) -> Vec<(String, f64)> {
-    use common::retrieval::{Filters, Mode, Search};
+    search_in(state, db, tx, ws, question, common::retrieval::Mode::Hybrid).await
+}
+
+async fn search_in(
+    state: &State,
+    db: &PgPool,
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ws: WorkspaceId,
+    question: &str,
+    mode: common::retrieval::Mode,
+) -> Vec<(String, f64)> {
+    use common::retrieval::{Filters, Search};
     let embedder = state.embedder().await.unwrap();
     let embedding = embedder.embed_query(question).await.unwrap();
     let filters = Filters::default();
@@ -1247,7 +1258,7 @@ async fn hybrid_in(
             workspace: ws,
             text: question,
             embedding: Some(&embedding),
-            mode: Mode::Hybrid,
+            mode,
             top_k: 5,
             filters: &filters,
             semantic_weight: 0.5,
@@ -1272,6 +1283,34 @@ async fn warm_up(pool: &PgPool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("{} idle connections", pool.num_idle());
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn semantic_searches_scan_the_vector_index_deeper_than_hybrid_ones(pool: PgPool) {
+    use common::retrieval::Mode;
+    let s = stack(
+        pool.clone(),
+        &[("HNSW_EF_SEARCH", "60"), ("HNSW_EF_SEARCH_SEMANTIC", "300")],
+    )
+    .await;
+    s.create("Malaria", MALARIA, json!({})).await;
+    s.drain().await;
+    let ws: WorkspaceId = s.ws.parse().unwrap();
+    let dims = s.state.config.embedding.dimensions;
+    common::retrieval::indexes::maintain(&pool, dims, 0, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for (mode, ef) in [(Mode::Semantic, "300"), (Mode::Hybrid, "60")] {
+        let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
+        let found = search_in(&s.state, &pool, &mut tx, ws, "malaria treatment", mode).await;
+        assert!(!found.is_empty(), "{mode:?}");
+        let (set,): (String,) = sqlx::query_as("SELECT current_setting('hnsw.ef_search')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(set, ef, "{mode:?}");
+        tx.rollback().await.unwrap();
+    }
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

@@ -284,10 +284,11 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         index.elapsed().as_secs_f64()
     );
     println!(
-        "exact search up to VECTOR_EXACT_SEARCH_MAX_CHUNKS = {}, own indexes for at most VECTOR_DEDICATED_INDEXES_MAX = {}, hnsw.ef_search {}",
+        "exact search up to VECTOR_EXACT_SEARCH_MAX_CHUNKS = {}, own indexes for at most VECTOR_DEDICATED_INDEXES_MAX = {}, hnsw.ef_search {} (hybrid) / {} (semantic)",
         config.query.exact_search_max_chunks,
         config.query.dedicated_indexes_max,
-        config.query.hnsw_ef_search
+        config.query.hnsw_ef_search,
+        config.query.hnsw_ef_search_semantic
     );
 
     // Latency and recall per bucket.
@@ -296,6 +297,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         .map(|&ef| {
             let mut config = config.clone();
             config.query.hnsw_ef_search = ef;
+            config.query.hnsw_ef_search_semantic = ef;
             State::with_pool(config, pool.clone())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
