@@ -88,6 +88,19 @@ impl Stack {
         support::drain(&self.state, &self.queue).await
     }
 
+    /// Runs the worker over one batch (up to 10 messages) as `state`.
+    async fn poll_once(&self, state: &Arc<State>) -> sqs::PollOutcome {
+        sqs::poll_once(
+            state,
+            &self.queue,
+            ingest_worker(),
+            10,
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn document(&self, id: &str) -> Value {
         let reply = self
             .api
@@ -249,15 +262,7 @@ async fn inline_documents_and_edits_are_ingested_and_duplicates_change_nothing(p
         .unwrap();
     // The API's own message and this duplicate: two deliveries in one
     // batch, one claim.
-    let outcome = sqs::poll_once(
-        &s.state,
-        &s.queue,
-        ingest_worker(),
-        10,
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    let outcome = s.poll_once(&s.state).await;
     assert_eq!((outcome.received, outcome.failed), (2, 0));
     s.drain().await;
     let first = s.chunks(&id).await;
@@ -581,15 +586,7 @@ async fn a_database_outage_is_retried_and_nothing_is_lost_or_doubled(pool: PgPoo
         )
         .unwrap(),
     );
-    let outcome = sqs::poll_once(
-        &down,
-        &s.queue,
-        ingest_worker(),
-        10,
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    let outcome = s.poll_once(&down).await;
     assert_eq!(
         (outcome.received, outcome.failed, outcome.deleted),
         (1, 1, 0)
@@ -630,15 +627,7 @@ async fn a_document_the_database_refuses_mid_batch_is_retried_alone(pool: PgPool
     .execute(&pool)
     .await
     .unwrap();
-    let outcome = sqs::poll_once(
-        &s.state,
-        &s.queue,
-        ingest_worker(),
-        10,
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    let outcome = s.poll_once(&s.state).await;
     assert_eq!(
         (outcome.received, outcome.failed),
         (3, 1),
