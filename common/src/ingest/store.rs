@@ -118,6 +118,45 @@ pub struct Claim {
     pub claimed: bool,
 }
 
+impl Claim {
+    /// Why [`CLAIM_SQL`] left the document to `ingest`'s message alone, read
+    /// from the state the document was in (for the log).
+    pub fn unclaimed_reason(&self, ingest: Ingest<'_>) -> &'static str {
+        let target = &self.target;
+        let ready = target.status == Status::Ready;
+        match ingest {
+            _ if target.deleted => "the document was deleted",
+            Ingest::Inline if target.source != Source::Inline => "not an inline document",
+            Ingest::Inline
+                if ready && target.ingested_sha256.as_deref() == Some(&target.content_sha256) =>
+            {
+                "this content is already ingested"
+            }
+            Ingest::Upload { key, .. }
+                if target.source != Source::Upload || target.s3_key.as_deref() != Some(key) =>
+            {
+                "not this document's file"
+            }
+            Ingest::Upload {
+                sequencer: Some(sequencer),
+                ..
+            } if target
+                .object_sequencer
+                .as_deref()
+                .is_some_and(|seen| sequencer_later(seen, sequencer)) =>
+            {
+                "a later write of this key was already ingested"
+            }
+            Ingest::Upload {
+                etag: Some(etag), ..
+            } if ready && target.object_etag.as_deref() == Some(etag) => {
+                "this object is already ingested"
+            }
+            _ => "being ingested by another delivery (or it changed meanwhile)",
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
     n: i64,

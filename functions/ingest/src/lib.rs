@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use common::State;
 use common::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use common::documents::{Source, Status};
 use common::embed::EmbedError;
 use common::futures::StreamExt;
 use common::ids::{DocumentId, WorkspaceId};
@@ -335,12 +334,10 @@ fn read_record(message: SqsMessage, index: usize, jobs: &mut Vec<Job>) -> Record
 /// Claims every job's document: one statement per workspace, the
 /// workspaces at once. A failed claim retries its jobs.
 async fn claim_jobs(state: &State, jobs: &[Job]) -> Vec<Result<Option<store::Claim>, Retry>> {
-    let mut by_workspace: HashMap<WorkspaceId, Vec<usize>> = HashMap::new();
-    for (i, job) in jobs.iter().enumerate() {
-        by_workspace.entry(job.workspace).or_default().push(i);
-    }
+    let by_workspace = by_workspace(jobs, (0..jobs.len()).map(|i| (i, ())));
     let groups = common::futures::future::join_all(by_workspace.into_iter().map(
         |(ws, members)| async move {
+            let members: Vec<usize> = members.into_iter().map(|(i, ())| i).collect();
             let wanted: Vec<_> = members
                 .iter()
                 .map(|&i| (jobs[i].document, jobs[i].ingest()))
@@ -376,48 +373,50 @@ async fn store_jobs(
     jobs: &[Job],
     ready: Vec<(usize, Ingested)>,
 ) -> Vec<(usize, JobResult)> {
-    let mut by_workspace: HashMap<WorkspaceId, (Vec<usize>, Vec<Ingested>)> = HashMap::new();
-    for (i, ingested) in ready {
-        let group = by_workspace.entry(jobs[i].workspace).or_default();
-        group.0.push(i);
-        group.1.push(ingested);
-    }
-    let groups = common::futures::future::join_all(by_workspace.into_iter().map(
-        |(ws, (members, documents))| async move {
-            match store::replace_all(&state.db, ws, &documents).await {
-                Ok(stored) => members
-                    .into_iter()
-                    .zip(stored.into_iter().zip(&documents))
-                    .map(|(i, (stored, doc))| (i, stored_outcome(stored, doc)))
-                    .collect(),
-                Err(error) if documents.len() > 1 => {
-                    tracing::warn!(%error, documents = documents.len(),
-                        "storing a batch's chunks failed; storing them one by one");
-                    let mut results = Vec::new();
-                    for (i, doc) in members.into_iter().zip(&documents) {
-                        let one =
-                            store::replace_all(&state.db, ws, std::slice::from_ref(doc)).await;
-                        results.push(match one {
-                            Ok(stored) => (i, stored_outcome(stored.first() == Some(&true), doc)),
-                            Err(error) => (i, Err(Retry::from(error))),
-                        });
-                    }
-                    results
+    let groups = common::futures::future::join_all(by_workspace(jobs, ready).into_iter().map(
+        |(ws, group)| async move {
+            let (members, documents): (Vec<usize>, Vec<Ingested>) = group.into_iter().unzip();
+            let error = match store::replace_all(&state.db, ws, &documents).await {
+                Ok(stored) => {
+                    return members
+                        .into_iter()
+                        .zip(stored.into_iter().zip(&documents))
+                        .map(|(i, (stored, doc))| (i, stored_outcome(stored, doc)))
+                        .collect();
                 }
-                Err(error) => members
-                    .into_iter()
-                    .map(|i| {
-                        (
-                            i,
-                            Err(Retry::from(anyhow::anyhow!("storing chunks: {error}"))),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
+                Err(error) => error,
+            };
+            if let [one] = members.as_slice() {
+                return vec![(*one, Err(Retry::from(error)))];
             }
+            tracing::warn!(%error, documents = documents.len(),
+                "storing a batch's chunks failed; storing them one by one");
+            let mut results = Vec::new();
+            for (i, doc) in members.into_iter().zip(&documents) {
+                let one = store::replace_all(&state.db, ws, std::slice::from_ref(doc)).await;
+                results.push(match one {
+                    Ok(stored) => (i, stored_outcome(stored.first() == Some(&true), doc)),
+                    Err(error) => (i, Err(Retry::from(error))),
+                });
+            }
+            results
         },
     ))
     .await;
     groups.into_iter().flatten().collect()
+}
+
+/// `items` (each a job's index and something of it) grouped by the job's
+/// workspace: each workspace is claimed and stored in its own transactions.
+fn by_workspace<T>(
+    jobs: &[Job],
+    items: impl IntoIterator<Item = (usize, T)>,
+) -> HashMap<WorkspaceId, Vec<(usize, T)>> {
+    let mut groups: HashMap<WorkspaceId, Vec<(usize, T)>> = HashMap::new();
+    for (i, item) in items {
+        groups.entry(jobs[i].workspace).or_default().push((i, item));
+    }
+    groups
 }
 
 fn stored_outcome(stored: bool, doc: &Ingested) -> JobResult {
@@ -507,45 +506,13 @@ async fn prepare(
 }
 
 /// The document [`store::claim_all`] took for this delivery, or why it
-/// was left alone (for the log: the claim itself decided, in SQL).
+/// was left alone ([`store::Claim::unclaimed_reason`]).
 fn claimed_target(claim: Option<store::Claim>, ingest: Ingest<'_>) -> Result<Target, Outcome> {
-    let Some(store::Claim { target, claimed }) = claim else {
-        return Err(Outcome::Skipped("no such document in this workspace"));
-    };
-    if claimed {
-        return Ok(target);
+    match claim {
+        None => Err(Outcome::Skipped("no such document in this workspace")),
+        Some(claim) if claim.claimed => Ok(claim.target),
+        Some(claim) => Err(Outcome::Skipped(claim.unclaimed_reason(ingest))),
     }
-    let ready = target.status == Status::Ready;
-    Err(Outcome::Skipped(match ingest {
-        _ if target.deleted => "the document was deleted",
-        Ingest::Inline if target.source != Source::Inline => "not an inline document",
-        Ingest::Inline
-            if ready && target.ingested_sha256.as_deref() == Some(&target.content_sha256) =>
-        {
-            "this content is already ingested"
-        }
-        Ingest::Upload { key, .. }
-            if target.source != Source::Upload || target.s3_key.as_deref() != Some(key) =>
-        {
-            "not this document's file"
-        }
-        Ingest::Upload {
-            sequencer: Some(sequencer),
-            ..
-        } if target
-            .object_sequencer
-            .as_deref()
-            .is_some_and(|seen| store::sequencer_later(seen, sequencer)) =>
-        {
-            "a later write of this key was already ingested"
-        }
-        Ingest::Upload {
-            etag: Some(etag), ..
-        } if ready && target.object_etag.as_deref() == Some(etag) => {
-            "this object is already ingested"
-        }
-        _ => "being ingested by another delivery (or it changed meanwhile)",
-    }))
 }
 
 /// A claimed document's chunks with their embeddings, or what became of

@@ -353,14 +353,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             direct(&state, user, ws, &question, Mode::Keyword).await?;
             keyword_leg.push(t.elapsed());
             let truth = exact(&state, user, ws, &question).await?;
-            let hit = truth.iter().filter(|id| found.contains(id)).count();
-            recall += hit as f64 / truth.len().max(1) as f64;
+            recall += share_found(&truth, &found);
             for ((latency, recall), state) in swept.iter_mut().zip(&sweep_states) {
                 let t = Instant::now();
                 let found = direct(state, user, ws, &question, Mode::Semantic).await?;
                 latency.push(t.elapsed());
-                let hit = truth.iter().filter(|id| found.contains(id)).count();
-                *recall += hit as f64 / truth.len().max(1) as f64;
+                *recall += share_found(&truth, &found);
             }
         }
         print_row(
@@ -405,6 +403,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         drop_scratch(&config, DB).await?;
     }
     Ok(())
+}
+
+/// The share of `truth` in `found` (recall against the exact answer).
+fn share_found(truth: &[uuid::Uuid], found: &[uuid::Uuid]) -> f64 {
+    let hit = truth.iter().filter(|id| found.contains(id)).count();
+    hit as f64 / truth.len().max(1) as f64
 }
 
 /// `--ef-sweep 100,200,400`: semantic recall and latency at each
