@@ -210,14 +210,22 @@ impl Chunker {
 impl Chunk {
     /// The text to embed: the chunk with its heading path in front, so a
     /// chunk deep in a section still carries its topic (the title, for
-    /// Markdown documents), unless the content already starts with it.
+    /// Markdown documents), unless the content already starts with it,
+    /// as text or as a Markdown heading line (`# Title`).
     pub fn embedding_text(&self) -> String {
         match &self.heading {
-            Some(heading) if !self.content.starts_with(heading.as_str()) => {
+            Some(heading) if !self.starts_with(heading) => {
                 format!("{heading}\n\n{}", self.content)
             }
             _ => self.content.clone(),
         }
+    }
+
+    fn starts_with(&self, heading: &str) -> bool {
+        self.content.starts_with(heading)
+            || self.content.lines().next().is_some_and(|first| {
+                first.starts_with('#') && first.trim_start_matches('#').trim() == heading
+            })
     }
 }
 
@@ -251,6 +259,15 @@ mod tests {
         assert_eq!(
             chunk(Some("Trial"), "Trial results.").embedding_text(),
             "Trial results."
+        );
+        // A Markdown document's first chunk opens with its title's line.
+        assert_eq!(
+            chunk(Some("Trial"), "# Trial\n\nTwo doses.").embedding_text(),
+            "# Trial\n\nTwo doses."
+        );
+        assert_eq!(
+            chunk(Some("Trial > Dosing"), "## Dosing\n\nTwo doses.").embedding_text(),
+            "Trial > Dosing\n\n## Dosing\n\nTwo doses."
         );
         assert_eq!(chunk(None, "Plain.").embedding_text(), "Plain.");
     }
