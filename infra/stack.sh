@@ -11,6 +11,8 @@
 #   dev:  postgres 55432, moto 4566, gateway 3000
 #   test: postgres 55433, moto 4567, gateway 3001 (the test profile starts no gateway;
 #         the port only appears in JWT_ISSUER)
+# RAGWAY_PG_OPTIONS adds server settings when postgres starts, e.g.
+#   RAGWAY_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements"
 #
 # Everything lives under .local/ (git-ignored): .local/venv (shared python tools),
 # .local/<profile>/{pg,logs,run,env}. Needs only bash, coreutils and python3; the
@@ -248,6 +250,7 @@ start_postgres() {
     else
       opts+=" -c max_connections=200"
     fi
+    opts+=" ${RAGWAY_PG_OPTIONS:-}"
     log "postgres: starting on 127.0.0.1:$PG_PORT"
     as_pg "$PGBIN/pg_ctl" start -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 -o "$opts" \
       >/dev/null 2>&1 8>&- 9>&- || {

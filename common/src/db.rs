@@ -95,14 +95,17 @@ pub fn begin_statement(user: Option<UserId>, workspace: Option<WorkspaceId>) -> 
 /// the others are searched exactly, see `retrieval::indexes`). Chunks
 /// store `vector` without a fixed length so the model is configuration;
 /// the index is partial on the length and casts to it, so vectors of
-/// another length never break inserts.
+/// another length never break inserts. `ef_construction`: see
+/// `QueryConfig::hnsw_ef_construction` (an existing index keeps its own).
 pub async fn ensure_vector_index(
     db: impl sqlx::PgExecutor<'_>,
     dimensions: usize,
+    ef_construction: u32,
 ) -> Result<(), sqlx::Error> {
     let sql = vector_index_sql(
         &format!("chunks_shared_hnsw_{dimensions}"),
         dimensions,
+        ef_construction,
         None,
     );
     sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db).await?;
@@ -122,6 +125,7 @@ pub fn indexed_embedding(dimensions: usize) -> String {
 pub fn vector_index_sql(
     name: &str,
     dimensions: usize,
+    ef_construction: u32,
     workspace: Option<crate::ids::WorkspaceId>,
 ) -> String {
     let (concurrently, only) = match workspace {
@@ -133,7 +137,7 @@ pub fn vector_index_sql(
     };
     format!(
         "CREATE INDEX {concurrently}IF NOT EXISTS {name} ON chunks \
-         USING hnsw (({}) vector_cosine_ops) \
+         USING hnsw (({}) vector_cosine_ops) WITH (ef_construction = {ef_construction}) \
          WHERE {only}vector_dims(embedding) = {dimensions}",
         indexed_embedding(dimensions)
     )

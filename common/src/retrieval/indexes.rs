@@ -76,10 +76,12 @@ const LOCK_KEY: i64 = 0x7261_6777_6179_7663; // "ragwayvc"
 /// sizes: flags and builds what is missing (largest workspace first) while
 /// `budget` lasts, unflags and drops what is no longer wanted. A live
 /// workspace qualifies with more than `min_chunks` chunks and stays down
-/// to half that; the largest `max_indexes` of those get their own index.
+/// to half that; the largest `max_indexes` of those get their own index,
+/// built with `ef_construction` (one built with another is rebuilt).
 pub async fn maintain(
     db: &PgPool,
     dimensions: usize,
+    ef_construction: u32,
     min_chunks: u32,
     max_indexes: u32,
     budget: Duration,
@@ -99,6 +101,7 @@ pub async fn maintain(
     let result = maintain_locked(
         &mut conn,
         dimensions,
+        ef_construction,
         min_chunks,
         max_indexes,
         budget,
@@ -119,6 +122,7 @@ pub async fn maintain(
 async fn maintain_locked(
     conn: &mut sqlx::PgConnection,
     dimensions: usize,
+    ef_construction: u32,
     min_chunks: u32,
     max_indexes: u32,
     budget: Duration,
@@ -156,11 +160,14 @@ async fn maintain_locked(
     }
     wanted.truncate(usize::try_from(max_indexes).unwrap_or(usize::MAX));
 
+    // Valid, and built with this `ef_construction`.
     let existing: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT c.relname::text, i.indisvalid AND i.indisready FROM pg_index i \
-         JOIN pg_class c ON c.oid = i.indexrelid \
+        "SELECT c.relname::text, i.indisvalid AND i.indisready \
+                AND coalesce($1 = ANY (c.reloptions), false) \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
          WHERE i.indrelid = 'chunks'::regclass AND c.relname LIKE 'chunks\\_vec\\_%'",
     )
+    .bind(format!("ef_construction={ef_construction}"))
     .fetch_all(&mut *conn)
     .await?;
     // The graph in memory while it is built (the default 64 MB spills a
@@ -172,9 +179,8 @@ async fn maintain_locked(
         conn,
         &wanted,
         existing,
-        dimensions,
-        budget,
-        started,
+        (dimensions, ef_construction),
+        (budget, started),
         &mut report,
     )
     .await;
@@ -242,15 +248,15 @@ async fn store_keyword_stats(conn: &mut sqlx::PgConnection, workspace: Workspace
     Ok(())
 }
 
-/// Drops the own indexes not `wanted` (or invalid, or of another
-/// dimension), builds the missing wanted ones while `budget` lasts.
+/// Drops the own indexes not `wanted` (or invalid, or built otherwise, or
+/// of another dimension), builds the missing wanted ones while `budget`
+/// lasts.
 async fn reconcile(
     conn: &mut sqlx::PgConnection,
     wanted: &[WorkspaceId],
     existing: Vec<(String, bool)>,
-    dimensions: usize,
-    budget: Duration,
-    started: Instant,
+    (dimensions, ef_construction): (usize, u32),
+    (budget, started): (Duration, Instant),
     report: &mut Maintenance,
 ) -> Result<()> {
     let mut have = std::collections::HashSet::new();
@@ -261,7 +267,8 @@ async fn reconcile(
         if keep {
             have.insert(name);
         } else {
-            // Gone, shrunk, of another dimension, or a build that failed.
+            // Gone, shrunk, of another dimension or ef_construction, or a
+            // build that failed.
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP INDEX CONCURRENTLY IF EXISTS {name}"
             )))
@@ -283,6 +290,7 @@ async fn reconcile(
         sqlx::raw_sql(sqlx::AssertSqlSafe(crate::db::vector_index_sql(
             &name,
             dimensions,
+            ef_construction,
             Some(*workspace),
         )))
         .execute(&mut *conn)

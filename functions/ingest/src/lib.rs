@@ -62,6 +62,7 @@ pub async fn indexer(state: &State, _event: serde_json::Value) -> common::Result
     let report = common::retrieval::indexes::maintain(
         &state.db,
         state.config.embedding.dimensions,
+        query.hnsw_ef_construction,
         query.exact_search_max_chunks,
         query.dedicated_indexes_max,
         INDEXER_BUDGET,

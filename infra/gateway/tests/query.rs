@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::State;
 use common::budget::{self, Purpose};
+use common::config::DEFAULT_HNSW_EF_CONSTRUCTION;
 use common::ids::{UserId, WorkspaceId};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -37,9 +38,13 @@ async fn stack(pool: PgPool, overrides: &[(&str, &str)]) -> Stack {
     vars.extend_from_slice(overrides);
     let state = state(pool, config(&vars));
     // The shared HNSW index, as ragway-migrate builds it on deploy.
-    common::db::ensure_vector_index(&state.db, state.config.embedding.dimensions)
-        .await
-        .unwrap();
+    common::db::ensure_vector_index(
+        &state.db,
+        state.config.embedding.dimensions,
+        state.config.query.hnsw_ef_construction,
+    )
+    .await
+    .unwrap();
     let api = gateway(state.clone()).await;
     let (token, _, _) = api.signup("asker@example.com").await;
     let ws = api.create_workspace(&token, "Library").await;
@@ -436,6 +441,7 @@ async fn queries_never_return_another_workspaces_chunks(pool: PgPool) {
     let report = common::retrieval::indexes::maintain(
         &s.state.db,
         s.state.config.embedding.dimensions,
+        s.state.config.query.hnsw_ef_construction,
         4,
         2,
         Duration::from_secs(60),
@@ -978,27 +984,40 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
                 .unwrap()
         }
     };
-    // The indexer with exact search up to `min` chunks and `max` own indexes.
-    let index = |min: u32, max: u32| {
+    // The indexer with exact search up to `min` chunks and `max` own
+    // indexes, built with `ef` (ef_construction).
+    let index_with = |min: u32, max: u32, ef: u32| {
         let pool = pool.clone();
         async move {
-            maintain(&pool, dims, min, max, Duration::from_secs(60))
+            maintain(&pool, dims, ef, min, max, Duration::from_secs(60))
                 .await
                 .unwrap()
         }
     };
+    let ef = s.state.config.query.hnsw_ef_construction;
+    let index = |min: u32, max: u32| index_with(min, max, ef);
     let report = index(1, 1).await;
     assert_eq!(report.indexed, vec![ws, theirs]);
     assert_eq!(report.created, std::slice::from_ref(&name));
     assert_eq!(indexed_chunks().await, 5);
     let (definition,) = index_of(name.clone()).await.expect("the index exists");
     assert!(
-        definition.contains(&s.ws) && definition.contains("hnsw"),
+        definition.contains(&s.ws)
+            && definition.contains("hnsw")
+            && definition.contains(&format!("ef_construction='{ef}'")),
         "{definition}"
     );
     // Nothing to do the second time.
     let again = index(1, 1).await;
     assert_eq!(again, Maintenance::default());
+    // Configured otherwise, the indexer builds the index again that way.
+    let rebuilt = index_with(1, 1, 64).await;
+    assert_eq!(
+        (rebuilt.dropped, rebuilt.created),
+        (vec![name.clone()], vec![name.clone()])
+    );
+    let (definition,) = index_of(name.clone()).await.expect("the index exists");
+    assert!(definition.contains("ef_construction='64'"), "{definition}");
     // Keyword search in a flagged workspace reads the stored statistics:
     // the real ones, so its scores are those counted per question before.
     let (chunks, mean, real_mean) = keyword_stats(theirs).await;
@@ -1088,7 +1107,15 @@ async fn a_chunk_written_while_its_workspace_moves_to_the_index_is_indexed_too(p
     let indexer = {
         let pool = pool.clone();
         tokio::spawn(async move {
-            common::retrieval::indexes::maintain(&pool, dims, 1, 0, Duration::from_secs(60)).await
+            common::retrieval::indexes::maintain(
+                &pool,
+                dims,
+                DEFAULT_HNSW_EF_CONSTRUCTION,
+                1,
+                0,
+                Duration::from_secs(60),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1297,9 +1324,16 @@ async fn semantic_searches_scan_the_vector_index_deeper_than_hybrid_ones(pool: P
     s.drain().await;
     let ws: WorkspaceId = s.ws.parse().unwrap();
     let dims = s.state.config.embedding.dimensions;
-    common::retrieval::indexes::maintain(&pool, dims, 0, 1, Duration::from_secs(60))
-        .await
-        .unwrap();
+    common::retrieval::indexes::maintain(
+        &pool,
+        dims,
+        DEFAULT_HNSW_EF_CONSTRUCTION,
+        0,
+        1,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     for (mode, ef) in [(Mode::Semantic, "300"), (Mode::Hybrid, "60")] {
         let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
         let found = search_in(&s.state, &pool, &mut tx, ws, "malaria treatment", mode).await;
@@ -1326,9 +1360,16 @@ async fn hybrid_legs_on_a_second_connection_find_what_one_connection_finds(pool:
     // Searched through an HNSW index, as large workspaces are (the legs run
     // concurrently only there).
     let dims = s.state.config.embedding.dimensions;
-    let report = common::retrieval::indexes::maintain(&pool, dims, 1, 1, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let report = common::retrieval::indexes::maintain(
+        &pool,
+        dims,
+        DEFAULT_HNSW_EF_CONSTRUCTION,
+        1,
+        1,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.indexed, vec![ws]);
     let question = "malaria treatment and measles vaccine doses";
     let options = (*pool.connect_options()).clone();

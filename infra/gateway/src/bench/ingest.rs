@@ -138,7 +138,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let keep = args.iter().any(|a| a == "--keep");
     let config = Config::from_env().context("load the stack env first: . .local/test/env")?;
     let pool = scratch_pool(&config, DB).await?;
-    common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
+    common::db::ensure_vector_index(
+        &pool,
+        config.embedding.dimensions,
+        config.query.hnsw_ef_construction,
+    )
+    .await?;
     let state = State::with_pool(config.clone(), pool.clone())?;
     let (_, caller, indexed) = tenant(&state, &pool, "Indexed").await?;
     let small = create_workspace(&pool, caller, "Small").await?;

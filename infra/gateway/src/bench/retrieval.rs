@@ -2,7 +2,9 @@
 //! budget throughput.
 //!
 //! Seeds `--chunks` chunks (local embedder, 384 dimensions) over
-//! `--workspaces` workspaces whose sizes follow Zipf's law (s = 1), runs
+//! `--workspaces` workspaces whose sizes follow Zipf's law (s = 1), of
+//! topical text or, with `--uniform`, of uniformly random words (see
+//! [`Corpus`]), runs
 //! the ingest-indexer (workspaces above the exact-search size move to the
 //! HNSW indexes), builds the shared index, then per size bucket:
 //! - hybrid retrieval (`answer: false`, top 10) through the `query-ask`
@@ -38,10 +40,23 @@ use super::{
 const DB: &str = "ragway_bench_retrieval";
 const CHUNKS_PER_DOCUMENT: usize = 50;
 
-/// Vocabulary size: each chunk draws 60 words from it, so a given word is
-/// in about 3% of chunks and a five-word question matches about 14% of a
-/// workspace (keyword search cost grows with the matches).
+/// Vocabulary of the uniform corpus (`--uniform`): each chunk draws 60
+/// words from it, so a given word is in about 3% of chunks and a
+/// five-word question matches about 14% of a workspace (keyword search
+/// cost grows with the matches).
 const VOCABULARY: usize = 2_000;
+
+/// The topical corpus (the default): a vocabulary of 20,000 words, 500
+/// topics of 200 words each; a workspace writes about 10 topics, each
+/// document one of them. A chunk draws 40 words from its document's topic
+/// (Zipf-weighted within the topic: its top words are in nearly every
+/// chunk of the topic, its tail in few) and 20 from the whole vocabulary;
+/// a question draws 4 words from one of its workspace's topics and 1 from
+/// the whole vocabulary.
+const TOPICAL_VOCABULARY: usize = 20_000;
+const TOPICS: usize = 500;
+const TOPIC_WORDS: usize = 200;
+const TOPICS_PER_WORKSPACE: usize = 10;
 
 /// A pronounceable synthetic word for vocabulary entry `i`.
 fn word(i: usize) -> String {
@@ -58,11 +73,80 @@ fn word(i: usize) -> String {
     out
 }
 
-fn words(rng: &mut impl Rng, n: usize) -> String {
-    (0..n)
-        .map(|_| word(rng.random_range(0..VOCABULARY)))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// What the seeded chunks and the questions are made of.
+///
+/// Uniform bags of words have no structure: every chunk's vector is about
+/// as far from a question as every other, which is the worst case for a
+/// graph index (recall@10 0.66 at `ef_search` 100 on a 26,720-chunk
+/// workspace). Text clusters by subject, which the topical corpus imitates.
+enum Corpus {
+    Uniform,
+    Topical {
+        /// Each topic's words, most frequent first.
+        topics: Vec<Vec<usize>>,
+        /// Cumulative Zipf weights over a topic's ranks.
+        cdf: Vec<f64>,
+    },
+}
+
+impl Corpus {
+    fn new(uniform: bool, rng: &mut impl Rng) -> Self {
+        if uniform {
+            return Self::Uniform;
+        }
+        let topics = (0..TOPICS)
+            .map(|_| rand::seq::index::sample(rng, TOPICAL_VOCABULARY, TOPIC_WORDS).into_vec())
+            .collect();
+        let mut total = 0.0;
+        let cdf = (1..=TOPIC_WORDS)
+            .map(|rank| {
+                total += 1.0 / rank as f64;
+                total
+            })
+            .collect();
+        Self::Topical { topics, cdf }
+    }
+
+    /// A workspace's topics (none for the uniform corpus).
+    fn workspace_topics(&self, rng: &mut impl Rng) -> Vec<usize> {
+        match self {
+            Self::Uniform => Vec::new(),
+            Self::Topical { .. } => {
+                rand::seq::index::sample(rng, TOPICS, TOPICS_PER_WORKSPACE).into_vec()
+            }
+        }
+    }
+
+    /// `topical` words from `topic` (if any) and the rest from anywhere.
+    fn words(&self, rng: &mut impl Rng, topic: Option<usize>, topical: usize, n: usize) -> String {
+        let words: Vec<String> = match (self, topic) {
+            (Self::Topical { topics, cdf }, Some(topic)) => (0..n)
+                .map(|i| {
+                    if i < topical {
+                        let x = rng.random_range(0.0..cdf[TOPIC_WORDS - 1]);
+                        word(topics[topic][cdf.partition_point(|&c| c <= x)])
+                    } else {
+                        word(rng.random_range(0..TOPICAL_VOCABULARY))
+                    }
+                })
+                .collect(),
+            _ => (0..n)
+                .map(|_| word(rng.random_range(0..VOCABULARY)))
+                .collect(),
+        };
+        words.join(" ")
+    }
+
+    /// A chunk of a document about `topic`.
+    fn chunk(&self, rng: &mut impl Rng, topic: Option<usize>) -> String {
+        self.words(rng, topic, 40, 60)
+    }
+
+    /// A question to a workspace writing about `topics`.
+    fn question(&self, rng: &mut impl Rng, topics: &[usize]) -> String {
+        let topic = (!topics.is_empty()).then(|| topics[rng.random_range(0..topics.len())]);
+        self.words(rng, topic, 4, 5)
+    }
 }
 
 /// Zipf sizes summing to about `total`, largest first, each at least 1.
@@ -91,12 +175,17 @@ async fn seed_workspace(
     user: UserId,
     workspace: WorkspaceId,
     size: usize,
+    corpus: &Corpus,
+    topics: &[usize],
     rng: &mut rand::rngs::StdRng,
 ) -> anyhow::Result<()> {
     let embedder = state.embedder().await?;
     let mut tx = common::db::tenant_tx(&state.db, Some(user), Some(workspace)).await?;
     let documents = size.div_ceil(CHUNKS_PER_DOCUMENT);
     let doc_ids: Vec<uuid::Uuid> = (0..documents).map(|_| uuid::Uuid::now_v7()).collect();
+    let doc_topics: Vec<Option<usize>> = (0..documents)
+        .map(|_| (!topics.is_empty()).then(|| topics[rng.random_range(0..topics.len())]))
+        .collect();
     sqlx::query(
         "INSERT INTO documents (id, workspace_id, title, source, content, content_type, size,
              content_sha256, etag, version, metadata, status, created_by, updated_by)
@@ -111,7 +200,9 @@ async fn seed_workspace(
     .await?;
     for start in (0..size).step_by(1000) {
         let end = (start + 1000).min(size);
-        let texts: Vec<String> = (start..end).map(|_| words(rng, 60)).collect();
+        let texts: Vec<String> = (start..end)
+            .map(|i| corpus.chunk(rng, doc_topics[i / CHUNKS_PER_DOCUMENT]))
+            .collect();
         let vectors = embedder.embed(&texts).await?;
         let ids: Vec<uuid::Uuid> = (start..end).map(|_| uuid::Uuid::now_v7()).collect();
         let docs: Vec<uuid::Uuid> = (start..end)
@@ -252,8 +343,13 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         workspaces.push(create_workspace(&pool, caller, &format!("w{i}")).await?);
     }
     let sizes = zipf_sizes(total, n_workspaces);
-    for (ws, size) in workspaces.iter().zip(&sizes) {
-        seed_workspace(&state, user, *ws, *size, &mut rng).await?;
+    let corpus = Corpus::new(args.iter().any(|a| a == "--uniform"), &mut rng);
+    let topics: Vec<Vec<usize>> = workspaces
+        .iter()
+        .map(|_| corpus.workspace_topics(&mut rng))
+        .collect();
+    for ((ws, size), topics) in workspaces.iter().zip(&sizes).zip(&topics) {
+        seed_workspace(&state, user, *ws, *size, &corpus, topics, &mut rng).await?;
     }
     let seeded = setup.elapsed();
     let own = Instant::now();
@@ -264,7 +360,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         let mut conn = pool.acquire().await?;
         // The whole graph in memory: building it on disk is many times slower.
         conn.execute("SET maintenance_work_mem = '1GB'").await?;
-        common::db::ensure_vector_index(&mut *conn, config.embedding.dimensions).await?;
+        common::db::ensure_vector_index(
+            &mut *conn,
+            config.embedding.dimensions,
+            config.query.hnsw_ef_construction,
+        )
+        .await?;
         conn.execute("VACUUM ANALYZE chunks").await?;
         conn.execute("ANALYZE documents").await?;
     }
@@ -302,9 +403,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ask = http_handler("query-ask")?;
-    let mut by_bucket: [Vec<(WorkspaceId, usize)>; 3] = Default::default();
-    for (ws, size) in workspaces.iter().zip(&sizes) {
-        by_bucket[bucket(*size)].push((*ws, *size));
+    let mut by_bucket: [Vec<(WorkspaceId, &[usize])>; 3] = Default::default();
+    for ((ws, size), topics) in workspaces.iter().zip(&sizes).zip(&topics) {
+        by_bucket[bucket(*size)].push((*ws, topics));
     }
     let mut all_handler = Samples::default();
     let mut all_raw = Samples::default();
@@ -318,8 +419,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         let mut recall = 0.0;
         let mut swept: Vec<(Samples, f64)> = sweep.iter().map(|_| Default::default()).collect();
         for turn in 0..per_bucket {
-            let (ws, _) = members[rng.random_range(0..members.len())];
-            let question = words(&mut rng, 5);
+            let (ws, topics) = members[rng.random_range(0..members.len())];
+            let question = corpus.question(&mut rng, topics);
             let body = serde_json::json!({ "question": question, "top_k": 10, "answer": false });
             let ws_text = ws.to_string();
             let request = post_request(

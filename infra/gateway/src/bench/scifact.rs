@@ -213,7 +213,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     };
     // As the deployed stack has it within one ingest-indexer period: a
     // workspace above the exact-search size moves to the HNSW indexes.
-    common::db::ensure_vector_index(&pool, config.embedding.dimensions).await?;
+    common::db::ensure_vector_index(
+        &pool,
+        config.embedding.dimensions,
+        config.query.hnsw_ef_construction,
+    )
+    .await?;
     let report = run_indexer(&pool, &config).await?;
     println!(
         "ingest-indexer: {} workspaces moved to the HNSW indexes, own indexes built: {:?}",

@@ -3,7 +3,7 @@
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--keep]
 //!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]
-//!   ragway-bench retrieval [--chunks N] [--workspaces N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
+//!   ragway-bench retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
 //!
 //! Reads the stack's env (DATABASE_URL, JWT_*), works in a scratch
 //! database of its own (dropped at the end unless --keep), and prints
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         Some("scifact") => runtime.block_on(scifact::run(&args[1..])),
         _ => bail!(
             "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--keep] \
-             | retrieval [--chunks N] [--workspaces N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
+             | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
              | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]"
         ),
     }
@@ -244,6 +244,7 @@ async fn run_indexer(
     common::retrieval::indexes::maintain(
         pool,
         config.embedding.dimensions,
+        config.query.hnsw_ef_construction,
         config.query.exact_search_max_chunks,
         config.query.dedicated_indexes_max,
         Duration::from_secs(3600),

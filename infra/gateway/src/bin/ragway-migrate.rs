@@ -1,7 +1,7 @@
 //! `ragway-migrate`: applies the embedded migrations to DATABASE_URL, then
 //! builds the HNSW index for the configured embedding dimension
-//! (EMBEDDING_DIMENSIONS, default 384). Run once per deploy (and by the
-//! local stack script).
+//! (EMBEDDING_DIMENSIONS, default 384) with HNSW_EF_CONSTRUCTION (default
+//! 128). Run once per deploy (and by the local stack script).
 
 fn main() -> anyhow::Result<()> {
     let url =
@@ -19,7 +19,11 @@ fn main() -> anyhow::Result<()> {
             Ok(raw) => raw.trim().parse()?,
             Err(_) => 384,
         };
-        common::db::ensure_vector_index(&pool, dimensions).await?;
+        let ef_construction: u32 = match std::env::var("HNSW_EF_CONSTRUCTION") {
+            Ok(raw) => raw.trim().parse()?,
+            Err(_) => common::config::DEFAULT_HNSW_EF_CONSTRUCTION,
+        };
+        common::db::ensure_vector_index(&pool, dimensions, ef_construction).await?;
         println!(
             "migrations applied: {}",
             common::db::MIGRATOR.iter().count()
