@@ -27,6 +27,13 @@
 //! registry (an index that failed half-way is invalid there and is
 //! rebuilt), so nothing else can disagree with it.
 //!
+//! Once a workspace's own index is valid, its `vector_own` flag keeps its
+//! new chunks out of the shared index (one HNSW insert a chunk, not two);
+//! before that index is dropped while the workspace stays flagged, the
+//! chunks written meanwhile go into the shared index and the flag is
+//! cleared (migration 20261123000010). Retrieval never searches a
+//! `vector_own` workspace through the shared index.
+//!
 //! Each run also stores every flagged workspace's chunk count and mean
 //! chunk length for keyword search (BM25's N and avgdl), so a question
 //! to a large workspace does not count them.
@@ -158,6 +165,7 @@ async fn maintain_locked(
             wanted.push(workspace);
         }
     }
+    let flagged = wanted.clone();
     wanted.truncate(usize::try_from(max_indexes).unwrap_or(usize::MAX));
 
     // Valid, and built with this `ef_construction`.
@@ -178,6 +186,7 @@ async fn maintain_locked(
     let reconciled = reconcile(
         conn,
         &wanted,
+        &flagged,
         existing,
         (dimensions, ef_construction),
         (budget, started),
@@ -190,17 +199,57 @@ async fn maintain_locked(
     reconciled.map(|()| report)
 }
 
-/// Moves `workspace`'s vectors into the HNSW indexes (`on`) or out of
-/// them: its chunks are flagged first (the bulk, without the lock, so
-/// ingestion into the workspace goes on), then, holding the flag lock
-/// exclusively (in-flight chunk inserts finish first, later ones see the
-/// new flag), the workspace and any chunk that came meanwhile.
+/// Moves `workspace`'s vectors into the HNSW indexes (`on`: its chunks
+/// into the shared one) or out of them (and out of its own index's care).
 async fn set_indexed(
     conn: &mut sqlx::PgConnection,
     workspace: WorkspaceId,
     on: bool,
 ) -> Result<()> {
-    let flag_chunks = || {
+    let then = if on {
+        "UPDATE workspaces SET vector_indexed = true WHERE id = $1"
+    } else {
+        "UPDATE workspaces SET vector_indexed = false, vector_own = false WHERE id = $1"
+    };
+    flag_chunks(conn, workspace, on, then).await
+}
+
+/// Puts the chunks `workspace` gained while it had an index of its own
+/// (which went there alone) into the shared index, and clears its
+/// `vector_own`, before that index is dropped: a flagged workspace
+/// without an own index is searched through the shared one.
+async fn share(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<()> {
+    let then = "UPDATE workspaces SET vector_own = false WHERE id = $1";
+    flag_chunks(conn, workspace, true, then).await
+}
+
+/// Sets `workspace`'s `vector_own` once its own index is built and valid:
+/// its new chunks go there alone, not into the shared index as well. No
+/// lock: a chunk inserted meanwhile into both indexes is merely indexed
+/// twice.
+async fn set_own(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<()> {
+    let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
+    sqlx::query("UPDATE workspaces SET vector_own = true WHERE id = $1 AND NOT vector_own")
+        .bind(workspace)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sets the shared-index flag of `workspace`'s chunks to `on` and runs
+/// `then` on the workspace's row (`$1`: its id). When `on`, the bulk of
+/// the chunks is flagged first, without the lock, so ingestion into the
+/// workspace goes on; then, holding the flag lock exclusively (in-flight
+/// chunk inserts finish first, later ones see the workspace as `then`
+/// left it), `then` and any chunk that came meanwhile.
+async fn flag_chunks(
+    conn: &mut sqlx::PgConnection,
+    workspace: WorkspaceId,
+    on: bool,
+    then: &'static str,
+) -> Result<()> {
+    let flag = || {
         sqlx::query(
             "UPDATE chunks SET vector_indexed = $2 WHERE workspace_id = $1 AND vector_indexed <> $2",
         )
@@ -209,7 +258,7 @@ async fn set_indexed(
     };
     if on {
         let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
-        flag_chunks().execute(&mut *tx).await?;
+        flag().execute(&mut *tx).await?;
         tx.commit().await?;
     }
     let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
@@ -218,12 +267,8 @@ async fn set_indexed(
         .bind(workspace)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE workspaces SET vector_indexed = $2 WHERE id = $1")
-        .bind(workspace)
-        .bind(on)
-        .execute(&mut *tx)
-        .await?;
-    flag_chunks().execute(&mut *tx).await?;
+    sqlx::query(then).bind(workspace).execute(&mut *tx).await?;
+    flag().execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -249,11 +294,14 @@ async fn store_keyword_stats(conn: &mut sqlx::PgConnection, workspace: Workspace
 }
 
 /// Drops the own indexes not `wanted` (or invalid, or built otherwise, or
-/// of another dimension), builds the missing wanted ones while `budget`
-/// lasts.
+/// of another dimension), first putting the chunks of a workspace that
+/// stays `flagged` back into the shared index; builds the missing wanted
+/// ones while `budget` lasts, and keeps the new chunks of every workspace
+/// with a valid own index out of the shared one.
 async fn reconcile(
     conn: &mut sqlx::PgConnection,
     wanted: &[WorkspaceId],
+    flagged: &[WorkspaceId],
     existing: Vec<(String, bool)>,
     (dimensions, ef_construction): (usize, u32),
     (budget, started): (Duration, Instant),
@@ -261,14 +309,16 @@ async fn reconcile(
 ) -> Result<()> {
     let mut have = std::collections::HashSet::new();
     for (name, valid) in existing {
-        let keep = valid
-            && parse_index_name(&name)
-                .is_some_and(|(workspace, dims)| dims == dimensions && wanted.contains(&workspace));
-        if keep {
+        let owner = parse_index_name(&name)
+            .and_then(|(workspace, dims)| (dims == dimensions).then_some(workspace));
+        if valid && owner.is_some_and(|w| wanted.contains(&w)) {
             have.insert(name);
         } else {
             // Gone, shrunk, of another dimension or ef_construction, or a
             // build that failed.
+            if let Some(workspace) = owner.filter(|w| flagged.contains(w)) {
+                share(conn, workspace).await?;
+            }
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP INDEX CONCURRENTLY IF EXISTS {name}"
             )))
@@ -280,6 +330,7 @@ async fn reconcile(
     for workspace in wanted {
         let name = index_name(*workspace, dimensions);
         if have.contains(&name) {
+            set_own(conn, *workspace).await?;
             continue;
         }
         if started.elapsed() >= budget {
@@ -296,6 +347,7 @@ async fn reconcile(
         .execute(&mut *conn)
         .await?;
         tracing::info!(index = %name, "dedicated vector index built");
+        set_own(conn, *workspace).await?;
         report.created.push(name);
     }
     Ok(())

@@ -308,13 +308,15 @@ pub fn fuse(
 }
 
 /// Whether the workspace's vectors are indexed (`vector_indexed`, see
-/// [`indexes`]), and whether it has a vector index of its own named `$2`.
+/// [`indexes`]), whether its new chunks go to its own index alone
+/// (`vector_own`), and whether it has a vector index of its own named `$2`.
 /// Sets the transaction's HNSW scan options too (`$3`: ef_search), in the
 /// same round trip; the exact path uses no index, so they cost it nothing.
 /// Iterative scans keep going until enough rows pass the workspace and
 /// filter conditions (up to hnsw.max_scan_tuples).
 const PATH_SQL: &str = "SELECT \
      coalesce((SELECT vector_indexed FROM workspaces WHERE id = $1), false), \
+     coalesce((SELECT vector_own FROM workspaces WHERE id = $1), false), \
      EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              WHERE c.relname = $2 AND i.indrelid = 'chunks'::regclass \
                AND i.indisvalid AND i.indisready), \
@@ -344,13 +346,19 @@ async fn vector_path(
         _ => config.hnsw_ef_search,
     };
     let ef_search = ef_search.max(limit.min(1000) as u32);
-    let (indexed, dedicated, _, _): (bool, bool, String, String) = sqlx::query_as(PATH_SQL)
-        .bind(search.workspace)
-        .bind(indexes::index_name(search.workspace, dimensions))
-        .bind(ef_search.to_string())
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(VectorPath { indexed, dedicated })
+    let (indexed, own, dedicated, _, _): (bool, bool, bool, String, String) =
+        sqlx::query_as(PATH_SQL)
+            .bind(search.workspace)
+            .bind(indexes::index_name(search.workspace, dimensions))
+            .bind(ef_search.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(VectorPath {
+        // Some of a `vector_own` workspace's chunks are in its own index
+        // alone: without that index (being rebuilt, say), the exact scan.
+        indexed: indexed && (dedicated || !own),
+        dedicated,
+    })
 }
 
 async fn semantic(

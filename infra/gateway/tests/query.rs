@@ -1010,14 +1010,6 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
     // Nothing to do the second time.
     let again = index(1, 1).await;
     assert_eq!(again, Maintenance::default());
-    // Configured otherwise, the indexer builds the index again that way.
-    let rebuilt = index_with(1, 1, 64).await;
-    assert_eq!(
-        (rebuilt.dropped, rebuilt.created),
-        (vec![name.clone()], vec![name.clone()])
-    );
-    let (definition,) = index_of(name.clone()).await.expect("the index exists");
-    assert!(definition.contains("ef_construction='64'"), "{definition}");
     // Keyword search in a flagged workspace reads the stored statistics:
     // the real ones, so its scores are those counted per question before.
     let (chunks, mean, real_mean) = keyword_stats(theirs).await;
@@ -1046,10 +1038,45 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
     assert_eq!(indexed_chunks().await, 6);
     assert_eq!(semantic_hits(&s, &other, "sleep and memory").await.len(), 3);
 
+    // A document ingested into the workspace with its own index goes there
+    // alone, not into the shared index too, and is found.
+    const DENGUE: &str = "Dengue fever is spread by Aedes mosquitoes. No antiviral treats it.";
+    let fever = s.create("Dengue", DENGUE, json!({})).await;
+    s.drain().await;
+    assert_eq!(indexed_chunks().await, 6);
+    assert_eq!(semantic_hits(&s, &s.ws, "dengue fever").await.len(), 4);
+    // Configured otherwise, the indexer builds the index again that way,
+    // and first puts that chunk into the shared index, which the workspace
+    // is searched through meanwhile.
+    let rebuilt = index_with(1, 1, 64).await;
+    assert_eq!(
+        (rebuilt.dropped, rebuilt.created),
+        (vec![name.clone()], vec![name.clone()])
+    );
+    let (definition,) = index_of(name.clone()).await.expect("the index exists");
+    assert!(definition.contains("ef_construction='64'"), "{definition}");
+    assert_eq!(indexed_chunks().await, 7);
+    // Without its own index, a workspace whose new chunks went there alone
+    // is searched exactly, never through the shared index (which would
+    // miss the new one).
+    let rash = s
+        .create("Rash", "A dengue rash appears after the fever.", json!({}))
+        .await;
+    s.drain().await;
+    assert_eq!(indexed_chunks().await, 7);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(semantic_hits(&s, &s.ws, "dengue fever").await.len(), 5);
+    let report = index(1, 1).await;
+    assert_eq!(report.created, std::slice::from_ref(&name));
+    assert_eq!(semantic_hits(&s, &s.ws, "dengue fever").await.len(), 5);
+
     // Shrunk below half the threshold (1 chunk left, threshold 4), the
     // workspace is searched exactly again and its index goes; the other
     // (3 chunks) stays.
-    for doc in &mine[1..] {
+    for doc in mine[1..].iter().chain([&fever, &rash]) {
         s.delete(&format!("/workspaces/{}/documents/{doc}", s.ws))
             .await;
     }

@@ -2,7 +2,9 @@
 //! through the worker handler (S3 GET, extraction, chunking, local
 //! embeddings, one-transaction chunk replacement with the HNSW and GIN
 //! indexes in place), next to a raw COPY of the same chunk rows into an
-//! identically indexed table in the same run.
+//! identically indexed table in the same run. Three workspaces: one whose
+//! chunks go into the shared HNSW index, one with an index of its own,
+//! and a small one searched exactly (no HNSW insert).
 
 use std::time::Instant;
 
@@ -147,14 +149,28 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let state = State::with_pool(config.clone(), pool.clone())?;
     let (_, caller, indexed) = tenant(&state, &pool, "Indexed").await?;
     let small = create_workspace(&pool, caller, "Small").await?;
-    // A workspace already above VECTOR_EXACT_SEARCH_MAX_CHUNKS, as the
-    // ingest-indexer leaves it: its chunks go into the HNSW index.
-    let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(indexed)).await?;
-    sqlx::query("UPDATE workspaces SET vector_indexed = true WHERE id = $1")
-        .bind(indexed)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let own = create_workspace(&pool, caller, "Own").await?;
+    // Workspaces already above VECTOR_EXACT_SEARCH_MAX_CHUNKS, as the
+    // ingest-indexer leaves them: the chunks of one go into the shared HNSW
+    // index, those of the other (among the largest) into its own alone.
+    for (workspace, own_index) in [(indexed, false), (own, true)] {
+        let mut tx = common::db::tenant_tx(&pool, Some(caller.user_id), Some(workspace)).await?;
+        sqlx::query("UPDATE workspaces SET vector_indexed = true, vector_own = $2 WHERE id = $1")
+            .bind(workspace)
+            .bind(own_index)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    let dimensions = config.embedding.dimensions;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(common::db::vector_index_sql(
+        &common::retrieval::indexes::index_name(own, dimensions),
+        dimensions,
+        config.query.hnsw_ef_construction,
+        Some(own),
+    )))
+    .execute(&pool)
+    .await?;
 
     let corpus: Vec<_> = (0..docs).map(document).collect();
     let total_bytes: usize = corpus.iter().map(|(_, _, b)| b.len()).sum();
@@ -186,6 +202,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
 
     for (label, workspace) in [
         ("indexed workspace (HNSW insert per chunk)", indexed),
+        (
+            "workspace with its own index (HNSW insert into it alone)",
+            own,
+        ),
         ("small workspace (searched exactly: no HNSW insert)", small),
     ] {
         println!("-- {label}");
@@ -316,7 +336,7 @@ async fn pass(
     }
     let worker_rate = chunks as f64 / worker_secs;
     println!(
-        "worker handler: {chunks} chunks ({in_index} into the HNSW index) in {worker_secs:.1} s = {worker_rate:.0} chunks/s, {:.2} MB/s (S3 GET, extract, chunk, embed {} dims, store)",
+        "worker handler: {chunks} chunks ({in_index} into the shared HNSW index) in {worker_secs:.1} s = {worker_rate:.0} chunks/s, {:.2} MB/s (S3 GET, extract, chunk, embed {} dims, store)",
         total_bytes as f64 / 1e6 / worker_secs,
         config.embedding.dimensions
     );
