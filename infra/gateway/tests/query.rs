@@ -438,16 +438,9 @@ async fn queries_never_return_another_workspaces_chunks(pool: PgPool) {
     s.drain().await;
     // The two largest also get vector indexes of their own, so all three
     // semantic paths run: exact scan, own index, shared index.
-    let report = common::retrieval::indexes::maintain(
-        &s.state.db,
-        s.state.config.embedding.dimensions,
-        s.state.config.query.hnsw_ef_construction,
-        4,
-        2,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let report = run_indexer(&s.state.db, s.state.config.embedding.dimensions, 4, 2)
+        .await
+        .unwrap();
     println!("own indexes: {:?}", report.created);
     for _ in 0..60 {
         let (ws, docs) = &owned[rng.random_range(0..owned.len())];
@@ -877,6 +870,18 @@ async fn chat_sessions_keep_both_turns_and_belong_to_their_user(pool: PgPool) {
         .problem(404);
 }
 
+/// The ingest-indexer with exact search up to `min` chunks and at most
+/// `max` own indexes, built with the default `ef_construction`.
+async fn run_indexer(
+    pool: &PgPool,
+    dims: usize,
+    min: u32,
+    max: u32,
+) -> common::Result<common::retrieval::indexes::Maintenance> {
+    let ef = DEFAULT_HNSW_EF_CONSTRUCTION;
+    common::retrieval::indexes::maintain(pool, dims, ef, min, max, Duration::from_secs(60)).await
+}
+
 /// Citations of a passages-only question in `mode`: (chunk, score).
 async fn hits(s: &Stack, ws: &str, question: &str, mode: &str) -> Vec<(String, f64)> {
     let reply = s
@@ -1133,17 +1138,7 @@ async fn a_chunk_written_while_its_workspace_moves_to_the_index_is_indexed_too(p
     // flagging the workspace...
     let indexer = {
         let pool = pool.clone();
-        tokio::spawn(async move {
-            common::retrieval::indexes::maintain(
-                &pool,
-                dims,
-                DEFAULT_HNSW_EF_CONSTRUCTION,
-                1,
-                0,
-                Duration::from_secs(60),
-            )
-            .await
-        })
+        tokio::spawn(async move { run_indexer(&pool, dims, 1, 0).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -1351,16 +1346,7 @@ async fn semantic_searches_scan_the_vector_index_deeper_than_hybrid_ones(pool: P
     s.drain().await;
     let ws: WorkspaceId = s.ws.parse().unwrap();
     let dims = s.state.config.embedding.dimensions;
-    common::retrieval::indexes::maintain(
-        &pool,
-        dims,
-        DEFAULT_HNSW_EF_CONSTRUCTION,
-        0,
-        1,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    run_indexer(&pool, dims, 0, 1).await.unwrap();
     for (mode, ef) in [(Mode::Semantic, "300"), (Mode::Hybrid, "60")] {
         let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
         let found = search_in(&s.state, &pool, &mut tx, ws, "malaria treatment", mode).await;
@@ -1387,16 +1373,7 @@ async fn hybrid_legs_on_a_second_connection_find_what_one_connection_finds(pool:
     // Searched through an HNSW index, as large workspaces are (the legs run
     // concurrently only there).
     let dims = s.state.config.embedding.dimensions;
-    let report = common::retrieval::indexes::maintain(
-        &pool,
-        dims,
-        DEFAULT_HNSW_EF_CONSTRUCTION,
-        1,
-        1,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let report = run_indexer(&pool, dims, 1, 1).await.unwrap();
     assert_eq!(report.indexed, vec![ws]);
     let question = "malaria treatment and measles vaccine doses";
     let options = (*pool.connect_options()).clone();
