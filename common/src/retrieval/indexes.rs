@@ -169,9 +169,9 @@ async fn maintain_locked(
     wanted.truncate(usize::try_from(max_indexes).unwrap_or(usize::MAX));
 
     // Valid, and built with this `ef_construction`.
-    let existing: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT c.relname::text, i.indisvalid AND i.indisready \
-                AND coalesce($1 = ANY (c.reloptions), false) \
+    let existing: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, i.indisvalid AND i.indisready, \
+                coalesce($1 = ANY (c.reloptions), false) \
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
          WHERE i.indrelid = 'chunks'::regclass AND c.relname LIKE 'chunks\\_vec\\_%'",
     )
@@ -293,49 +293,49 @@ async fn store_keyword_stats(conn: &mut sqlx::PgConnection, workspace: Workspace
     Ok(())
 }
 
-/// Drops the own indexes not `wanted` (or invalid, or built otherwise, or
-/// of another dimension), first putting the chunks of a workspace that
-/// stays `flagged` back into the shared index; builds the missing wanted
-/// ones while `budget` lasts, and keeps the new chunks of every workspace
-/// with a valid own index out of the shared one.
+/// Drops the own indexes not `wanted` (or invalid, or of another
+/// dimension), first putting the chunks of a workspace that stays
+/// `flagged` back into the shared index; builds the missing wanted ones
+/// while `budget` lasts, and rebuilds those built with another
+/// `ef_construction` (in use until then); keeps the new chunks of every
+/// workspace with a valid own index out of the shared one.
 async fn reconcile(
     conn: &mut sqlx::PgConnection,
     wanted: &[WorkspaceId],
     flagged: &[WorkspaceId],
-    existing: Vec<(String, bool)>,
+    existing: Vec<(String, bool, bool)>,
     (dimensions, ef_construction): (usize, u32),
     (budget, started): (Duration, Instant),
     report: &mut Maintenance,
 ) -> Result<()> {
-    let mut have = std::collections::HashSet::new();
-    for (name, valid) in existing {
+    // Valid and wanted: name -> whether built with this ef_construction.
+    let mut have = std::collections::HashMap::new();
+    for (name, valid, current) in existing {
         let owner = parse_index_name(&name)
             .and_then(|(workspace, dims)| (dims == dimensions).then_some(workspace));
         if valid && owner.is_some_and(|w| wanted.contains(&w)) {
-            have.insert(name);
+            have.insert(name, current);
         } else {
-            // Gone, shrunk, of another dimension or ef_construction, or a
-            // build that failed.
-            if let Some(workspace) = owner.filter(|w| flagged.contains(w)) {
-                share(conn, workspace).await?;
-            }
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP INDEX CONCURRENTLY IF EXISTS {name}"
-            )))
-            .execute(&mut *conn)
-            .await?;
-            report.dropped.push(name);
+            // Gone, shrunk, of another dimension, or a build that failed.
+            drop_own(conn, &name, owner.filter(|w| flagged.contains(w)), report).await?;
         }
     }
     for workspace in wanted {
         let name = index_name(*workspace, dimensions);
-        if have.contains(&name) {
-            set_own(conn, *workspace).await?;
-            continue;
-        }
+        let stale = match have.get(&name) {
+            Some(true) => {
+                set_own(conn, *workspace).await?;
+                continue;
+            }
+            Some(false) => true,
+            None => false,
+        };
         if started.elapsed() >= budget {
             report.pending += 1;
             continue;
+        }
+        if stale {
+            drop_own(conn, &name, Some(*workspace), report).await?;
         }
         // The uuid and dimension are ours, formatted, never user text.
         sqlx::raw_sql(sqlx::AssertSqlSafe(crate::db::vector_index_sql(
@@ -350,6 +350,26 @@ async fn reconcile(
         set_own(conn, *workspace).await?;
         report.created.push(name);
     }
+    Ok(())
+}
+
+/// Drops the own index `name`, first putting the chunks of `flagged` (its
+/// workspace, when that stays in the HNSW indexes) into the shared index.
+async fn drop_own(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    flagged: Option<WorkspaceId>,
+    report: &mut Maintenance,
+) -> Result<()> {
+    if let Some(workspace) = flagged {
+        share(conn, workspace).await?;
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP INDEX CONCURRENTLY IF EXISTS {name}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    report.dropped.push(name.to_owned());
     Ok(())
 }
 

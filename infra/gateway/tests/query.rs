@@ -1061,6 +1061,12 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
     let (definition,) = index_of(name.clone()).await.expect("the index exists");
     assert!(definition.contains("ef_construction='64'"), "{definition}");
     assert_eq!(indexed_chunks().await, 7);
+    // Out of time, a run leaves such an index as it is, in use, for later.
+    let late = maintain(&pool, dims, ef, 1, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((late.pending, late.dropped.len()), (1, 0));
+    assert!(index_of(name.clone()).await.is_some());
     // Without its own index, a workspace whose new chunks went there alone
     // is searched exactly, never through the shared index (which would
     // miss the new one).
