@@ -38,22 +38,24 @@ pub const POSTGRES_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 /// and exclusively by the indexer when it flips the flag.
 pub const VECTOR_FLAG_LOCK: i32 = 1_919_383_145;
 
-/// A tenant transaction for writing `workspace`'s chunks: holds the
-/// workspace's vector-flag lock shared from the start, so the indexer can
-/// never wait on rows this transaction changed while it waits for the
-/// lock (the insert trigger takes it again, a no-op then). Same round
-/// trip as the BEGIN.
-///
-/// Its statements take their generic plans: the ingest statements bound
-/// what they read by the batch's ids (`id = ANY($2)`), so the values do
-/// not change the plan, and planning each call afresh (their array
-/// parameters kept Postgres on custom plans) cost 0.4 ms a store.
+/// Appended to a BEGIN: the transaction's statements take their generic
+/// plans. For the ingest statements, which bound what they read by the
+/// batch's ids (`id = ANY($2)`), so the values do not change the plan;
+/// their array parameters kept Postgres planning every call afresh (0.4
+/// ms a store, as much a claim).
+pub const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+
+/// A tenant transaction for writing `workspace`'s chunks, with
+/// [`GENERIC_PLANS`]: holds the workspace's vector-flag lock shared from
+/// the start, so the indexer can never wait on rows this transaction
+/// changed while it waits for the lock (the insert trigger takes it
+/// again, a no-op then). Same round trip as the BEGIN.
 pub async fn chunk_writer_tx(
     pool: &PgPool,
     workspace: WorkspaceId,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     pool.begin_with(sqlx::AssertSqlSafe(format!(
-        "{}; SET LOCAL plan_cache_mode = force_generic_plan; \
+        "{}; {GENERIC_PLANS}; \
          SELECT pg_advisory_xact_lock_shared({VECTOR_FLAG_LOCK}, hashtext('{}'))",
         begin_statement(None, Some(workspace)),
         workspace.0

@@ -207,12 +207,12 @@ pub async fn claim_all(
     }
     // A claim lost in a crash costs nothing: the messages were not yet
     // acknowledged, and their redelivery claims again. So its commit does
-    // not wait for the WAL flush (the chunks' commit does). Generic plan:
-    // see crate::db::chunk_writer_tx.
+    // not wait for the WAL flush (the chunks' commit does).
     let mut tx = db
         .begin_with(sqlx::AssertSqlSafe(format!(
-            "{}; SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan",
-            crate::db::begin_statement(None, Some(workspace))
+            "{}; SET LOCAL synchronous_commit = off; {}",
+            crate::db::begin_statement(None, Some(workspace)),
+            crate::db::GENERIC_PLANS
         )))
         .await?;
     let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_SQL)

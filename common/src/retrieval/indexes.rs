@@ -228,11 +228,19 @@ async fn share(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<
 /// lock: a chunk inserted meanwhile into both indexes is merely indexed
 /// twice.
 async fn set_own(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<()> {
+    let sql = "UPDATE workspaces SET vector_own = true WHERE id = $1 AND NOT vector_own";
+    in_workspace(conn, workspace, sql).await
+}
+
+/// Runs `sql` (`$1`: the workspace's id) in `workspace`'s context, in a
+/// transaction of its own.
+async fn in_workspace(
+    conn: &mut sqlx::PgConnection,
+    workspace: WorkspaceId,
+    sql: &'static str,
+) -> Result<()> {
     let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
-    sqlx::query("UPDATE workspaces SET vector_own = true WHERE id = $1 AND NOT vector_own")
-        .bind(workspace)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(sql).bind(workspace).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -278,19 +286,12 @@ async fn flag_chunks(
 /// (migration 20261123000009); unflagging makes them unused. An
 /// unchanged workspace is not written again.
 async fn store_keyword_stats(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<()> {
-    let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
-    sqlx::query(
-        "UPDATE workspaces w SET search_chunks = s.n, search_mean_tokens = s.mean
+    let sql = "UPDATE workspaces w SET search_chunks = s.n, search_mean_tokens = s.mean
          FROM (SELECT count(*) AS n, greatest(avg(c.token_count), 1)::float8 AS mean
                FROM chunks c WHERE c.workspace_id = $1) s
          WHERE w.id = $1
-           AND (w.search_chunks, w.search_mean_tokens) IS DISTINCT FROM (s.n, s.mean)",
-    )
-    .bind(workspace)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
+           AND (w.search_chunks, w.search_mean_tokens) IS DISTINCT FROM (s.n, s.mean)";
+    in_workspace(conn, workspace, sql).await
 }
 
 /// Drops the own indexes not `wanted` (or invalid, or of another

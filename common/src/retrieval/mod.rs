@@ -315,13 +315,13 @@ pub fn fuse(
 /// Iterative scans keep going until enough rows pass the workspace and
 /// filter conditions (up to hnsw.max_scan_tuples).
 const PATH_SQL: &str = "SELECT \
-     coalesce((SELECT vector_indexed FROM workspaces WHERE id = $1), false), \
-     coalesce((SELECT vector_own FROM workspaces WHERE id = $1), false), \
+     coalesce(w.vector_indexed, false), coalesce(w.vector_own, false), \
      EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              WHERE c.relname = $2 AND i.indrelid = 'chunks'::regclass \
                AND i.indisvalid AND i.indisready), \
      set_config('hnsw.ef_search', $3, true), \
-     set_config('hnsw.iterative_scan', 'relaxed_order', true)";
+     set_config('hnsw.iterative_scan', 'relaxed_order', true) \
+     FROM (SELECT) one LEFT JOIN workspaces w ON w.id = $1";
 
 /// How the semantic leg searches a workspace.
 #[derive(Debug, Clone, Copy)]
