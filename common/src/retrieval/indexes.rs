@@ -36,7 +36,10 @@
 //!
 //! Each run also stores every flagged workspace's chunk count and mean
 //! chunk length for keyword search (BM25's N and avgdl), so a question
-//! to a large workspace does not count them.
+//! to a large workspace does not count them, and, when its size has moved
+//! by a tenth, how many chunks hold each lexeme (its document
+//! frequencies), so a question reads only the matches that can rank
+//! (`retrieval::keyword`).
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +73,8 @@ pub struct Maintenance {
     /// Their own indexes built and dropped.
     pub created: Vec<String>,
     pub dropped: Vec<String>,
+    /// Workspaces whose lexemes were counted (again) for keyword search.
+    pub counted: Vec<WorkspaceId>,
     /// Wanted but left for the next run (time budget spent).
     pub pending: usize,
     /// Another run held the lock; this one did nothing.
@@ -162,6 +167,10 @@ async fn maintain_locked(
         }
         if want {
             store_keyword_stats(conn, workspace).await?;
+            // Out of time, the frequencies are left a run older.
+            if started.elapsed() < budget && store_term_counts(conn, workspace).await? {
+                report.counted.push(workspace);
+            }
             wanted.push(workspace);
         }
     }
@@ -209,7 +218,9 @@ async fn set_indexed(
     let then = if on {
         "UPDATE workspaces SET vector_indexed = true WHERE id = $1"
     } else {
-        "UPDATE workspaces SET vector_indexed = false, vector_own = false WHERE id = $1"
+        "WITH terms AS (DELETE FROM workspace_terms WHERE workspace_id = $1) \
+         UPDATE workspaces SET vector_indexed = false, vector_own = false, \
+                               search_terms_chunks = NULL WHERE id = $1"
     };
     flag_chunks(conn, workspace, on, then).await
 }
@@ -292,6 +303,47 @@ async fn store_keyword_stats(conn: &mut sqlx::PgConnection, workspace: Workspace
          WHERE w.id = $1
            AND (w.search_chunks, w.search_mean_tokens) IS DISTINCT FROM (s.n, s.mean)";
     in_workspace(conn, workspace, sql).await
+}
+
+/// Counts, for a flagged workspace, how many of its chunks hold each
+/// lexeme: the document frequencies keyword search reads instead of
+/// reading every match (migration 20261123000011, `retrieval::keyword`).
+/// Only when never counted, or when the workspace's chunk count has moved
+/// by more than a tenth since: a frequency a tenth off moves a score by a
+/// few hundredths of its idf. Whether it counted.
+async fn store_term_counts(conn: &mut sqlx::PgConnection, workspace: WorkspaceId) -> Result<bool> {
+    let mut tx = tenant_tx_on(conn, None, Some(workspace)).await?;
+    let due: Option<(i64,)> = sqlx::query_as(
+        "SELECT search_chunks FROM workspaces WHERE id = $1 AND search_chunks IS NOT NULL
+           AND (search_terms_chunks IS NULL
+                OR abs(search_chunks - search_terms_chunks) * 10 > search_chunks)",
+    )
+    .bind(workspace)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((chunks,)) = due else {
+        tx.commit().await?;
+        return Ok(false);
+    };
+    sqlx::query("DELETE FROM workspace_terms WHERE workspace_id = $1")
+        .bind(workspace)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO workspace_terms (workspace_id, lexeme, chunks)
+         SELECT $1, t.key, count(*) FROM chunks c, each(c.term_counts) t
+         WHERE c.workspace_id = $1 GROUP BY t.key",
+    )
+    .bind(workspace)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE workspaces SET search_terms_chunks = $2 WHERE id = $1")
+        .bind(workspace)
+        .bind(chunks)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Drops the own indexes not `wanted` (or invalid, or of another

@@ -12,15 +12,11 @@
 //!   chunks, with pgvector's iterative scan (`relaxed_order`), which keeps
 //!   scanning until enough rows of this workspace (and filter) are found;
 //!   results are re-sorted by exact distance.
-//! - **Keyword.** Okapi BM25: the question's lexemes (English stemming,
-//!   stop words dropped) OR-ed against the chunks' `tsv`. The
-//!   `search_keyword` database function returns every match with its term
-//!   counts and the workspace's size and mean length, read through the
-//!   `(workspace_id, tsv)` GIN index (RLS forbids ordinary queries that
-//!   index, `@@` not being leakproof; the function checks the workspace
-//!   itself); [`bm25`] scores them here, document frequencies over all
-//!   matches, filters applied by document afterwards. `ts_rank` ignores
-//!   document frequency and scores clearly worse.
+//! - **Keyword.** Okapi BM25 over the chunks' full-text terms
+//!   ([`keyword`]): the question's lexemes (English stemming, stop words
+//!   dropped) OR-ed, read through the `(workspace_id, tsv)` GIN index,
+//!   scored here; in a large workspace only the lexemes whose matches can
+//!   still rank are read (MaxScore).
 //! - **Hybrid.** Each leg's candidate scores are min-max normalised and
 //!   combined with a weight on the semantic leg ([`Search::semantic_weight`],
 //!   from `HYBRID_SEMANTIC_WEIGHT` or the embedder's default). Measured on
@@ -35,24 +31,19 @@
 
 pub mod filters;
 pub mod indexes;
+pub mod keyword;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use pgvector::Vector;
 use serde::{Deserialize, Serialize};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 
 use crate::config::QueryConfig;
 use crate::error::{ApiError, Result};
 use crate::ids::{ChunkId, DocumentId, WorkspaceId};
 pub use filters::Condition;
-
-/// BM25 parameters (Robertson/Lucene defaults; `search_keyword` in the
-/// database uses the same).
-pub const BM25_K1: f64 = 1.2;
-pub const BM25_B: f64 = 0.75;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -414,163 +405,14 @@ async fn semantic(
     Ok(rows.into_iter().map(|(id, d)| (id, 1.0 - d)).collect())
 }
 
-/// Most matches one keyword search reads. BM25 needs every match for its
-/// document frequencies; a question matching more chunks than this (of one
-/// workspace) is scored over the first ones, and a warning is logged.
-const KEYWORD_MAX_MATCHES: i32 = 100_000;
-
-/// A chunk matching at least one of the question's lexemes, as the
-/// `search_keyword` database function returns it.
-#[derive(Debug, Clone)]
-pub struct KeywordMatch {
-    pub chunk_id: ChunkId,
-    pub document_id: DocumentId,
-    /// The chunk's length in tokens.
-    pub token_count: i32,
-    /// How often each of the question's lexemes occurs in the chunk
-    /// (`None`: not at all); the same lexeme order in every match.
-    pub tf: Vec<Option<i32>>,
-    /// Chunks in the workspace.
-    pub n: i64,
-    /// Their mean length in tokens.
-    pub avgdl: f64,
-}
-
-/// Okapi BM25 over the matches of one question: document frequencies are
-/// counted over all of `matches` (the whole workspace's), scores only for
-/// those `keep` accepts (the filters). The best `limit`, best first; ties
-/// by chunk id.
-pub fn bm25(
-    matches: &[KeywordMatch],
-    keep: impl Fn(&KeywordMatch) -> bool,
-    limit: usize,
-) -> Vec<(ChunkId, f64)> {
-    let Some(first) = matches.first() else {
-        return Vec::new();
-    };
-    let (n, avgdl) = (first.n as f64, first.avgdl.max(1.0));
-    let mut df = vec![0_u32; first.tf.len()];
-    for m in matches {
-        for (d, tf) in df.iter_mut().zip(&m.tf) {
-            *d += u32::from(tf.is_some());
-        }
-    }
-    let idf: Vec<f64> = df
-        .iter()
-        .map(|&d| (1.0 + (n - f64::from(d) + 0.5) / (f64::from(d) + 0.5)).ln())
-        .collect();
-    let mut scored: Vec<(ChunkId, f64)> = matches
-        .iter()
-        .filter(|m| keep(m))
-        .map(|m| {
-            let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * f64::from(m.token_count) / avgdl);
-            let score =
-                m.tf.iter()
-                    .zip(&idf)
-                    .filter_map(|(tf, idf)| {
-                        tf.map(|tf| {
-                            let tf = f64::from(tf);
-                            idf * tf * (BM25_K1 + 1.0) / (tf + norm)
-                        })
-                    })
-                    .sum();
-            (m.chunk_id, score)
-        })
-        .collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.0.cmp(&b.0.0)));
-    scored.truncate(limit);
-    scored
-}
-
-/// BM25 through the `search_keyword` database function (migration
-/// 20261123000006), which reads the matches through the full-text index
-/// (RLS alone would forbid it: `@@` is not leakproof) and checks the
-/// workspace itself; filters are applied to the matches here, by
-/// document.
+/// The keyword leg's best `limit` chunks ([`keyword::rank`]).
 async fn keyword(
     conn: &mut PgConnection,
     search: &Search<'_>,
     limit: i64,
 ) -> Result<Vec<(ChunkId, f64)>> {
-    let rows = sqlx::query(
-        "SELECT chunk_id, document_id, token_count, tf, n, avgdl FROM search_keyword($1, $2, $3)",
-    )
-    .bind(search.workspace)
-    .bind(search.text)
-    .bind(KEYWORD_MAX_MATCHES)
-    .fetch_all(&mut *conn)
-    .await?;
-    let matches = rows
-        .iter()
-        .map(keyword_match)
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    if matches.len() >= KEYWORD_MAX_MATCHES as usize {
-        tracing::warn!(
-            workspace = %search.workspace.0,
-            matches = matches.len(),
-            "keyword search read its most matches; scores are over those only"
-        );
-    }
     let limit = usize::try_from(limit).unwrap_or(0);
-    let filters = search.filters;
-    if filters.document_ids.is_empty() && filters.metadata.is_none() {
-        return Ok(bm25(&matches, |_| true, limit));
-    }
-    let allowed = allowed_documents(conn, search.workspace, filters, &matches).await?;
-    Ok(bm25(&matches, |m| allowed.contains(&m.document_id), limit))
-}
-
-/// A row of `search_keyword`. The term counts come as text (hstore values)
-/// and are parsed here: casting them to integers in the function cost 15%
-/// of its time.
-fn keyword_match(row: &PgRow) -> std::result::Result<KeywordMatch, sqlx::Error> {
-    let tf = row
-        .try_get::<Vec<Option<String>>, _>("tf")?
-        .into_iter()
-        .map(|count| {
-            count
-                .map(|c| c.parse::<i32>())
-                .transpose()
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    Ok(KeywordMatch {
-        chunk_id: row.try_get("chunk_id")?,
-        document_id: row.try_get("document_id")?,
-        token_count: row.try_get("token_count")?,
-        tf,
-        n: row.try_get("n")?,
-        avgdl: row.try_get("avgdl")?,
-    })
-}
-
-/// The documents of `matches` that pass `filters`.
-async fn allowed_documents(
-    conn: &mut PgConnection,
-    workspace: WorkspaceId,
-    filters: &Filters,
-    matches: &[KeywordMatch],
-) -> Result<HashSet<DocumentId>> {
-    let mut documents: HashSet<DocumentId> = matches.iter().map(|m| m.document_id).collect();
-    if !filters.document_ids.is_empty() {
-        let named: HashSet<DocumentId> = filters.document_ids.iter().copied().collect();
-        documents.retain(|d| named.contains(d));
-    }
-    let Some(condition) = &filters.metadata else {
-        return Ok(documents);
-    };
-    if documents.is_empty() {
-        return Ok(documents);
-    }
-    let mut b =
-        QueryBuilder::<Postgres>::new("SELECT d.id FROM documents d WHERE d.workspace_id = ");
-    b.push_bind(workspace);
-    b.push(" AND d.id = ANY(");
-    b.push_bind(documents.iter().map(|d| d.0).collect::<Vec<_>>());
-    b.push(") AND ");
-    filters::push_sql(&mut b, "d.metadata", condition);
-    let rows: Vec<(DocumentId,)> = b.build_query_as().fetch_all(&mut *conn).await?;
-    Ok(rows.into_iter().map(|(d,)| d).collect())
+    Ok(keyword::rank(conn, search, limit).await?.ranked)
 }
 
 /// The chunks of `ranked`, in its order, with their documents' titles.
@@ -641,39 +483,6 @@ mod tests {
         // One-element lists normalise to 1, not NaN.
         let single = fuse(&[(id(7), 0.3)], &[], 0.5, 5);
         assert_eq!(single, vec![(id(7), 0.5)]);
-    }
-
-    #[test]
-    fn bm25_counts_document_frequency_over_every_match_and_scores_the_kept() {
-        let m = |n: u128, dl: i32, tf: Vec<Option<i32>>| KeywordMatch {
-            chunk_id: id(n),
-            document_id: DocumentId(uuid::Uuid::from_u128(n)),
-            token_count: dl,
-            tf,
-            n: 4,
-            avgdl: 10.0,
-        };
-        let matches = vec![
-            m(1, 10, vec![Some(1), None]),
-            m(2, 20, vec![Some(2), Some(1)]),
-        ];
-        // idf: ln(1 + (4 - 2 + 0.5) / 2.5) = ln 2 and ln(1 + 3.5 / 1.5).
-        let (idf0, idf1) = (2f64.ln(), (1.0 + 3.5 / 1.5f64).ln());
-        // Chunk 1 has the mean length: norm 1.2; chunk 2 twice it: 1.2 · 1.75.
-        let one = idf0 * 2.2 / 2.2;
-        let two = idf0 * 2.0 * 2.2 / (2.0 + 2.1) + idf1 * 2.2 / (1.0 + 2.1);
-        let ranked = bm25(&matches, |_| true, 10);
-        assert_eq!(
-            ranked.iter().map(|r| r.0).collect::<Vec<_>>(),
-            [id(2), id(1)]
-        );
-        assert!((ranked[0].1 - two).abs() < 1e-12 && (ranked[1].1 - one).abs() < 1e-12);
-        // A filter drops chunk 2 but not its share in the frequencies.
-        let kept = bm25(&matches, |m| m.chunk_id == id(1), 10);
-        assert_eq!(kept.len(), 1);
-        assert!((kept[0].1 - one).abs() < 1e-12);
-        assert_eq!(bm25(&matches, |_| true, 1).len(), 1);
-        assert!(bm25(&[], |_| true, 5).is_empty());
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub async fn indexer(state: &State, _event: serde_json::Value) -> common::Result
         unindexed = ?report.unindexed,
         created = ?report.created,
         dropped = ?report.dropped,
+        counted = ?report.counted,
         pending = report.pending,
         busy = report.busy,
         "vector indexes maintained"

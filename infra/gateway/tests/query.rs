@@ -1102,6 +1102,21 @@ async fn large_workspaces_move_to_vector_indexes_and_the_largest_get_their_own(p
     );
     assert!(index_of(name).await.is_none());
     assert_eq!(indexed_chunks().await, 3);
+    // Its lexeme counts go with it; the other's stay.
+    let terms_of = |w: WorkspaceId| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = common::db::tenant_tx(&pool, None, Some(w)).await.unwrap();
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM workspace_terms")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            n
+        }
+    };
+    assert_eq!(terms_of(ws).await, 0);
+    assert!(terms_of(theirs).await > 0);
     // The next run stores the grown workspace's statistics.
     assert_eq!(keyword_stats(theirs).await.0, Some(3));
     assert_eq!(semantic_hits(&s, &s.ws, question).await.len(), 1);
@@ -1251,24 +1266,40 @@ async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: P
         .await
         .unwrap();
     let search = |ws: WorkspaceId| {
-        sqlx::query_as::<_, (uuid::Uuid, Vec<Option<String>>, i64)>(
-            "SELECT chunk_id, tf, n FROM search_keyword($1, 'artemisinin malaria', 10)",
+        sqlx::query_as::<_, (uuid::Uuid, Vec<Option<String>>)>(
+            "SELECT chunk_id, tf FROM search_keyword($1, ARRAY['artemisinin', 'malaria'],
+                                                     ARRAY['artemisinin', 'malaria'], 10)",
+        )
+        .bind(ws)
+    };
+    let terms = |ws: WorkspaceId| {
+        sqlx::query_as::<_, (String, Option<i32>, i64)>(
+            "SELECT lexeme, chunks, n FROM keyword_terms($1, 'Artemisinin for malaria')",
         )
         .bind(ws)
     };
     let found = search(mine).fetch_all(&mut *tx).await.unwrap();
     assert_eq!(found.len(), 1, "its own chunk");
-    // Both lexemes occur in it; the workspace has that one chunk.
+    // Both lexemes occur in it.
     assert!(
         found[0].1.iter().all(|tf| tf
             .as_deref()
             .is_some_and(|n| n.parse::<i32>().is_ok_and(|n| n > 0))),
         "{found:?}"
     );
-    assert_eq!(found[0].2, 1);
+    // The question's lexemes, stemmed, stop words dropped; the workspace
+    // has that one chunk; nothing counted yet.
+    assert_eq!(
+        terms(mine).fetch_all(&mut *tx).await.unwrap(),
+        [
+            ("artemisinin".to_owned(), None, 1),
+            ("malaria".to_owned(), None, 1)
+        ]
+    );
     // Asking for another workspace than the transaction's finds nothing,
     // and the policy exempting the function's owner does not reach the app role.
     assert!(search(theirs).fetch_all(&mut *tx).await.unwrap().is_empty());
+    assert!(terms(theirs).fetch_all(&mut *tx).await.unwrap().is_empty());
     let (visible,): (i64,) = sqlx::query_as("SELECT count(*) FROM chunks WHERE workspace_id = $1")
         .bind(theirs)
         .fetch_one(&mut *tx)
@@ -1279,6 +1310,121 @@ async fn the_keyword_search_function_keeps_to_the_transactions_workspace(pool: P
     // Without a workspace context it finds nothing at all.
     let mut tx = common::db::tenant_tx(&pool, None, None).await.unwrap();
     assert!(search(mine).fetch_all(&mut *tx).await.unwrap().is_empty());
+    assert!(terms(mine).fetch_all(&mut *tx).await.unwrap().is_empty());
+}
+
+/// The keyword ranking of `question` in `ws` (best `limit`), and how many
+/// matches it read.
+async fn keyword_reads(
+    pool: &PgPool,
+    ws: WorkspaceId,
+    question: &str,
+    filters: &common::retrieval::Filters,
+    limit: usize,
+) -> (Vec<(String, f64)>, usize) {
+    use common::retrieval::{Mode, Search, keyword};
+    let mut tx = common::db::tenant_tx(pool, None, Some(ws)).await.unwrap();
+    let search = Search {
+        workspace: ws,
+        text: question,
+        embedding: None,
+        mode: Mode::Keyword,
+        top_k: limit,
+        filters,
+        semantic_weight: 0.5,
+    };
+    let ranking = keyword::rank(&mut tx, &search, limit).await.unwrap();
+    tx.commit().await.unwrap();
+    let ranked = ranking
+        .ranked
+        .into_iter()
+        .map(|(id, score)| (id.0.to_string(), score))
+        .collect();
+    (ranked, ranking.read)
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn keyword_search_in_a_large_workspace_reads_only_matches_that_can_rank(pool: PgPool) {
+    use common::retrieval::{Filters, FiltersIn};
+    let s = stack(pool.clone(), &[("VECTOR_EXACT_SEARCH_MAX_CHUNKS", "1")]).await;
+    let ws: WorkspaceId = s.ws.parse().unwrap();
+    // One chunk each: malaria in nearly all, vaccine in some (three times
+    // in one, which outranks every artemisinin chunk), artemisinin in few.
+    let filler = "Field notes from the district clinic, recorded weekly.";
+    for i in 0..24 {
+        let text = match i {
+            0 => format!("Vaccine vaccine vaccine trial against malaria. {filler}"),
+            1..=5 => format!("A vaccine for malaria, report {i}. {filler}"),
+            6..=8 => format!("Artemisinin treats malaria, case {i}. {filler}"),
+            _ => format!("Malaria season report {i}. {filler}"),
+        };
+        let kind = if i % 2 == 0 { "even" } else { "odd" };
+        s.create(&format!("Note {i}"), &text, json!({ "kind": kind }))
+            .await;
+    }
+    s.create("Other", &format!("Cholera outbreak. {filler}"), json!({}))
+        .await;
+    s.drain().await;
+    let question = "artemisinin vaccine malaria";
+    let open = Filters::default();
+    let even = Filters::parse(Some(
+        serde_json::from_value::<FiltersIn>(json!({ "metadata": { "kind": { "$eq": "even" } } }))
+            .unwrap(),
+    ))
+    .unwrap();
+    // Before the indexer has counted anything: every match is read.
+    let (before, read_all) = keyword_reads(&pool, ws, question, &open, 2).await;
+    let (before_even, _) = keyword_reads(&pool, ws, question, &even, 2).await;
+    assert_eq!(read_all, 24);
+    assert_eq!(before.len(), 2);
+    let before_api = hits(&s, &s.ws, question, "keyword").await;
+
+    let report = run_indexer(&pool, s.state.config.embedding.dimensions, 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(report.counted, vec![ws]);
+    // Counted: artemisinin's 3 matches read first, then vaccine's 6 (its
+    // bound is above the second-best artemisinin score), never the 15
+    // malaria-only chunks. The same chunks with the same scores.
+    let (after, read) = keyword_reads(&pool, ws, question, &open, 2).await;
+    assert_same_hits(&after, &before);
+    assert_eq!(read, 9, "{after:?}");
+    // The triple vaccine chunk is first: skipping vaccine would lose it.
+    let (triple, _) = keyword_reads(&pool, ws, "vaccine", &open, 1).await;
+    assert_eq!(after[0].0, triple[0].0);
+    // Filters too, and through the handler with its default depth.
+    let (after_even, _) = keyword_reads(&pool, ws, question, &even, 2).await;
+    assert_same_hits(&after_even, &before_even);
+    assert_same_hits(&hits(&s, &s.ws, question, "keyword").await, &before_api);
+    // A second run counts nothing again.
+    let again = run_indexer(&pool, s.state.config.embedding.dimensions, 1, 1)
+        .await
+        .unwrap();
+    assert!(again.counted.is_empty());
+
+    // A lexeme new since the count is read first, counted over its
+    // matches; malaria's bound is below its score, so malaria goes unread.
+    let new = s
+        .create(
+            "Quinine",
+            &format!("Quinine for malaria. {filler}"),
+            json!({}),
+        )
+        .await;
+    s.drain().await;
+    let (found, read) = keyword_reads(&pool, ws, "quinine vaccine malaria", &open, 1).await;
+    assert_eq!(read, 7, "quinine's match and vaccine's 6");
+    let (chunk,): (uuid::Uuid,) = {
+        let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
+        let row = sqlx::query_as("SELECT id FROM chunks WHERE document_id = $1")
+            .bind(uuid::Uuid::parse_str(&new).unwrap())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        row
+    };
+    assert_eq!(found[0].0, chunk.to_string());
 }
 
 /// Hybrid hits of `question` in `ws`, searched with `db` in `tx`.

@@ -281,6 +281,39 @@ async fn direct(
     Ok(hits.into_iter().map(|h| h.chunk_id.0).collect())
 }
 
+/// How many matches the keyword leg of a hybrid search (top 10) reads,
+/// and how many chunks match the question.
+async fn keyword_read(
+    state: &State,
+    user: UserId,
+    workspace: WorkspaceId,
+    question: &str,
+) -> anyhow::Result<(usize, usize)> {
+    let filters = Filters::default();
+    let search = Search {
+        workspace,
+        text: question,
+        embedding: None,
+        mode: Mode::Keyword,
+        top_k: 10,
+        filters: &filters,
+        semantic_weight: 0.5,
+    };
+    let mut tx = common::db::tenant_tx(&state.db, Some(user), Some(workspace)).await?;
+    let limit = common::retrieval::candidates(10) as usize;
+    let ranking = common::retrieval::keyword::rank(&mut tx, &search, limit).await?;
+    let (matched,): (i64,) = sqlx::query_as(
+        "WITH t AS (SELECT array_agg(lexeme) AS l FROM keyword_terms($1, $2))
+         SELECT count(*) FROM t, search_keyword($1, t.l, t.l, 1000000)",
+    )
+    .bind(workspace)
+    .bind(question)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((ranking.read, usize::try_from(matched)?))
+}
+
 /// The exact top 10 by cosine distance (no index).
 async fn exact(
     state: &State,
@@ -417,6 +450,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         // Each leg alone, direct (membership, the leg, details).
         let (mut semantic_leg, mut keyword_leg) = (Samples::default(), Samples::default());
         let mut recall = 0.0;
+        let (mut read, mut matched) = (Vec::with_capacity(per_bucket), 0);
         let mut swept: Vec<(Samples, f64)> = sweep.iter().map(|_| Default::default()).collect();
         for turn in 0..per_bucket {
             let (ws, topics) = members[rng.random_range(0..members.len())];
@@ -453,6 +487,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             let t = Instant::now();
             direct(&state, user, ws, &question, Mode::Keyword).await?;
             keyword_leg.push(t.elapsed());
+            let (r, m) = keyword_read(&state, user, ws, &question).await?;
+            read.push(r);
+            matched += m;
             let truth = exact(&state, user, ws, &question).await?;
             recall += share_found(&truth, &found);
             for ((latency, recall), state) in swept.iter_mut().zip(&sweep_states) {
@@ -476,6 +513,14 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             semantic_leg.quantile(0.95),
             keyword_leg.quantile(0.5),
             keyword_leg.quantile(0.95),
+        );
+        read.sort_unstable();
+        println!(
+            "{:<22} keyword matches read (hybrid depth): mean {:.0} of {:.0} matching, p95 {}",
+            "",
+            read.iter().sum::<usize>() as f64 / read.len().max(1) as f64,
+            matched as f64 / read.len().max(1) as f64,
+            read[(read.len() * 95 / 100).min(read.len().saturating_sub(1))],
         );
         for (ef, (latency, recall)) in sweep.iter().zip(&swept) {
             println!(
