@@ -471,6 +471,19 @@ async fn queries_never_return_another_workspaces_chunks(pool: PgPool) {
     }
 }
 
+/// The workspace's owner (its row is readable only in the workspace's RLS
+/// context).
+async fn owner_of(pool: &PgPool, ws: WorkspaceId) -> UserId {
+    let mut tx = common::db::tenant_tx(pool, None, Some(ws)).await.unwrap();
+    let (owner,): (uuid::Uuid,) = sqlx::query_as("SELECT owner_id FROM workspaces WHERE id = $1")
+        .bind(ws)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    UserId(owner)
+}
+
 async fn reserve(
     state: &State,
     ws: WorkspaceId,
@@ -489,6 +502,44 @@ async fn reserve(
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_days_reservations_go_with_its_usage(pool: PgPool) {
+    let s = stack(pool.clone(), &[]).await;
+    let other = s.api.create_workspace(&s.token, "Other").await;
+    for ws in [&s.ws, &other] {
+        let ws: WorkspaceId = ws.parse().unwrap();
+        let user = owner_of(&pool, ws).await;
+        for _ in 0..3 {
+            reserve(&s.state, ws, user, 10, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+    }
+    let count = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM token_reservations WHERE workspace_id = $1")
+                .bind(uuid::Uuid::parse_str(&s.ws).unwrap())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        n
+    };
+    assert_eq!(count().await, 3);
+    // Deleting a day's usage (a purge would) deletes its reservations, and
+    // only those.
+    sqlx::query("DELETE FROM workspace_daily_usage WHERE workspace_id = $1")
+        .bind(uuid::Uuid::parse_str(&s.ws).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count().await, 0);
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM token_reservations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 3);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn concurrent_reservations_never_overspend_and_dead_ones_are_swept(pool: PgPool) {
     let s = stack(pool.clone(), &[]).await;
     let reply = s
@@ -502,15 +553,7 @@ async fn concurrent_reservations_never_overspend_and_dead_ones_are_swept(pool: P
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let ws: WorkspaceId = s.ws.parse().unwrap();
-    // The owner row is readable only in the workspace's RLS context.
-    let mut tx = common::db::tenant_tx(&pool, None, Some(ws)).await.unwrap();
-    let (owner,): (uuid::Uuid,) = sqlx::query_as("SELECT owner_id FROM workspaces WHERE id = $1")
-        .bind(ws)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let user = UserId(owner);
+    let user = owner_of(&pool, ws).await;
 
     // A watcher checks the invariant while 100 clients reserve, commit and release.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
