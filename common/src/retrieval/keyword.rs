@@ -249,8 +249,12 @@ pub async fn rank(conn: &mut PgConnection, search: &Search<'_>, limit: usize) ->
     let scorer = Bm25::new(n, avgdl, df);
     gate.admit(conn, &matches).await?;
     let unread: Vec<usize> = (0..lexemes.len()).filter(|i| !first.contains(i)).collect();
-    let at_least = floor(&scorer, &matches, &|m| gate.keeps(m), limit);
-    let rest = second_read(&scorer, &unread, at_least);
+    let rest = if unread.is_empty() {
+        unread
+    } else {
+        let at_least = floor(&scorer, &matches, &|m| gate.keeps(m), limit);
+        second_read(&scorer, &unread, at_least)
+    };
     if !rest.is_empty() {
         let seen: HashSet<ChunkId> = matches.iter().map(|m| m.chunk_id).collect();
         let more = read(conn, search.workspace, &lexemes, &named(&rest)).await?;
