@@ -134,7 +134,7 @@ fn counted_df(matches: &[KeywordMatch], lexemes: usize) -> Vec<i64> {
 /// The lexemes to read first, in a workspace with stored counts: every
 /// one without a count, and the rarest counted ones until their counts add
 /// up to `limit`. `None`: nothing is known, read them all at once.
-pub fn first_read(stored: &[Option<i64>], limit: usize) -> Option<Vec<usize>> {
+fn first_read(stored: &[Option<i64>], limit: usize) -> Option<Vec<usize>> {
     if stored.iter().all(Option::is_none) {
         return None;
     }
@@ -160,7 +160,7 @@ pub fn first_read(stored: &[Option<i64>], limit: usize) -> Option<Vec<usize>> {
 /// `limit`-th best score among their kept matches is `floor`: all of
 /// `unread` but the commonest, taken while their bounds sum below `floor`
 /// (a chunk holding only those cannot reach it).
-pub fn second_read(scorer: &Bm25, unread: &[usize], floor: Option<f64>) -> Vec<usize> {
+fn second_read(scorer: &Bm25, unread: &[usize], floor: Option<f64>) -> Vec<usize> {
     let Some(floor) = floor else {
         return unread.to_vec();
     };
