@@ -329,6 +329,8 @@ struct Gate<'a> {
     filters: &'a Filters,
     /// The documents seen so far that pass (when there are filters).
     allowed: HashSet<DocumentId>,
+    /// The documents seen so far, passing or not (asked about once).
+    seen: HashSet<DocumentId>,
 }
 
 impl<'a> Gate<'a> {
@@ -337,6 +339,7 @@ impl<'a> Gate<'a> {
             workspace,
             filters,
             allowed: HashSet::new(),
+            seen: HashSet::new(),
         }
     }
 
@@ -353,13 +356,16 @@ impl<'a> Gate<'a> {
         if self.open() {
             return Ok(());
         }
-        let mut documents: HashSet<DocumentId> = matches.iter().map(|m| m.document_id).collect();
+        let mut documents: HashSet<DocumentId> = matches
+            .iter()
+            .map(|m| m.document_id)
+            .filter(|d| self.seen.insert(*d))
+            .collect();
         if !self.filters.document_ids.is_empty() {
             let named: HashSet<DocumentId> = self.filters.document_ids.iter().copied().collect();
             documents.retain(|d| named.contains(d));
         }
         if let Some(condition) = &self.filters.metadata {
-            documents.retain(|d| !self.allowed.contains(d));
             if documents.is_empty() {
                 return Ok(());
             }

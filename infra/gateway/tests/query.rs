@@ -514,10 +514,11 @@ async fn a_days_reservations_go_with_its_usage(pool: PgPool) {
                 .unwrap();
         }
     }
+    let mine: WorkspaceId = s.ws.parse().unwrap();
     let count = || async {
         let (n,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM token_reservations WHERE workspace_id = $1")
-                .bind(uuid::Uuid::parse_str(&s.ws).unwrap())
+                .bind(mine)
                 .fetch_one(&pool)
                 .await
                 .unwrap();
@@ -527,7 +528,7 @@ async fn a_days_reservations_go_with_its_usage(pool: PgPool) {
     // Deleting a day's usage (a purge would) deletes its reservations, and
     // only those.
     sqlx::query("DELETE FROM workspace_daily_usage WHERE workspace_id = $1")
-        .bind(uuid::Uuid::parse_str(&s.ws).unwrap())
+        .bind(mine)
         .execute(&pool)
         .await
         .unwrap();
