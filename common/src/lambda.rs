@@ -3,6 +3,8 @@
 //! hands events to the Lambda runtime. The local gateway reads the same
 //! tables, so Lambda and local runs call the very same handler.
 
+use std::time::{Duration, Instant, SystemTime};
+
 use futures::future::BoxFuture;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
 use lambda_http::{Body, Request, Response};
@@ -36,6 +38,25 @@ pub enum Handler {
 pub struct Function {
     pub name: &'static str,
     pub handler: Handler,
+}
+
+tokio::task_local! {
+    /// When the invocation being handled is cut off.
+    static DEADLINE: Instant;
+}
+
+/// Time left before the invocation being handled is cut off: Lambda's
+/// deadline for the function's timeout, or what [`with_deadline`] set.
+/// `None` outside both (the local gateway sets none).
+pub fn remaining_time() -> Option<Duration> {
+    DEADLINE
+        .try_with(|deadline| deadline.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// Runs `work` as an invocation cut off at `deadline` ([`remaining_time`]).
+pub async fn with_deadline<F: Future>(deadline: Instant, work: F) -> F::Output {
+    DEADLINE.scope(deadline, work).await
 }
 
 /// Wraps an `async fn(&State, Request) -> Response<Body>` as an [`HttpHandler`].
@@ -120,7 +141,15 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
             Handler::Sqs(handler) => {
                 lambda_runtime::run(lambda_runtime::service_fn(
                     move |event: LambdaEvent<aws_lambda_events::sqs::SqsEvent>| async move {
-                        Ok::<_, std::convert::Infallible>(handler(state, event.payload).await)
+                        let left = event
+                            .context
+                            .deadline()
+                            .duration_since(SystemTime::now())
+                            .unwrap_or_default();
+                        let work = handler(state, event.payload);
+                        Ok::<_, std::convert::Infallible>(
+                            with_deadline(Instant::now() + left, work).await,
+                        )
                     },
                 ))
                 .await

@@ -7,7 +7,7 @@
 # identically indexed table, in one run. Uses a scratch database on the
 # test stack; stops the stack afterwards if it started it.
 #
-#   infra/bench/ingest.sh [--docs N] [--keep] [--fast-s3]
+#   infra/bench/ingest.sh [--docs N] [--batch N] [--keep] [--fast-s3]
 #
 # --fast-s3 serves the bucket from s3s-fs (an S3 server in Rust, installed
 # from crates.io into .local/tools on first use) instead of the stack's

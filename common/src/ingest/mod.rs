@@ -61,37 +61,60 @@ pub async fn requeue_stale(
     if stale.is_empty() {
         return Ok(0);
     }
+    let bodies: Vec<String> = stale
+        .into_iter()
+        .map(|(workspace_id, document_id, version)| {
+            DocumentChanged {
+                workspace_id,
+                document_id,
+                version,
+            }
+            .to_message()
+        })
+        .collect();
+    let sent = send_all(state, &bodies).await?;
+    Ok(sent.into_iter().filter(|&sent| sent).count())
+}
+
+/// Sends `bodies` to the ingest queue, ten per SQS call; per body, whether
+/// SQS took it (one it refused is logged). Stops at the first call that
+/// fails.
+pub async fn send_all(state: &State, bodies: &[String]) -> anyhow::Result<Vec<bool>> {
     let queue_url = queue_url(state)?;
     let sqs = state.sqs().await;
-    let mut queued = 0;
-    for batch in stale.chunks(SQS_BATCH) {
+    let mut sent = vec![false; bodies.len()];
+    for (n, batch) in bodies.chunks(SQS_BATCH).enumerate() {
         let entries = batch
             .iter()
             .enumerate()
-            .map(|(i, &(workspace_id, document_id, version))| {
-                let changed = DocumentChanged {
-                    workspace_id,
-                    document_id,
-                    version,
-                };
+            .map(|(i, body)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(changed.to_message())
+                    .message_body(body)
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let sent = sqs
+        let answer = sqs
             .send_message_batch()
             .queue_url(queue_url)
             .set_entries(Some(entries))
             .send()
             .await
             .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
-        queued += sent.successful().len();
-        for refused in sent.failed() {
+        for taken in answer.successful() {
+            if let Some(slot) = taken
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| sent.get_mut(n * SQS_BATCH + i))
+            {
+                *slot = true;
+            }
+        }
+        for refused in answer.failed() {
             tracing::warn!(code = refused.code(), message = ?refused.message(),
-                "SQS refused a requeued document; the next run tries again");
+                "SQS refused a message for the ingest queue");
         }
     }
-    Ok(queued)
+    Ok(sent)
 }

@@ -239,20 +239,25 @@ pub async fn claim_all(
 
 /// Gives back the leases of claimed documents whose ingestion failed and
 /// will be retried, so their redelivery need not wait for the lease to
-/// lapse (they stay `processing`).
+/// lapse (they stay `processing`). `started` false: none of them was
+/// tried, so their claim's attempt is taken back too.
 pub async fn release(
     db: &PgPool,
     workspace: WorkspaceId,
     documents: &[DocumentId],
+    started: bool,
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<uuid::Uuid> = documents.iter().map(|d| d.0).collect();
     let mut tx = tenant_tx(db, None, Some(workspace)).await?;
     sqlx::query(
-        "UPDATE documents SET processing_until = NULL
-         WHERE workspace_id = $1 AND id = ANY($2) AND status = 'processing'",
+        "UPDATE documents SET processing_until = NULL,
+                attempts = CASE WHEN $3 THEN attempts ELSE greatest(attempts - 1, 0) END
+         WHERE workspace_id = $1 AND id = ANY($2) AND status = 'processing'
+           AND processing_until IS NOT NULL",
     )
     .bind(workspace)
     .bind(&ids)
+    .bind(started)
     .execute(&mut *tx)
     .await?;
     tx.commit().await

@@ -95,6 +95,26 @@ impl<E: Into<anyhow::Error>> From<E> for Retry {
     }
 }
 
+/// Why a claimed document was not tried: the invocation's time ran short
+/// ([`START_RESERVE`]).
+#[derive(Debug)]
+struct NotStarted {
+    left: std::time::Duration,
+}
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not started: {:.1} s of the invocation were left, under the {} s a document may need",
+            self.left.as_secs_f64(),
+            START_RESERVE.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for NotStarted {}
+
 /// What happened to one document of a record, for the log.
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -140,6 +160,11 @@ struct Record {
     outcomes: Vec<Outcome>,
     /// Why it must be redelivered, if it must.
     retry: Option<Retry>,
+    /// Every document it retries was not started ([`NotStarted`]): it can
+    /// be queued again as it is.
+    deferred: bool,
+    /// Its message body, to queue it again.
+    body: String,
 }
 
 /// What a job came to: an outcome, or a retry of its record.
@@ -152,7 +177,8 @@ type JobResult = Result<Outcome, Retry>;
 /// 1. the documents the records ask for are claimed, one statement per
 ///    workspace;
 /// 2. each claimed document is read, checked, extracted, chunked and
-///    embedded, several at once;
+///    embedded, several at once, unless the invocation's time has run
+///    short ([`START_RESERVE`]);
 /// 3. meanwhile the prepared ones are stored, several documents per
 ///    transaction (one workspace each); if one fails, its documents one
 ///    transaction each, so one bad document never holds back the rest
@@ -183,20 +209,32 @@ pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
 
     prepare_and_store(state, &jobs, claimed, &mut results).await;
 
-    let mut release: HashMap<WorkspaceId, Vec<DocumentId>> = HashMap::new();
-    for ((job, result), leased) in jobs.iter().zip(results).zip(leased) {
+    // Per workspace and whether the document was tried: leases to give back.
+    let mut release: HashMap<(WorkspaceId, bool), Vec<DocumentId>> = HashMap::new();
+    let mut not_started = Vec::new();
+    for (i, (result, leased)) in results.into_iter().zip(leased).enumerate() {
+        let job = &jobs[i];
         let record = &mut records[job.record];
         match result {
             Some(Ok(outcome)) => record.outcomes.push(outcome),
             Some(Err(retry)) => {
-                if record.receives >= MAX_RECEIVES {
+                let started = !retry.0.is::<NotStarted>();
+                if started && record.receives >= MAX_RECEIVES {
                     give_up(state, job.workspace, job.document, &retry).await;
                 } else if leased {
-                    release.entry(job.workspace).or_default().push(job.document);
+                    release
+                        .entry((job.workspace, started))
+                        .or_default()
+                        .push(job.document);
                 }
+                if !started {
+                    not_started.push(i);
+                }
+                record.deferred = !started && (record.retry.is_none() || record.deferred);
                 record.retry = Some(retry);
             }
             None => {
+                record.deferred = false;
                 record.retry = Some(Retry(anyhow::anyhow!(
                     "document {} was left unhandled",
                     job.document
@@ -204,16 +242,61 @@ pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
             }
         }
     }
-    for (ws, documents) in release {
+    for ((ws, started), documents) in release {
         // If this fails too, the leases lapse after ten minutes, before
         // SQS redelivers (visibility timeout: twelve).
-        if let Err(error) = store::release(&state.db, ws, &documents).await {
+        if let Err(error) = store::release(&state.db, ws, &documents, started).await {
             tracing::warn!(%error, "could not give back the leases of failed documents");
+        }
+    }
+    queue_again(state, &mut records).await;
+    for i in not_started {
+        let job = &jobs[i];
+        let record = &records[job.record];
+        if let Some(retry) = record
+            .retry
+            .as_ref()
+            .filter(|_| record.receives >= MAX_RECEIVES)
+        {
+            give_up(state, job.workspace, job.document, retry).await;
         }
     }
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = records.into_iter().filter_map(report).collect();
     response
+}
+
+/// Sends the records none of whose documents was started in time
+/// ([`NotStarted`]) to the queue again as new messages, and acknowledges
+/// them: they come back at once, not after the visibility timeout, and a
+/// batch that ran short does not count against their maxReceiveCount.
+/// Those SQS does not take stay failures of the batch.
+async fn queue_again(state: &State, records: &mut [Record]) {
+    let deferred: Vec<usize> = (0..records.len())
+        .filter(|&r| records[r].deferred && records[r].retry.is_some())
+        .collect();
+    if deferred.is_empty() {
+        return;
+    }
+    let bodies: Vec<String> = deferred.iter().map(|&r| records[r].body.clone()).collect();
+    let sent = common::ingest::send_all(state, &bodies)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not queue unstarted records again"
+            );
+            vec![false; bodies.len()]
+        });
+    for (r, sent) in deferred.into_iter().zip(sent) {
+        if sent {
+            let record = &mut records[r];
+            record.retry = None;
+            record
+                .outcomes
+                .push(Outcome::Skipped("not started in time; queued again"));
+        }
+    }
 }
 
 /// Prepares the claimed documents, [`RECORD_CONCURRENCY`] at once, and
@@ -230,23 +313,34 @@ async fn prepare_and_store(
     results: &mut [Option<JobResult>],
 ) {
     let mut prepared = common::futures::stream::iter(claimed)
-        .map(|(i, target)| async move { (i, prepare_job(state, &jobs[i], &target).await) })
+        .map(|(i, target)| async move {
+            if let Some(left) = common::lambda::remaining_time()
+                && left < START_RESERVE
+            {
+                return (i, Err(Err(Retry(NotStarted { left }.into()))));
+            }
+            (i, prepare_job(state, &jobs[i], &target).await)
+        })
         .buffer_unordered(RECORD_CONCURRENCY);
     let mut stores = common::futures::stream::FuturesUnordered::new();
     let mut pending: Vec<(usize, Ingested)> = Vec::new();
     let mut exhausted = false;
     loop {
+        let full = chunks_in(&pending) >= PENDING_CHUNKS;
         if !pending.is_empty()
             && stores.len() < STORE_CONCURRENCY
-            && (exhausted || pending.len() >= STORE_MIN)
+            && (exhausted || full || pending.len() >= STORE_MIN)
         {
             stores.push(store_jobs(state, jobs, std::mem::take(&mut pending)));
         }
         if exhausted && pending.is_empty() && stores.is_empty() {
             return;
         }
+        // While the stores are busy and enough is waiting for them, nothing
+        // more is prepared (its chunks would only wait in memory).
+        let room = chunks_in(&pending) < PENDING_CHUNKS;
         tokio::select! {
-            next = prepared.next(), if !exhausted => match next {
+            next = prepared.next(), if !exhausted && room => match next {
                 Some((i, Ok(ingested))) => pending.push((i, ingested)),
                 Some((i, Err(done))) => results[i] = Some(done),
                 None => exhausted = true,
@@ -260,12 +354,27 @@ async fn prepare_and_store(
     }
 }
 
+/// No document of a batch starts once less than this is left of the
+/// invocation (template.yaml: Timeout 120). Its lease and attempt are
+/// given back and its record queued again ([`queue_again`]), so what was
+/// stored is acknowledged instead of the whole batch timing out and
+/// coming back after the visibility timeout.
+const START_RESERVE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn chunks_in(prepared: &[(usize, Ingested)]) -> usize {
+    prepared.iter().map(|(_, doc)| doc.chunks.len()).sum()
+}
+
 /// Fewest prepared documents a transaction waits for (unless none are
 /// left to prepare). Measured with `infra/bench/ingest.sh --fast-s3`
 /// (10-record batches): 2 per transaction cost Postgres half again the
 /// CPU of 4, and a whole batch in one transaction keeps the cores idle
 /// while it is prepared.
 const STORE_MIN: usize = 4;
+/// Prepared chunks (text and embedding, a few KB each) that wait for a
+/// store before more documents are prepared: bounds the worker's memory
+/// whatever the batch size, when the database is slower than preparing.
+const PENDING_CHUNKS: usize = 2_048;
 /// Store transactions of one batch at once (two connections insert into
 /// the HNSW index side by side).
 const STORE_CONCURRENCY: usize = 2;
@@ -277,6 +386,7 @@ fn report(record: Record) -> Option<BatchItemFailure> {
         receives,
         outcomes,
         retry,
+        ..
     } = record;
     for outcome in outcomes {
         tracing::info!(message_id = %id, ?outcome, "ingest record handled");
@@ -304,6 +414,8 @@ fn read_record(message: SqsMessage, index: usize, jobs: &mut Vec<Job>) -> Record
             .unwrap_or(1),
         outcomes: Vec::new(),
         retry: None,
+        deferred: false,
+        body: message.body.clone().unwrap_or_default(),
     };
     let mut job = |workspace, document, work| {
         jobs.push(Job {

@@ -656,6 +656,70 @@ async fn a_document_the_database_refuses_mid_batch_is_retried_alone(pool: PgPool
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_batch_short_of_time_starts_nothing_and_gives_its_documents_back(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let text = format!("Note {i} about tidal energy and the coastline.");
+        let doc = s
+            .create(json!({ "title": format!("N{i}"), "content": text }))
+            .await;
+        ids.push(doc["id"].as_str().unwrap().to_owned());
+    }
+    // Received messages stay hidden meanwhile, as on the deployed queue, so
+    // one poll gathers all 12 over two receives.
+    s.state
+        .sqs()
+        .await
+        .set_queue_attributes()
+        .queue_url(&s.queue)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "60",
+        )
+        .send()
+        .await
+        .unwrap();
+    // One batch larger than a single receive (template.yaml's BatchSize is
+    // above 10), handed to a worker with 5 s of its invocation left: less
+    // than a document may need, so none is started. Each record is queued
+    // again as a new message and acknowledged, so it comes back at once
+    // and the short batch does not count against its maxReceiveCount.
+    let poll = sqs::poll_once(
+        &s.state,
+        &s.queue,
+        ingest_worker(),
+        25,
+        Duration::from_millis(500),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let outcome = common::lambda::with_deadline(deadline, poll).await.unwrap();
+    assert_eq!(
+        (outcome.received, outcome.failed, outcome.deleted),
+        (12, 0, 12)
+    );
+    for id in &ids {
+        let doc = s.document(id).await;
+        assert_ne!(doc["status"], "ready");
+        assert_eq!(
+            doc["attempts"], 0,
+            "an attempt never started is not counted"
+        );
+        assert!(s.chunks(id).await.is_empty());
+    }
+    // The new messages are there, and the leases were given back: the next
+    // batches ingest every document once.
+    let outcome = s.drain().await;
+    assert_eq!((outcome.received, outcome.failed), (12, 0));
+    for id in &ids {
+        let doc = s.document(id).await;
+        assert_eq!(doc["status"], "ready");
+        assert_eq!(doc["attempts"], 1);
+        assert_eq!(s.chunks(id).await.len(), 1);
+    }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn pdf_and_docx_uploads_keep_pages_and_headings(pool: PgPool) {
     use ingestion::fixtures::{docx, pdf_with_pages};
     let s = stack(pool).await;

@@ -137,6 +137,7 @@ fn peak_rss_mib() -> f64 {
 
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let docs = flag(args, "--docs", 2_000)?;
+    let batch = flag(args, "--batch", template_batch_size("ingest-worker")?)?.max(1);
     let keep = args.iter().any(|a| a == "--keep");
     let config = Config::from_env().context("load the stack env first: . .local/test/env")?;
     let pool = scratch_pool(&config, DB).await?;
@@ -209,7 +210,16 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         ("small workspace (searched exactly: no HNSW insert)", small),
     ] {
         println!("-- {label}");
-        pass(&state, &pool, caller, workspace, &corpus, total_bytes).await?;
+        pass(
+            &state,
+            &pool,
+            caller,
+            workspace,
+            &corpus,
+            total_bytes,
+            batch,
+        )
+        .await?;
     }
     println!(
         "peak RSS of this process (worker + benchmark): {:.0} MiB",
@@ -222,6 +232,20 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The SQS `BatchSize` template.yaml gives `binary`'s queue event.
+fn template_batch_size(binary: &str) -> anyhow::Result<usize> {
+    let functions = ragway_gateway::template::load("template.yaml".as_ref())?;
+    functions
+        .iter()
+        .filter(|f| f.binary == binary)
+        .flat_map(|f| &f.events)
+        .find_map(|event| match event {
+            ragway_gateway::template::TemplateEvent::Sqs { batch_size, .. } => Some(*batch_size),
+            _ => None,
+        })
+        .with_context(|| format!("template.yaml gives {binary} no SQS event"))
+}
+
 /// The corpus put in the bucket as `workspace`'s pending uploads, ingested
 /// through the worker handler, then the same chunk rows COPYed raw into an
 /// identically indexed table (same insert trigger, same workspace context).
@@ -232,6 +256,7 @@ async fn pass(
     workspace: common::ids::WorkspaceId,
     corpus: &[(String, &'static str, Vec<u8>)],
     total_bytes: usize,
+    batch: usize,
 ) -> anyhow::Result<()> {
     let config = &state.config;
     let bucket = config
@@ -285,7 +310,8 @@ async fn pass(
             .await;
     }
 
-    // Through the worker handler, in SQS batches of 10 S3 notifications.
+    // Through the worker handler, in SQS batches of `batch` S3
+    // notifications (template.yaml's BatchSize unless --batch says).
     let worker = sqs_handler("ingest-worker")?;
     let records: Vec<_> = rows
         .iter()
@@ -302,8 +328,8 @@ async fn pass(
     let cpu = CpuClock::start()?;
     let started = Instant::now();
     let mut failed = 0;
-    for batch in records.chunks(10) {
-        let event: SqsEvent = serde_json::from_value(json!({ "Records": batch }))?;
+    for records in records.chunks(batch) {
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
         failed += worker(state, event).await.batch_item_failures.len();
     }
     let worker_secs = started.elapsed().as_secs_f64();

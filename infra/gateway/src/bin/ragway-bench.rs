@@ -1,7 +1,7 @@
 //! Benchmarks that need the real handlers and a real database.
 //!
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
-//!   ragway-bench ingest [--docs N] [--keep]
+//!   ragway-bench ingest [--docs N] [--batch N] [--keep]
 //!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]
 //!   ragway-bench retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
 //!
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         Some("retrieval") => runtime.block_on(retrieval::run(&args[1..])),
         Some("scifact") => runtime.block_on(scifact::run(&args[1..])),
         _ => bail!(
-            "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--keep] \
+            "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--batch N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
              | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]"
         ),
