@@ -46,8 +46,8 @@ tokio::task_local! {
 }
 
 /// Time left before the invocation being handled is cut off: Lambda's
-/// deadline for the function's timeout, or what [`with_deadline`] set.
-/// `None` outside both (the local gateway sets none).
+/// deadline for the function's timeout, or what [`with_deadline`] set
+/// (the local gateway does so for queue consumers). `None` outside both.
 pub fn remaining_time() -> Option<Duration> {
     DEADLINE
         .try_with(|deadline| deadline.saturating_duration_since(Instant::now()))

@@ -38,7 +38,8 @@ async fn run() -> anyhow::Result<()> {
                 _ => None,
             }
             .with_context(|| format!("no local URL for queue {queue} (set INGEST_QUEUE_URL)"))?;
-            tokio::spawn(sqs::run(state.clone(), url, handler, *batch_size));
+            let timeout = function.timeout.map(std::time::Duration::from_secs);
+            tokio::spawn(sqs::run(state.clone(), url, handler, *batch_size, timeout));
         }
     }
 

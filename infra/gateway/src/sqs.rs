@@ -33,6 +33,20 @@ pub async fn poll_once(
     batch_size: usize,
     wait: Duration,
 ) -> anyhow::Result<PollOutcome> {
+    poll_once_within(state, queue_url, handler, batch_size, wait, None).await
+}
+
+/// [`poll_once`], the handler's invocation cut off after `timeout` (the
+/// function's `Timeout`) as Lambda's would be: the handler sees its
+/// deadline through `common::lambda::remaining_time`.
+pub async fn poll_once_within(
+    state: &State,
+    queue_url: &str,
+    handler: SqsHandler,
+    batch_size: usize,
+    wait: Duration,
+    timeout: Option<Duration>,
+) -> anyhow::Result<PollOutcome> {
     let sqs = state.sqs().await;
     let batch_size = batch_size.max(1);
     let mut messages: Vec<Message> = Vec::new();
@@ -76,7 +90,13 @@ pub async fn poll_once(
     let region = state.config.aws_region.clone();
     let event_json = json!({ "Records": messages.iter().map(|m| record(m, queue_url, &region)).collect::<Vec<_>>() });
     let event: SqsEvent = serde_json::from_value(event_json)?;
-    let response = handler(state, event).await;
+    let response = match timeout {
+        Some(timeout) => {
+            let deadline = std::time::Instant::now() + timeout;
+            common::lambda::with_deadline(deadline, handler(state, event)).await
+        }
+        None => handler(state, event).await,
+    };
     let failed: HashSet<String> = response
         .batch_item_failures
         .into_iter()
@@ -116,14 +136,16 @@ pub async fn run(
     queue_url: String,
     handler: SqsHandler,
     batch_size: usize,
+    timeout: Option<Duration>,
 ) {
     loop {
-        match poll_once(
+        match poll_once_within(
             &state,
             &queue_url,
             handler,
             batch_size,
             Duration::from_secs(2),
+            timeout,
         )
         .await
         {

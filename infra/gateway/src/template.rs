@@ -13,6 +13,8 @@ pub struct TemplateFunction {
     /// `Metadata.BuildProperties.Binary`: the `<resource>-<action>` binary.
     pub binary: String,
     pub code_uri: String,
+    /// `Timeout` in seconds: its own, else `Globals.Function.Timeout`.
+    pub timeout: Option<u64>,
     pub events: Vec<TemplateEvent>,
 }
 
@@ -64,6 +66,11 @@ pub fn parse(yaml: &str) -> anyhow::Result<Vec<TemplateFunction>> {
         .get("Resources")
         .and_then(Value::as_mapping)
         .context("template.yaml has no Resources")?;
+    let global_timeout = doc
+        .get("Globals")
+        .and_then(|g| g.get("Function"))
+        .and_then(|f| f.get("Timeout"))
+        .and_then(Value::as_u64);
     let mut functions = Vec::new();
     for (id, resource) in resources {
         if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
@@ -115,10 +122,15 @@ pub fn parse(yaml: &str) -> anyhow::Result<Vec<TemplateFunction>> {
                 }
             }
         }
+        let timeout = properties
+            .and_then(|p| p.get("Timeout"))
+            .and_then(Value::as_u64)
+            .or(global_timeout);
         functions.push(TemplateFunction {
             logical_id,
             binary,
             code_uri,
+            timeout,
             events,
         });
     }

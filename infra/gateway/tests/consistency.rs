@@ -131,6 +131,9 @@ fn gateway_serves_every_template_route_and_fixtures_match_them() {
 #[test]
 fn template_parses_cloudformation_short_forms() {
     let yaml = r#"
+Globals:
+  Function:
+    Timeout: 15
 Resources:
   Queue:
     Type: AWS::SQS::Queue
@@ -139,10 +142,16 @@ Resources:
     Metadata: { BuildMethod: rust-cargolambda, BuildProperties: { Binary: ingest-worker } }
     Properties:
       CodeUri: functions/ingest
+      Timeout: 120
       Events:
         Q:
           Type: SQS
           Properties: { Queue: !GetAtt Queue.Arn, BatchSize: 7 }
+  Requeue:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: ingest-requeue } }
+    Properties:
+      CodeUri: functions/ingest
 "#;
     let functions = template::parse(yaml).unwrap();
     assert_eq!(
@@ -152,6 +161,10 @@ Resources:
             batch_size: 7
         }]
     );
+    // A function's own Timeout, else the global one (the local gateway
+    // gives its queue consumers that deadline, as Lambda does).
+    assert_eq!(functions[0].timeout, Some(120));
+    assert_eq!(functions[1].timeout, Some(15));
 }
 
 static TICKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -681,19 +681,20 @@ async fn a_batch_short_of_time_starts_nothing_and_gives_its_documents_back(pool:
         .await
         .unwrap();
     // One batch larger than a single receive (template.yaml's BatchSize is
-    // above 10), handed to a worker with 5 s of its invocation left: less
+    // above 10), handed to a worker whose function times out after 5 s: less
     // than a document may need, so none is started. Each record is queued
     // again as a new message and acknowledged, so it comes back at once
     // and the short batch does not count against its maxReceiveCount.
-    let poll = sqs::poll_once(
+    let outcome = sqs::poll_once_within(
         &s.state,
         &s.queue,
         ingest_worker(),
         25,
         Duration::from_millis(500),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let outcome = common::lambda::with_deadline(deadline, poll).await.unwrap();
+        Some(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (outcome.received, outcome.failed, outcome.deleted),
         (12, 0, 12)
