@@ -158,11 +158,11 @@ struct Record {
     /// What was decided without a document (test events, foreign keys),
     /// then each document's outcome.
     outcomes: Vec<Outcome>,
-    /// Why it must be redelivered, if it must.
+    /// Why it must be redelivered, if it must: a document's failure
+    /// rather than [`NotStarted`] when it has both, so a `NotStarted`
+    /// here means no document of it was tried and it can be queued again
+    /// as it is ([`queue_again`]).
     retry: Option<Retry>,
-    /// Every document it retries was not started ([`NotStarted`]): it can
-    /// be queued again as it is.
-    deferred: bool,
     /// Its message body, to queue it again.
     body: String,
 }
@@ -230,11 +230,11 @@ pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
                 if !started {
                     not_started.push(i);
                 }
-                record.deferred = !started && (record.retry.is_none() || record.deferred);
-                record.retry = Some(retry);
+                if started || record.retry.is_none() {
+                    record.retry = Some(retry);
+                }
             }
             None => {
-                record.deferred = false;
                 record.retry = Some(Retry(anyhow::anyhow!(
                     "document {} was left unhandled",
                     job.document
@@ -273,7 +273,12 @@ pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
 /// Those SQS does not take stay failures of the batch.
 async fn queue_again(state: &State, records: &mut [Record]) {
     let deferred: Vec<usize> = (0..records.len())
-        .filter(|&r| records[r].deferred && records[r].retry.is_some())
+        .filter(|&r| {
+            records[r]
+                .retry
+                .as_ref()
+                .is_some_and(|retry| retry.0.is::<NotStarted>())
+        })
         .collect();
     if deferred.is_empty() {
         return;
@@ -326,7 +331,11 @@ async fn prepare_and_store(
     let mut pending: Vec<(usize, Ingested)> = Vec::new();
     let mut exhausted = false;
     loop {
-        let full = chunks_in(&pending) >= PENDING_CHUNKS;
+        let full = pending
+            .iter()
+            .map(|(_, doc)| doc.chunks.len())
+            .sum::<usize>()
+            >= PENDING_CHUNKS;
         if !pending.is_empty()
             && stores.len() < STORE_CONCURRENCY
             && (exhausted || full || pending.len() >= STORE_MIN)
@@ -337,8 +346,9 @@ async fn prepare_and_store(
             return;
         }
         // While the stores are busy and enough is waiting for them, nothing
-        // more is prepared (its chunks would only wait in memory).
-        let room = chunks_in(&pending) < PENDING_CHUNKS;
+        // more is prepared (its chunks would only wait in memory). Past the
+        // store above, `pending` is either empty or as it was.
+        let room = !full || pending.is_empty();
         tokio::select! {
             next = prepared.next(), if !exhausted && room => match next {
                 Some((i, Ok(ingested))) => pending.push((i, ingested)),
@@ -360,10 +370,6 @@ async fn prepare_and_store(
 /// stored is acknowledged instead of the whole batch timing out and
 /// coming back after the visibility timeout.
 const START_RESERVE: std::time::Duration = std::time::Duration::from_secs(30);
-
-fn chunks_in(prepared: &[(usize, Ingested)]) -> usize {
-    prepared.iter().map(|(_, doc)| doc.chunks.len()).sum()
-}
 
 /// Fewest prepared documents a transaction waits for (unless none are
 /// left to prepare). Measured with `infra/bench/ingest.sh --fast-s3`
@@ -404,7 +410,7 @@ fn report(record: Record) -> Option<BatchItemFailure> {
 const RECORD_CONCURRENCY: usize = 4;
 
 /// A record's message, and the documents it asks for appended to `jobs`.
-fn read_record(message: SqsMessage, index: usize, jobs: &mut Vec<Job>) -> Record {
+fn read_record(mut message: SqsMessage, index: usize, jobs: &mut Vec<Job>) -> Record {
     let mut record = Record {
         id: message.message_id.clone().unwrap_or_default(),
         receives: message
@@ -414,8 +420,7 @@ fn read_record(message: SqsMessage, index: usize, jobs: &mut Vec<Job>) -> Record
             .unwrap_or(1),
         outcomes: Vec::new(),
         retry: None,
-        deferred: false,
-        body: message.body.clone().unwrap_or_default(),
+        body: message.body.take().unwrap_or_default(),
     };
     let mut job = |workspace, document, work| {
         jobs.push(Job {
@@ -425,7 +430,7 @@ fn read_record(message: SqsMessage, index: usize, jobs: &mut Vec<Job>) -> Record
             work,
         })
     };
-    match QueueMessage::parse(message.body.as_deref().unwrap_or_default()) {
+    match QueueMessage::parse(&record.body) {
         Err(error) => record.retry = Some(Retry(anyhow::anyhow!("unreadable message: {error}"))),
         Ok(QueueMessage::TestEvent) => record.outcomes.push(Outcome::Skipped("S3 test event")),
         Ok(QueueMessage::DocumentChanged(changed)) => {
