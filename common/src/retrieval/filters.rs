@@ -11,6 +11,10 @@
 //! `$ne`, `$nin` and `$exists: false` only. `$gt`-family operators compare
 //! numbers with numbers and strings with strings (ISO dates order
 //! correctly); a value of another type never matches.
+//!
+//! An empty object `{}` and an empty `$and: []` hold no condition and match
+//! every document (so does an `$or` with such an alternative); an empty
+//! `$or: []`, which nothing could satisfy, is refused as a mistake.
 
 use serde_json::Value;
 use sqlx::Postgres;
@@ -71,14 +75,23 @@ fn bad(detail: impl Into<String>) -> ApiError {
     ApiError::unprocessable(FIELD, detail)
 }
 
-/// Parses a filter object; 422 naming what is wrong.
-pub fn parse(value: &Value) -> Result<Condition> {
+/// Parses a filter object; 422 naming what is wrong. `None`: the filter
+/// holds no condition (`{}`, `$and: []`) and every document matches.
+pub fn parse(value: &Value) -> Result<Option<Condition>> {
     let mut count = 0;
-    let condition = parse_object(value, 0, &mut count)?;
-    Ok(condition)
+    parse_object(value, 0, &mut count)
 }
 
-fn parse_object(value: &Value, depth: usize, count: &mut usize) -> Result<Condition> {
+/// All of `parts`; `None` when there are none.
+fn all_of(mut parts: Vec<Condition>) -> Option<Condition> {
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(Condition::And(parts)),
+    }
+}
+
+fn parse_object(value: &Value, depth: usize, count: &mut usize) -> Result<Option<Condition>> {
     if depth > MAX_DEPTH {
         return Err(bad(format!("filters nest deeper than {MAX_DEPTH} levels")));
     }
@@ -92,20 +105,28 @@ fn parse_object(value: &Value, depth: usize, count: &mut usize) -> Result<Condit
                 let Value::Array(items) = value else {
                     return Err(bad(format!("{key} takes an array of filters")));
                 };
-                if items.is_empty() {
-                    return Err(bad(format!("{key} needs at least one filter")));
+                if items.is_empty() && key == "$or" {
+                    return Err(bad(
+                        "$or needs at least one filter (with none, nothing could match)",
+                    ));
                 }
-                let mut parts = items
+                // Every item is parsed, so a bad one is refused even
+                // where another makes the whole `$or` match everything.
+                let parts = items
                     .iter()
                     .map(|item| parse_object(item, depth + 1, count))
                     .collect::<Result<Vec<_>>>()?;
-                all.push(if parts.len() == 1 {
-                    parts.pop().expect("one part")
-                } else if key == "$and" {
-                    Condition::And(parts)
-                } else {
-                    Condition::Or(parts)
-                });
+                if key == "$and" {
+                    all.extend(parts.into_iter().flatten());
+                } else if parts.iter().all(Option::is_some) {
+                    let mut parts: Vec<Condition> = parts.into_iter().flatten().collect();
+                    all.push(if parts.len() == 1 {
+                        parts.pop().expect("one part")
+                    } else {
+                        Condition::Or(parts)
+                    });
+                }
+                // else: one alternative matches everything, so the `$or` does.
             }
             op if op.starts_with('$') => {
                 return Err(bad(format!(
@@ -115,11 +136,7 @@ fn parse_object(value: &Value, depth: usize, count: &mut usize) -> Result<Condit
             field => all.extend(parse_field(field, value, count)?),
         }
     }
-    Ok(if all.len() == 1 {
-        all.pop().expect("one condition")
-    } else {
-        Condition::And(all)
-    })
+    Ok(all_of(all))
 }
 
 fn parse_field(field: &str, value: &Value, count: &mut usize) -> Result<Vec<Condition>> {
@@ -200,6 +217,13 @@ fn contains_nul(value: &Value) -> bool {
 /// binding every path and value.
 pub fn push_sql(builder: &mut QueryBuilder<Postgres>, metadata: &str, condition: &Condition) {
     match condition {
+        // `parse` never builds these, but `()` would be a syntax error.
+        Condition::And(parts) if parts.is_empty() => {
+            builder.push("TRUE");
+        }
+        Condition::Or(parts) if parts.is_empty() => {
+            builder.push("FALSE");
+        }
         Condition::And(parts) | Condition::Or(parts) => {
             let joiner = if matches!(condition, Condition::And(_)) {
                 " AND "
@@ -296,7 +320,9 @@ mod tests {
 
     #[test]
     fn plain_values_are_equality_and_fields_combine_with_and() {
-        let c = parse(&json!({"tag": "a", "year": {"$gte": 2020, "$lt": 2025}})).unwrap();
+        let c = parse(&json!({"tag": "a", "year": {"$gte": 2020, "$lt": 2025}}))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             c,
             Condition::And(vec![
@@ -309,7 +335,9 @@ mod tests {
 
     #[test]
     fn logical_operators_nest() {
-        let c = parse(&json!({"$or": [{"a.b": 1}, {"$and": [{"c": {"$exists": true}}]}]})).unwrap();
+        let c = parse(&json!({"$or": [{"a.b": 1}, {"$and": [{"c": {"$exists": true}}]}]}))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             c,
             Condition::Or(vec![
@@ -328,7 +356,12 @@ mod tests {
             (json!({"a": {"$in": 3}}), "take an array"),
             (json!({"a": {"$gt": true}}), "numbers or strings"),
             (json!({"a": {"$exists": 1}}), "true or false"),
-            (json!({"$and": []}), "at least one"),
+            (json!({"$or": []}), "at least one"),
+            (json!({"$and": [{"$or": []}]}), "at least one"),
+            (
+                json!({"$or": [{}, {"a": {"$regex": "x"}}]}),
+                "not an operator",
+            ),
             (json!({"a..b": 1}), "valid field name"),
             (json!({"a": "x\u{0}"}), "NUL"),
         ] {
@@ -349,12 +382,55 @@ mod tests {
 
     #[test]
     fn sql_binds_every_value() {
-        let c =
-            parse(&json!({"$or": [{"tag": {"$in": ["a'; DROP"]}}, {"n": {"$gt": 1}}]})).unwrap();
+        let c = parse(&json!({"$or": [{"tag": {"$in": ["a'; DROP"]}}, {"n": {"$gt": 1}}]}))
+            .unwrap()
+            .unwrap();
         let mut b = QueryBuilder::<Postgres>::new("");
         push_sql(&mut b, "d.metadata", &c);
         let sql = b.sql().as_str().to_owned();
         assert!(!sql.contains("DROP"), "{sql}");
         assert!(sql.contains("EXISTS") && sql.contains(" > "), "{sql}");
+    }
+
+    #[test]
+    fn empty_filters_hold_no_condition() {
+        for filter in [
+            json!({}),
+            json!({"$and": []}),
+            json!({"$and": [{}]}),
+            json!({"$or": [{}, {}]}),
+            json!({"$or": [{"a": 1}, {}]}),
+            json!({"$and": [{"$or": [{}]}, {"$and": [{}, {}]}]}),
+        ] {
+            assert_eq!(parse(&filter).unwrap(), None, "{filter}");
+        }
+        // What is left once the empty parts are gone.
+        assert_eq!(
+            parse(&json!({"$and": [{}, {"a": 1}], "$or": [{"b": 2}, {"$and": []}]})).unwrap(),
+            Some(field("a", Op::Eq, json!(1)))
+        );
+        assert_eq!(
+            parse(&json!({"$or": [{"a": 1}, {"$and": [{}, {"b": 2}]}]})).unwrap(),
+            Some(Condition::Or(vec![
+                field("a", Op::Eq, json!(1)),
+                field("b", Op::Eq, json!(2)),
+            ]))
+        );
+    }
+
+    #[test]
+    fn empty_combinations_render_as_constants_not_empty_parentheses() {
+        for (condition, sql) in [
+            (Condition::And(vec![]), "TRUE"),
+            (Condition::Or(vec![]), "FALSE"),
+            (
+                Condition::Or(vec![Condition::And(vec![]), Condition::Or(vec![])]),
+                "(TRUE OR FALSE)",
+            ),
+        ] {
+            let mut b = QueryBuilder::<Postgres>::new("");
+            push_sql(&mut b, "d.metadata", &condition);
+            assert_eq!(b.sql().as_str(), sql);
+        }
     }
 }

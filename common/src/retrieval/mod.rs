@@ -87,7 +87,7 @@ impl Filters {
         }
         let metadata = match &input.metadata {
             None | Some(serde_json::Value::Null) => None,
-            Some(value) => Some(filters::parse(value)?),
+            Some(value) => filters::parse(value)?,
         };
         Ok(Self {
             document_ids: input.document_ids,

@@ -344,6 +344,65 @@ async fn every_filter_operator_selects_the_right_documents(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn empty_filters_match_everything_and_an_empty_or_is_a_422_in_every_mode(pool: PgPool) {
+    let s = stack(pool, &[]).await;
+    let text = "Protein folding study with enzyme kinetics.";
+    let a = s.create("A", text, json!({ "tag": "bio" })).await;
+    let b = s.create("B", text, json!({})).await;
+    s.drain().await;
+    let both: HashSet<String> = [a.clone(), b].into_iter().collect();
+    for mode in ["keyword", "semantic", "hybrid"] {
+        // Each of these once reached Postgres as `AND ()`: a 500.
+        for filter in [
+            json!({}),
+            json!({ "$and": [] }),
+            json!({ "$and": [{}] }),
+            json!({ "$or": [{}, {}] }),
+            json!({ "$or": [{ "tag": "chem" }, {}] }),
+            json!({ "$and": [{ "$or": [{}] }, { "$and": [{}, {}] }] }),
+        ] {
+            let reply = s
+                .query(json!({ "question": "protein folding enzyme", "mode": mode, "answer": false, "filters": { "metadata": filter } }))
+                .await;
+            assert_eq!(reply.status, 200, "{mode} {filter}: {}", reply.body);
+            let got: HashSet<String> = cited_documents(&reply).into_iter().collect();
+            assert_eq!(got, both, "{mode} {filter}");
+        }
+        let reply = s
+            .query(json!({ "question": "protein", "mode": mode, "answer": false, "filters": { "metadata": { "$and": [{}, { "tag": "bio" }] } } }))
+            .await;
+        let got: HashSet<String> = cited_documents(&reply).into_iter().collect();
+        assert_eq!(got, [a.clone()].into_iter().collect(), "{mode}");
+        for filter in [json!({ "$or": [] }), json!({ "$and": [{}, { "$or": [] }] })] {
+            let reply = s
+                .query(json!({ "question": "protein", "mode": mode, "filters": { "metadata": filter } }))
+                .await;
+            assert_eq!(
+                reply.problem(422)["field"],
+                "filters.metadata",
+                "{mode} {filter}"
+            );
+        }
+    }
+    // Chat parses the same filters.
+    for (filter, status) in [
+        (json!({ "$or": [{}, {}] }), 201),
+        (json!({ "$or": [] }), 422),
+    ] {
+        let reply = s
+            .api
+            .send(
+                "POST",
+                &format!("/workspaces/{}/chat", s.ws),
+                Some(&s.token),
+                Some(json!({ "message": "protein folding?", "filters": { "metadata": filter } })),
+            )
+            .await;
+        assert_eq!(reply.status, status, "chat {filter}: {}", reply.body);
+    }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn bad_questions_get_422_and_strangers_404(pool: PgPool) {
     let s = stack(pool, &[]).await;
     for (body, field) in [
