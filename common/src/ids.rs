@@ -35,6 +35,8 @@ macro_rules! id_type {
             }
         }
 
+        impl crate::pagination::CursorKey for $name {}
+
         impl From<uuid::Uuid> for $name {
             fn from(id: uuid::Uuid) -> Self {
                 Self(id)

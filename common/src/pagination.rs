@@ -2,6 +2,12 @@
 //!
 //! A cursor is the base64url JSON of the last key a page ended on. Clients
 //! must treat it as opaque; we only promise that it is URL-safe.
+//!
+//! Decoding is strict: a cursor must be exactly what [`encode`] writes for
+//! a key of the expected type (no other spelling of the same JSON, no
+//! extra fields), and the key must be one the server could have written
+//! ([`CursorKey::plausible`]: no negative position, no time Postgres
+//! cannot hold). Anything else is refused before it reaches SQL.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,12 +46,60 @@ pub fn encode<K: Serialize>(key: &K) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).expect("cursor keys serialize"))
 }
 
+/// Longest cursor accepted. Sync cursors, the longest we issue, hold two
+/// snapshots whose in-progress lists grow with concurrent transactions;
+/// a few KB in practice.
+pub const MAX_CURSOR_CHARS: usize = 16 * 1024;
+
+/// A key a cursor may hold.
+pub trait CursorKey: Serialize + DeserializeOwned {
+    /// Whether the server could have written this key; checked after
+    /// decoding, so a forged value never reaches a query.
+    fn plausible(&self) -> bool {
+        true
+    }
+}
+
+/// Positions (versions, ordinals) are never negative.
+impl CursorKey for i32 {
+    fn plausible(&self) -> bool {
+        *self >= 0
+    }
+}
+
+impl CursorKey for i64 {
+    fn plausible(&self) -> bool {
+        *self >= 0
+    }
+}
+
+impl CursorKey for String {}
+
+impl CursorKey for uuid::Uuid {}
+
+/// Times we wrote came from Postgres, so they are within the years it holds.
+impl CursorKey for chrono::DateTime<chrono::Utc> {
+    fn plausible(&self) -> bool {
+        crate::db::POSTGRES_YEARS.contains(&chrono::Datelike::year(self))
+    }
+}
+
+impl<A: CursorKey, B: CursorKey> CursorKey for (A, B) {
+    fn plausible(&self) -> bool {
+        self.0.plausible() && self.1.plausible()
+    }
+}
+
 /// Decodes a cursor; 422 naming the parameter when it is not one of ours.
-pub fn decode<K: DeserializeOwned>(cursor: &str, param: &str) -> Result<K> {
-    URL_SAFE_NO_PAD
-        .decode(cursor.trim())
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+pub fn decode<K: CursorKey>(cursor: &str, param: &str) -> Result<K> {
+    let cursor = cursor.trim();
+    (cursor.len() <= MAX_CURSOR_CHARS)
+        .then(|| URL_SAFE_NO_PAD.decode(cursor).ok())
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<K>(&bytes).ok())
+        // Only the spelling `encode` gives: this refuses unknown fields,
+        // other number formats, whitespace and escapes we never write.
+        .filter(|key| key.plausible() && encode(key) == cursor)
         .ok_or_else(|| {
             ApiError::unprocessable(
                 param,
@@ -76,7 +130,7 @@ pub fn limit(req: &Request, default: usize, max: usize) -> Result<usize> {
 }
 
 /// The decoded `?cursor=`, if any.
-pub fn cursor<K: DeserializeOwned>(req: &Request) -> Result<Option<K>> {
+pub fn cursor<K: CursorKey>(req: &Request) -> Result<Option<K>> {
     query_param(req, "cursor")
         .map(|c| decode(&c, "cursor"))
         .transpose()
@@ -100,6 +154,38 @@ mod tests {
         assert_eq!(err.status(), 422);
         let other = encode(&"just a string");
         assert!(decode::<(i64, String)>(&other, "cursor").is_err());
+    }
+
+    #[test]
+    fn only_what_encode_writes_for_a_plausible_key_is_a_cursor() {
+        let b64 = |json: &str| URL_SAFE_NO_PAD.encode(json);
+        let at = |year| {
+            chrono::NaiveDate::from_ymd_opt(year, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+        };
+        let id = uuid::Uuid::nil();
+        assert!(
+            decode::<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>(&encode(&(at(2024), id)), "c")
+                .is_ok()
+        );
+        for year in [0, -1, 10_000, 200_000] {
+            let forged = encode(&(at(year), id));
+            let err = decode::<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>(&forged, "c");
+            assert_eq!(err.unwrap_err().status(), 422, "{year}");
+        }
+        assert!(decode::<i32>(&encode(&-1), "c").is_err());
+        assert_eq!(decode::<i32>(&encode(&7), "c").unwrap(), 7);
+        // The same JSON values, spelt otherwise than `encode` spells them.
+        for other in ["7 ", " 7", "7.0", "7e0", "07", "\"7\""] {
+            assert!(decode::<i32>(&b64(other), "c").is_err(), "{other}");
+        }
+        assert!(decode::<String>(&b64("\"\\u0061\""), "c").is_err());
+        assert!(decode::<i32>(&format!("{}=", encode(&7)), "c").is_err());
+        assert!(decode::<String>(&encode(&"x".repeat(MAX_CURSOR_CHARS)), "c").is_err());
+        assert_eq!(decode::<i32>(&format!(" {} ", encode(&7)), "c").unwrap(), 7);
     }
 
     #[test]

@@ -216,3 +216,115 @@ async fn unauthenticated_workspace_calls_are_401(pool: PgPool) {
         api.send(method, path, None, None).await.problem(401);
     }
 }
+
+/// A cursor the server never issued, of each kind a forger would try:
+/// timestamps outside what Postgres or chrono can hold, `null`, wrong
+/// shapes, base64 that is not JSON, text that is not base64.
+fn forged_cursors() -> Vec<String> {
+    use base64::Engine;
+    let b64 = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let id = "00000000-0000-0000-0000-000000000001";
+    let mut cursors: Vec<String> = [
+        "\"0000-01-01T00:00:00Z\"".to_owned(),
+        "\"10000-01-01T00:00:00Z\"".to_owned(),
+        "\"+275760-09-13T00:00:00Z\"".to_owned(),
+        "\"-271821-04-20T00:00:00Z\"".to_owned(),
+        format!("[\"0000-01-01T00:00:00Z\",\"{id}\"]"),
+        format!("[\"+10000-01-01T00:00:00Z\",\"{id}\"]"),
+        format!("[\"+275760-09-13T00:00:00Z\",\"{id}\"]"),
+        format!("[null,\"{id}\"]"),
+        "null".to_owned(),
+        "[null,null]".to_owned(),
+        "-1".to_owned(),
+        "2147483648".to_owned(),
+        "1e999".to_owned(),
+        "\"\"".to_owned(),
+        "{}".to_owned(),
+        format!("\"{id}\" "),
+        format!(
+            "{{\"w\":\"{id}\",\"p\":\"1:18446744073709551615:\",\"t\":null,\"x\":null,\"i\":null}}"
+        ),
+    ]
+    .iter()
+    .map(|json| b64(json))
+    .collect();
+    cursors.extend(
+        [
+            "null",
+            "0000-01-01",
+            "0000-01-01T00:00:00Z",
+            "+275760-09-13T00:00:00Z",
+            "10000-01-01T00:00:00Z",
+            "10000",
+            "%2B275760-09-13T00%3A00%3A00Z",
+            "%00",
+            "====",
+            "%F0%9F%92%A9",
+        ]
+        .map(str::to_owned),
+    );
+    cursors.push("A".repeat(20_000));
+    cursors
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn forged_cursors_are_refused_at_once_on_every_paged_route(pool: PgPool) {
+    let api = gateway(state(pool, config(&[]))).await;
+    let (token, _, _) = api.signup("alice@example.com").await;
+    let ws = api.create_workspace(&token, "W").await;
+    let doc = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/documents"),
+            Some(&token),
+            Some(json!({ "title": "t", "content": "some text" })),
+        )
+        .await;
+    assert_eq!(doc.status, 201, "{}", doc.body);
+    let doc = doc.body["id"].as_str().unwrap().to_owned();
+    let chat = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/chat"),
+            Some(&token),
+            Some(json!({ "message": "anything?" })),
+        )
+        .await;
+    assert_eq!(chat.status, 201, "{}", chat.body);
+    let session = chat.body["session_id"].as_str().unwrap().to_owned();
+    let routes = [
+        format!("/workspaces/{ws}/documents"),
+        format!("/workspaces/{ws}/documents/{doc}/versions"),
+        format!("/workspaces/{ws}/documents/{doc}/chunks"),
+        format!("/workspaces/{ws}/sync"),
+        format!("/workspaces/{ws}/chat/sessions"),
+        format!("/workspaces/{ws}/chat/sessions/{session}/messages"),
+    ];
+    let mut wrong = Vec::new();
+    for route in &routes {
+        for cursor in forged_cursors() {
+            let path = format!("{route}?cursor={cursor}");
+            let shown: String = path.chars().take(160).collect();
+            let started = std::time::Instant::now();
+            let Ok(reply) = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                api.send("GET", &path, Some(&token), None),
+            )
+            .await
+            else {
+                wrong.push(format!("{shown}: no answer in 10 s"));
+                continue;
+            };
+            let took = started.elapsed();
+            let problem = reply.content_type() == "application/problem+json";
+            let field = reply.status != 422 || reply.body["field"] == "cursor";
+            if took.as_secs() >= 3 || !(400..500).contains(&reply.status) || !problem || !field {
+                wrong.push(format!(
+                    "{shown}: {} after {took:?}: {}",
+                    reply.status, reply.body
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
