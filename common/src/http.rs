@@ -143,6 +143,12 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
     // would already fail the typed parse.
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    if let Some(field) = nul_member(bytes) {
+        return Err(ApiError::Unprocessable {
+            detail: format!("{field}: text must not contain NUL characters (U+0000)"),
+            field: Some(field),
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -159,6 +165,62 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
         }
     })?;
     Ok(value)
+}
+
+/// Where a JSON body holds U+0000, which no Postgres text or jsonb column
+/// can store: the path of the first string holding one (of the object,
+/// for a key), spelt as `serde_path_to_error` spells paths. Every body
+/// goes through here, so no member can carry one into SQL.
+pub fn nul_member(bytes: &[u8]) -> Option<String> {
+    // Valid JSON can only write NUL as the escape `\u0000`: a scan for it
+    // first, the parse only when one is there.
+    let escaped = bytes.windows(6).enumerate().any(|(at, window)| {
+        window == b"\\u0000"
+            && bytes[..at]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\\')
+                .count()
+                % 2
+                == 0
+    });
+    if !escaped {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let mut path = Vec::new();
+    nul_path(&value, &mut path).then(|| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.concat().trim_start_matches('.').to_owned()
+        }
+    })
+}
+
+fn nul_path(value: &serde_json::Value, path: &mut Vec<String>) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            path.push(format!("[{i}]"));
+            nul_path(item, path) || {
+                path.pop();
+                false
+            }
+        }),
+        Value::Object(map) => map.iter().any(|(key, item)| {
+            if key.contains('\0') {
+                return true;
+            }
+            path.push(format!(".{key}"));
+            nul_path(item, path) || {
+                path.pop();
+                false
+            }
+        }),
+        _ => false,
+    }
 }
 
 /// A typed path parameter; 400 naming the parameter when it does not parse.
@@ -202,4 +264,27 @@ pub fn not_modified(opaque: &str) -> Response<Body> {
             .expect("static response is valid"),
         opaque,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_members_are_found_by_their_path_and_escaped_backslashes_are_not_nul() {
+        for (body, field) in [
+            (r#"{"a": "x\u0000"}"#, Some("a")),
+            (r#"{"a": {"b": [1, "\u0000"]}}"#, Some("a.b[1]")),
+            (r#"{"a": {"k\u0000": 1}}"#, Some("a")),
+            (r#"{"k\u0000": 1}"#, Some("body")),
+            (r#""\u0000""#, Some("body")),
+            (r#"["ok", "\u0000"]"#, Some("[1]")),
+            (r#"{"a": "\\\u0000"}"#, Some("a")),
+            (r#"{"a": "\\u0000"}"#, None),
+            (r#"{"a": "\\\\u0000"}"#, None),
+            (r#"{"a": "u0000 \u0001"}"#, None),
+        ] {
+            assert_eq!(nul_member(body.as_bytes()).as_deref(), field, "{body}");
+        }
+    }
 }

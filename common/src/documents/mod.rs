@@ -325,11 +325,17 @@ fn clean_content(
     let (text, content_type) = match content {
         Value::String(text) => {
             let ct = declared.unwrap_or_else(|| "text/plain".to_owned());
-            if ct == "application/json" && serde_json::from_str::<Value>(&text).is_err() {
-                return Err(ApiError::unprocessable(
-                    "content",
-                    "content is declared application/json but is not valid JSON",
-                ));
+            if ct == "application/json" {
+                let parsed = serde_json::from_str::<Value>(&text).map_err(|_| {
+                    ApiError::unprocessable(
+                        "content",
+                        "content is declared application/json but is not valid JSON",
+                    )
+                })?;
+                // Stored escaped it fits, but its extracted text would not.
+                if has_nul(&parsed) {
+                    return Err(nul_content());
+                }
             }
             (text, ct)
         }
@@ -349,6 +355,9 @@ fn clean_content(
                     "structured content is application/json",
                 ));
             }
+            if has_nul(&value) {
+                return Err(nul_content());
+            }
             let text = serde_json::to_string(&value)
                 .map_err(|e| anyhow::anyhow!("serializing content: {e}"))?;
             (text, "application/json".to_owned())
@@ -359,12 +368,15 @@ fn clean_content(
     }
     if text.contains('\0') {
         // Postgres text cannot hold NUL.
-        return Err(ApiError::unprocessable(
-            "content",
-            "content must not contain NUL characters",
-        ));
+        return Err(nul_content());
     }
     Ok((text, content_type))
+}
+
+/// Content holding U+0000, raw or (in JSON) escaped: neither the content
+/// column nor the chunks extracted from it could store it.
+fn nul_content() -> ApiError {
+    ApiError::unprocessable("content", "content must not contain NUL characters")
 }
 
 impl Body {
@@ -924,9 +936,22 @@ mod tests {
         );
         let nul = serde_json::json!({"a": ["ok", "bad\u{0}"]});
         assert_eq!(
-            field(Body::inline("t", "x".into(), None, Some(nul), &l)),
+            field(Body::inline("t", "x".into(), None, Some(nul.clone()), &l)),
             (422, "metadata".into())
         );
+        // In content: raw, in a JSON value, escaped in JSON text.
+        for (content, content_type) in [
+            (Value::from("a\u{0}b"), None),
+            (nul, None),
+            (Value::from(r#"{"k": "\u0000"}"#), Some("application/json")),
+        ] {
+            assert_eq!(
+                field(Body::inline("t", content, content_type, None, &l)),
+                (422, "content".into())
+            );
+        }
+        // Escaped NUL in text that is not JSON is just those six characters.
+        assert!(Body::inline("t", r#"{"k": "\u0000"}"#.into(), None, None, &l).is_ok());
     }
 
     #[test]
