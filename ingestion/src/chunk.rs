@@ -35,7 +35,7 @@ pub struct ChunkSpec {
 }
 
 /// One chunk of a document, ready to embed and store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Chunk {
     /// Position in the document, consecutive from 0.
     pub ordinal: i32,
@@ -143,7 +143,7 @@ impl Chunker {
     /// each chunk, so the result matches an unwindowed run. Each window is
     /// token-indexed on its own, which keeps the index small and in cache.
     fn split(&self, text: &str, out: &mut Vec<(usize, usize, usize)>) {
-        let base_window = (self.spec.max_tokens * 64).max(64 * 1024);
+        let base_window = (self.spec.max_tokens * 16).max(8 * 1024);
         let mut window = base_window;
         let mut start = 0;
         while start < text.len() {

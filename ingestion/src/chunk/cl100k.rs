@@ -22,6 +22,14 @@ use regex_syntax::hir::{Class, HirKind};
 use rustc_hash::FxHashMap;
 use tiktoken_rs::{CoreBPE, Rank};
 
+/// Longest piece: a scan stops this far from its start as if the text
+/// ended there. Without it one long run of letters (a megabyte without a
+/// space) is one piece, and every candidate chunk ending inside it
+/// re-tokenizes it from its start. Text of ordinary words never has such
+/// pieces, so counts stay exactly tiktoken's; those runs are counted in
+/// parts, a little over their exact count.
+const MAX_PIECE: usize = 64;
+
 /// Pieces at least this long go to tiktoken-rs itself, whose merge is
 /// O(n log n) for long pieces (the quick merge is quadratic).
 const LONG_PIECE: usize = 100;
@@ -168,7 +176,11 @@ impl Counter {
     /// (`s.len() + 1` if it looked at the end of the text), so the same
     /// piece results in any text that agrees with `s` on `start..reach`.
     fn piece(&self, s: &str, start: usize) -> (usize, usize) {
-        let mut cur = Cursor { s, reach: start };
+        let mut cur = Cursor {
+            s,
+            reach: start,
+            limit: start + MAX_PIECE,
+        };
         let end = self.scan(&mut cur, start);
         (end, cur.reach)
     }
@@ -287,6 +299,8 @@ impl Counter {
 struct Cursor<'s> {
     s: &'s str,
     reach: usize,
+    /// Where the scan takes the text to end ([`MAX_PIECE`]).
+    limit: usize,
 }
 
 impl Cursor<'_> {
@@ -294,6 +308,10 @@ impl Cursor<'_> {
     #[inline]
     fn at(&mut self, pos: usize) -> Option<(char, usize)> {
         let bytes = self.s.as_bytes();
+        if pos >= self.limit && pos < bytes.len() {
+            self.reach = self.reach.max(self.limit);
+            return None;
+        }
         match bytes.get(pos) {
             None => {
                 self.reach = self.reach.max(self.s.len() + 1);
@@ -434,13 +452,32 @@ mod tests {
             "   ",
             "x\n",
             &"word ".repeat(300),
-            &"x".repeat(5_000),
-            &" ".repeat(1_000),
+            &"x".repeat(MAX_PIECE),
+            &" ".repeat(MAX_PIECE),
         ] {
             assert_eq!(
                 c.count(text),
                 bpe.encode_ordinary(text).len(),
                 "mismatch for {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_longer_than_a_piece_are_counted_in_parts_never_under() {
+        let c = counter();
+        let bpe = tiktoken_rs::cl100k_base().unwrap();
+        for text in [
+            "x".repeat(5_000),
+            " ".repeat(1_000),
+            "abcdefghij".repeat(500),
+            format!("see {} here", "ACGT".repeat(400)),
+        ] {
+            let (ours, exact) = (c.count(&text), bpe.encode_ordinary(&text).len());
+            assert!(
+                ours >= exact && ours <= 2 * exact + 1,
+                "{ours} against {exact} for a run of {} bytes",
+                text.len()
             );
         }
     }
