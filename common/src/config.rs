@@ -104,6 +104,28 @@ pub struct IngestConfig {
     /// Target chunk size and overlap, in tokens (cl100k_base).
     pub chunk_tokens: usize,
     pub chunk_overlap_tokens: usize,
+    /// Most chunks one document may make; past it the document fails.
+    pub document_max_chunks: usize,
+    /// Most bytes of text extracted from one file.
+    pub extract_max_text_bytes: usize,
+    /// Data-segment limit of each extraction child process.
+    pub extract_memory_bytes: u64,
+    /// CPU seconds an extraction may take: a base, a share per MB of the
+    /// file, and a ceiling ([`IngestConfig::extract_cpu_seconds`]).
+    pub extract_cpu_base_seconds: u64,
+    pub extract_cpu_seconds_per_mb: u64,
+    pub extract_cpu_max_seconds: u64,
+    /// The executable started as extraction child; None: this one.
+    pub extractor_path: Option<std::path::PathBuf>,
+}
+
+impl IngestConfig {
+    /// The CPU budget for extracting and chunking a file of `bytes`.
+    pub fn extract_cpu_seconds(&self, bytes: usize) -> u64 {
+        let mb = (bytes as u64).div_ceil(1024 * 1024);
+        (self.extract_cpu_base_seconds + mb * self.extract_cpu_seconds_per_mb)
+            .min(self.extract_cpu_max_seconds)
+    }
 }
 
 /// Query and chat: retrieval tuning, per-user request limits, budgets.
@@ -331,6 +353,17 @@ impl Config {
                 upload_url_ttl: secs(vars.parse_or("UPLOAD_URL_TTL_SECONDS", 900)?),
                 chunk_tokens: vars.parse_or("CHUNK_TOKENS", 400)?,
                 chunk_overlap_tokens: vars.parse_or("CHUNK_OVERLAP_TOKENS", 60)?,
+                document_max_chunks: vars.parse_or("DOCUMENT_MAX_CHUNKS", 10_000)?,
+                extract_max_text_bytes: vars
+                    .parse_or::<usize>("EXTRACT_MAX_TEXT_MB", 32)?
+                    .saturating_mul(1024 * 1024),
+                extract_memory_bytes: vars
+                    .parse_or::<u64>("EXTRACT_MEMORY_MB", 384)?
+                    .saturating_mul(1024 * 1024),
+                extract_cpu_base_seconds: vars.parse_or("EXTRACT_CPU_BASE_SECONDS", 5)?,
+                extract_cpu_seconds_per_mb: vars.parse_or("EXTRACT_CPU_SECONDS_PER_MB", 2)?,
+                extract_cpu_max_seconds: vars.parse_or("EXTRACT_CPU_MAX_SECONDS", 60)?,
+                extractor_path: vars.optional("EXTRACTOR_PATH").map(Into::into),
             },
             embedding: EmbeddingConfig {
                 provider: vars.parse_or("EMBEDDING_PROVIDER", EmbeddingProvider::Local)?,
@@ -435,6 +468,18 @@ impl Config {
                 "CHUNK_OVERLAP_TOKENS",
                 "CHUNK_TOKENS must be at least 16 and the overlap smaller than it",
             );
+        }
+        if ingest.document_max_chunks == 0
+            || ingest.extract_max_text_bytes == 0
+            || ingest.extract_cpu_max_seconds == 0
+        {
+            return bad(
+                "DOCUMENT_MAX_CHUNKS",
+                "DOCUMENT_MAX_CHUNKS, EXTRACT_MAX_TEXT_MB and EXTRACT_CPU_MAX_SECONDS must be positive",
+            );
+        }
+        if ingest.extract_memory_bytes < 64 * 1024 * 1024 {
+            return bad("EXTRACT_MEMORY_MB", "must be at least 64");
         }
         let embedding = &self.embedding;
         if embedding.dimensions == 0 || embedding.dimensions > 2000 {

@@ -135,8 +135,9 @@ pub enum ExtractError {
     NoText,
 }
 
-/// Largest decompressed XML part read from a DOCX (zip-bomb guard).
-const DOCX_XML_LIMIT: u64 = 256 * 1024 * 1024;
+/// Largest decompressed XML part read from a DOCX (zip-bomb guard). Real
+/// documents' XML is a few MB; their size is in images, which are not read.
+const DOCX_XML_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Detects what the bytes really are, where that is detectable.
 ///
@@ -186,8 +187,11 @@ pub fn extract(bytes: &[u8], format: Format) -> Result<Vec<Section>, ExtractErro
         Format::Csv => csv_sections(&decode_text(bytes)?)?,
         Format::Json => json_sections(&decode_text(bytes)?)?,
     };
+    // Escapes (JSON `\u0000`, XML `&#0;`) can still produce NULs, which
+    // Postgres text cannot hold.
     let sections: Vec<Section> = sections
         .into_iter()
+        .map(drop_nuls)
         .filter(|s| !s.text.trim().is_empty())
         .collect();
     if sections.is_empty() {
@@ -197,6 +201,16 @@ pub fn extract(bytes: &[u8], format: Format) -> Result<Vec<Section>, ExtractErro
         });
     }
     Ok(sections)
+}
+
+fn drop_nuls(mut section: Section) -> Section {
+    if section.text.contains('\0') {
+        section.text.retain(|c| c != '\0');
+    }
+    if let Some(heading) = section.heading.as_mut().filter(|h| h.contains('\0')) {
+        heading.retain(|c| c != '\0');
+    }
+    section
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use common::State;
 use common::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use common::embed::EmbedError;
@@ -22,9 +23,11 @@ use common::ids::{DocumentId, WorkspaceId};
 use common::ingest::events::{CreatedObject, QueueMessage};
 use common::ingest::store::{self, Ingest, Ingested, Made, NewChunk, Target};
 use common::lambda::Function;
-use ingestion::chunk::{ChunkSpec, Chunker};
-use ingestion::extract::{self, Format};
+use extractor::{Extracted, Extractors};
+use ingestion::isolate;
 use sha2::{Digest, Sha256};
+
+pub mod extractor;
 
 pub const FUNCTIONS: &[Function] = &[
     common::sqs_function!("ingest-worker", worker),
@@ -560,44 +563,62 @@ async fn give_up(state: &State, workspace: WorkspaceId, document: DocumentId, re
     }
 }
 
-/// Chunkers by (max tokens, overlap): built once per container (loading
-/// the tokenizer takes ~100 ms); keyed so tests with other sizes coexist.
-type ChunkerCache = Mutex<Option<HashMap<(usize, usize), Arc<Chunker>>>>;
+/// Extraction pools by (executable, memory limit): built once per
+/// container; keyed so tests with other settings coexist.
+type ExtractorCache = Mutex<Option<HashMap<(std::path::PathBuf, u64), Arc<Extractors>>>>;
 
-fn chunker(state: &State) -> Result<Arc<Chunker>, Retry> {
-    static CHUNKERS: ChunkerCache = Mutex::new(None);
-    let spec = (
-        state.config.ingest.chunk_tokens,
-        state.config.ingest.chunk_overlap_tokens,
-    );
-    let mut cache = CHUNKERS
+fn extractors(state: &State) -> Result<Arc<Extractors>, Retry> {
+    static EXTRACTORS: ExtractorCache = Mutex::new(None);
+    let pool = Extractors::new(&state.config.ingest)?;
+    let key = pool.key();
+    let mut cache = EXTRACTORS
         .lock()
-        .map_err(|_| anyhow::anyhow!("chunker cache poisoned"))?;
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(chunker) = cache.get(&spec) {
-        return Ok(chunker.clone());
-    }
-    let chunker = Arc::new(
-        Chunker::new(ChunkSpec {
-            max_tokens: spec.0,
-            overlap_tokens: spec.1,
-        })
-        .map_err(|e| anyhow::anyhow!("building the chunker: {e}"))?,
-    );
-    cache.insert(spec, chunker.clone());
-    Ok(chunker)
+        .map_err(|_| anyhow::anyhow!("extractor cache poisoned"))?;
+    Ok(cache
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert_with(|| Arc::new(pool))
+        .clone())
 }
 
-/// Text → chunks with embeddings; `Err(Ok(reason))` fails the document,
+/// Wall-clock time an extraction may take beyond its CPU budget (the
+/// children of a batch share the cores).
+const EXTRACT_WALL_FACTOR: u32 = 4;
+/// What an extraction leaves of the invocation for storing its chunks.
+const EXTRACT_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bytes → chunks with embeddings, extracted and chunked in a child
+/// process ([`extractor`]); `Err(Ok(reason))` fails the document,
 /// `Err(Err(retry))` retries the record.
 async fn prepare(
     state: &State,
-    bytes: &[u8],
-    format: Format,
+    bytes: Bytes,
+    content_type: &str,
+    upload: bool,
 ) -> Result<Vec<NewChunk>, Result<String, Retry>> {
-    let sections = extract::extract(bytes, format).map_err(|e| Ok(e.to_string()))?;
-    let chunker = chunker(state).map_err(Err)?;
-    let chunks = chunker.chunk(&sections);
+    let ingest = &state.config.ingest;
+    let cpu_seconds = ingest.extract_cpu_seconds(bytes.len());
+    let request = isolate::Request {
+        content_type: content_type.to_owned(),
+        upload,
+        max_tokens: ingest.chunk_tokens,
+        overlap_tokens: ingest.chunk_overlap_tokens,
+        max_chunks: ingest.document_max_chunks,
+        max_text_bytes: ingest.extract_max_text_bytes,
+        cpu_seconds,
+        len: 0,
+    };
+    let backstop = std::time::Duration::from_secs(cpu_seconds) * EXTRACT_WALL_FACTOR;
+    let left = common::lambda::remaining_time().map(|left| left.saturating_sub(EXTRACT_MARGIN));
+    let chunks = match extractors(state)
+        .map_err(Err)?
+        .run(request, bytes, backstop, left)
+        .await
+    {
+        Extracted::Chunks(chunks) => chunks,
+        Extracted::Failed(reason) => return Err(Ok(reason)),
+        Extracted::Retry(error) => return Err(Err(Retry(error))),
+    };
     let embedder = state.embedder().await.map_err(|e| Err(Retry(e)))?;
     let texts: Vec<String> = chunks.iter().map(|c| c.embedding_text()).collect();
     let vectors = embedder.embed(&texts).await.map_err(|e| match e {
@@ -640,13 +661,13 @@ fn claimed_target(claim: Option<store::Claim>, ingest: Ingest<'_>) -> Result<Tar
 async fn prepare_job(state: &State, job: &Job, target: &Target) -> Result<Ingested, JobResult> {
     let (made, prepared) = match &job.work {
         Work::Inline => {
-            let format =
-                Format::from_content_type(&target.content_type).unwrap_or(Format::PlainText);
             let text = target.content.as_deref().unwrap_or_default();
             let made = Made::Inline {
                 content_sha256: target.content_sha256.clone(),
             };
-            (made, prepare(state, text.as_bytes(), format).await)
+            let bytes = Bytes::copy_from_slice(text.as_bytes());
+            let prepared = prepare(state, bytes, &target.content_type, false).await;
+            (made, prepared)
         }
         Work::Upload(object) => read_upload(state, object, target).await?,
     };
@@ -719,34 +740,14 @@ async fn read_upload(
         size: bytes.len() as i64,
         content_sha256: format!("{:x}", Sha256::digest(&bytes)),
     };
-    let declared = Format::from_content_type(&target.content_type);
     let prepared = if bytes.len() as i64 != target.size {
         Err(Ok(format!(
             "the uploaded file is {} bytes, but {} were declared",
             bytes.len(),
             target.size
         )))
-    } else if let Some(mismatch) = type_mismatch(&bytes, declared, &target.content_type) {
-        Err(Ok(mismatch))
     } else {
-        match declared {
-            Some(format) => prepare(state, &bytes, format).await,
-            None => Err(Ok(format!("{} files cannot be read", target.content_type))),
-        }
+        prepare(state, bytes, &target.content_type, true).await
     };
     Ok((made, prepared))
-}
-
-/// A readable reason when the bytes are evidently not the declared type
-/// (a PDF declared as text, an image or spreadsheet declared as anything).
-fn type_mismatch(bytes: &[u8], declared: Option<Format>, declared_type: &str) -> Option<String> {
-    match extract::sniff(bytes) {
-        Ok(None) => None,
-        Ok(Some(real)) if Some(real) == declared => None,
-        Ok(Some(real)) => Some(format!(
-            "the file is {} but was declared {declared_type}",
-            real.mime()
-        )),
-        Err(unsupported) => Some(format!("{unsupported} (declared {declared_type})")),
-    }
 }

@@ -56,6 +56,12 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
     vars.insert("AUTH_RATE_LIMIT_PER_EMAIL".into(), "1000".into());
     vars.insert("AUTH_RATE_LIMIT_PER_IP".into(), "1000".into());
     vars.insert("MAX_REQUEST_BYTES".into(), "65536".into());
+    // The worker runs in the test binary, which cannot serve as the
+    // extraction child: the gateway binary does.
+    vars.insert(
+        "EXTRACTOR_PATH".into(),
+        env!("CARGO_BIN_EXE_ragway-gateway").into(),
+    );
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());
     }

@@ -1,0 +1,67 @@
+//! Every file of the hostile corpus through a real extraction child, with
+//! the worker's default bounds: each ends as its case says, within its
+//! CPU budget and under the memory limit, and none is left running.
+
+use ingestion::hostile::corpus;
+use ingestion::isolate::{Reply, Request, run_once};
+
+const MEMORY: u64 = 384 * 1024 * 1024;
+
+fn cpu_budget(bytes: usize) -> u64 {
+    (5 + 2 * (bytes as u64).div_ceil(1024 * 1024)).min(60)
+}
+
+#[test]
+fn hostile_files_end_within_their_bounds() {
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_ragway-extract"));
+    let mut report = Vec::new();
+    for case in corpus() {
+        let request = Request {
+            content_type: case.content_type.into(),
+            upload: true,
+            max_tokens: 400,
+            overlap_tokens: 60,
+            max_chunks: 10_000,
+            max_text_bytes: 32 * 1024 * 1024,
+            cpu_seconds: cpu_budget(case.bytes.len()),
+            len: 0,
+        };
+        let (outcome, usage) = run_once(program, &request, &case.bytes, MEMORY).unwrap();
+        let verdict = match &outcome {
+            Ok(Reply::Chunks(chunks)) => format!("ready, {} chunks", chunks.len()),
+            Ok(Reply::Failed(reason)) => format!("failed: {reason}"),
+            Ok(Reply::Error(error)) => panic!("{}: not the file's fault? {error}", case.name),
+            Err(death) => format!("failed: {}", death.reason()),
+        };
+        let line = format!(
+            "{:<28} {:>9} B {:>6.2} s cpu {:>6.1} MB peak  {verdict}",
+            case.name,
+            case.bytes.len(),
+            usage.cpu.as_secs_f64(),
+            usage.peak_rss as f64 / 1e6
+        );
+        eprintln!("{line}");
+        report.push(line);
+        if let Some(words) = case.fails_with {
+            assert!(
+                verdict.starts_with("failed") && verdict.contains(words),
+                "{}: expected a failure about {words:?}, got {verdict}",
+                case.name
+            );
+        }
+        assert!(
+            usage.cpu.as_secs() <= request.cpu_seconds + 2,
+            "{}: {:?} of CPU against a budget of {} s",
+            case.name,
+            usage.cpu,
+            request.cpu_seconds
+        );
+        assert!(
+            usage.peak_rss < MEMORY + 64 * 1024 * 1024,
+            "{}: peak RSS {} over the limit",
+            case.name,
+            usage.peak_rss
+        );
+    }
+    println!("{}", report.join("\n"));
+}
