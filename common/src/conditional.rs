@@ -267,4 +267,77 @@ mod tests {
         assert!(pre.require_if_match().is_ok());
         assert!(Preconditions::default().require_if_match().is_err());
     }
+    mod properties {
+        use super::*;
+        use crate::fuzz;
+        use proptest::prelude::*;
+
+        /// An opaque tag of etagc characters (ASCII and some non-ASCII).
+        fn opaque() -> impl Strategy<Value = String> {
+            "[!#-~\u{80}-\u{ff}é💩]{0,16}"
+        }
+
+        fn header_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                fuzz::text(),
+                "[W/\\\\\",* \\t!a-z]{0,24}",
+                prop::collection::vec((any::<bool>(), opaque(), "[ ,\\t]{0,3}"), 0..4).prop_map(
+                    |tags| {
+                        tags.into_iter()
+                            .map(|(weak, o, sep)| {
+                                format!("{}\"{o}\"{sep}", if weak { "W/" } else { "" })
+                            })
+                            .collect()
+                    }
+                ),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config())]
+
+            /// Any header text: no panic; what parses is `*` or a non-empty
+            /// list of tags whose opaque parts hold no quote.
+            #[test]
+            fn any_header_text_parses_or_is_refused(text in header_text()) {
+                match TagCondition::parse(&text) {
+                    Some(TagCondition::Tags(tags)) => {
+                        prop_assert!(!tags.is_empty());
+                        prop_assert!(tags.iter().all(|t| !t.opaque.contains('"')));
+                    }
+                    Some(TagCondition::Any) => prop_assert_eq!(text.trim(), "*"),
+                    None => {}
+                }
+                // Through real headers (those `http` accepts): a 400 at worst.
+                if let Ok(value) = http::HeaderValue::from_str(&text) {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(IF_MATCH, value.clone());
+                    headers.append(IF_NONE_MATCH, value);
+                    if let Err(error) = Preconditions::from_headers(&headers) {
+                        prop_assert_eq!(error.status(), 400);
+                    }
+                }
+            }
+
+            /// Tags written as the RFC spells them come back as they were.
+            #[test]
+            fn written_tag_lists_round_trip(
+                tags in prop::collection::vec((any::<bool>(), opaque()), 1..5),
+                separator in prop::sample::select(vec![",", ", ", " ,\t", ",,"]),
+            ) {
+                let written: Vec<String> = tags
+                    .iter()
+                    .map(|(weak, o)| format!("{}{}", if *weak { "W/" } else { "" }, quote(o)))
+                    .collect();
+                let expected: Vec<EntityTag> = tags
+                    .into_iter()
+                    .map(|(weak, opaque)| EntityTag { weak, opaque })
+                    .collect();
+                prop_assert_eq!(
+                    TagCondition::parse(&written.join(separator)),
+                    Some(TagCondition::Tags(expected))
+                );
+            }
+        }
+    }
 }

@@ -288,3 +288,112 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::fuzz;
+    use proptest::prelude::*;
+
+    fn request(bytes: Vec<u8>) -> Request {
+        let mut req = Request::new(Body::from(bytes));
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        req
+    }
+
+    /// A body as bytes: hostile JSON, JSON cut short, or any bytes.
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => fuzz::body().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+            1 => (fuzz::body(), any::<prop::sample::Index>()).prop_map(|(v, at)| {
+                let mut bytes = serde_json::to_vec(&v).unwrap();
+                bytes.truncate(at.index(bytes.len() + 1));
+                bytes
+            }),
+            1 => prop::collection::vec(any::<u8>(), 0..48),
+        ]
+    }
+
+    /// A refusal a client can act on: 4xx, and a 422 names its field.
+    fn client_error(error: &ApiError) -> std::result::Result<(), TestCaseError> {
+        prop_assert!(error.status().is_client_error(), "{error:?}");
+        if error.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            prop_assert!(fuzz::field(error).is_some(), "{error:?}");
+        }
+        Ok(())
+    }
+
+    /// Parses `bytes` as a `T`; `Some` when it parsed.
+    fn parsed<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<Option<T>, TestCaseError> {
+        match json_body::<T>(&request(bytes.to_vec()), 1 << 20) {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => client_error(&error).map(|()| None),
+        }
+    }
+
+    fn holds_nul(value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(holds_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        /// Every request body type, then the checks that need no
+        /// database: a value or a 4xx naming its field, never a panic.
+        #[test]
+        fn every_body_is_a_value_or_a_4xx_naming_the_field(bytes in bytes()) {
+            let config = fuzz::app_config();
+            if let Some(q) = parsed::<crate::answer::QueryIn>(&bytes)? {
+                let checked = crate::answer::check_text("question", &q.question).and_then(|_| {
+                    crate::answer::Options::parse(
+                        &config.query, q.top_k, q.mode, q.filters, q.answer, q.max_tokens,
+                    )
+                });
+                if let Err(error) = checked {
+                    client_error(&error)?;
+                }
+            }
+            if let Some(new) = parsed::<crate::uploads::NewUpload>(&bytes)? {
+                let workspace = crate::ids::WorkspaceId::new();
+                if let Err(error) = crate::uploads::plan(workspace, new, &config) {
+                    client_error(&error)?;
+                }
+            }
+            if let Some(c) = parsed::<crate::auth::Credentials>(&bytes)?
+                && let Err(error) = crate::auth::passwords::check_policy(&c.password, &c.email, 10)
+            {
+                client_error(&error)?;
+            }
+            parsed::<crate::documents::NewDocument>(&bytes)?;
+            parsed::<crate::documents::DocumentReplacement>(&bytes)?;
+            parsed::<crate::workspaces::NewWorkspace>(&bytes)?;
+            parsed::<crate::workspaces::WorkspaceChanges>(&bytes)?;
+            parsed::<crate::workspaces::NewMember>(&bytes)?;
+            parsed::<crate::auth::RefreshRequest>(&bytes)?;
+            parsed::<serde_json::Value>(&bytes)?;
+        }
+
+        /// No body that holds NUL gets through, whatever its type.
+        #[test]
+        fn bodies_holding_nul_are_refused_and_only_those(value in fuzz::body()) {
+            let bytes = serde_json::to_vec(&value).unwrap();
+            prop_assert_eq!(nul_member(&bytes).is_some(), holds_nul(&value));
+            if holds_nul(&value) {
+                let error = json_body::<serde_json::Value>(&request(bytes), 1 << 20).unwrap_err();
+                prop_assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            }
+        }
+
+        #[test]
+        fn nul_scan_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = nul_member(&bytes);
+        }
+    }
+}

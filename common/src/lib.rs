@@ -12,6 +12,8 @@ pub mod db;
 pub mod documents;
 pub mod embed;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod http;
 pub mod ids;

@@ -199,4 +199,78 @@ mod tests {
         let last = Page::from_rows(vec![1, 2], 2, |n| *n);
         assert_eq!(last.next_cursor, None);
     }
+
+    mod properties {
+        use super::*;
+        use crate::fuzz;
+        use crate::ids::DocumentId;
+        use chrono::{DateTime, Utc};
+        use proptest::prelude::*;
+
+        /// Cursor-looking text: base64 of hostile JSON, of JSON spelt
+        /// otherwise, of bytes; or anything.
+        fn cursor_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                fuzz::json().prop_map(|v| encode(&v)),
+                fuzz::text().prop_map(|t| URL_SAFE_NO_PAD.encode(t)),
+                prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
+                "[A-Za-z0-9_=+/ -]{0,64}",
+                fuzz::text(),
+            ]
+        }
+
+        /// A time Postgres can hold, at microsecond precision as it stores them.
+        fn stored_time() -> impl Strategy<Value = DateTime<Utc>> {
+            let first = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z").unwrap();
+            let last = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z").unwrap();
+            (first.timestamp_micros()..=last.timestamp_micros())
+                .prop_map(|us| DateTime::from_timestamp_micros(us).unwrap())
+        }
+
+        fn refused<K: CursorKey + std::fmt::Debug>(
+            text: &str,
+        ) -> std::result::Result<(), TestCaseError> {
+            if let Err(error) = decode::<K>(text, "cursor") {
+                prop_assert_eq!(error.status(), 422);
+                prop_assert_eq!(fuzz::field(&error), Some("cursor"));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config())]
+
+            /// Every decoder: never a panic, a 422 naming `cursor` when
+            /// refused, and what it accepts is what `encode` would write.
+            #[test]
+            fn any_text_is_a_cursor_or_a_422_naming_it(text in cursor_text()) {
+                refused::<i32>(&text)?;
+                refused::<DocumentId>(&text)?;
+                refused::<uuid::Uuid>(&text)?;
+                refused::<(DateTime<Utc>, uuid::Uuid)>(&text)?;
+                if let Ok(key) = decode::<(DateTime<Utc>, uuid::Uuid)>(&text, "cursor") {
+                    prop_assert_eq!(encode(&key), text.trim());
+                    prop_assert!(crate::db::POSTGRES_YEARS.contains(&chrono::Datelike::year(&key.0)));
+                }
+                if let Ok(n) = decode::<i32>(&text, "cursor") {
+                    prop_assert!(n >= 0);
+                }
+            }
+
+            /// Every cursor the server issues comes back as its key.
+            #[test]
+            fn issued_cursors_round_trip(
+                position in 0..=i32::MAX,
+                id in any::<u128>(),
+                at in stored_time(),
+            ) {
+                let id = uuid::Uuid::from_u128(id);
+                prop_assert_eq!(decode::<i32>(&encode(&position), "cursor").unwrap(), position);
+                prop_assert_eq!(decode::<DocumentId>(&encode(&DocumentId(id)), "cursor").unwrap(), DocumentId(id));
+                prop_assert_eq!(decode::<uuid::Uuid>(&encode(&id), "cursor").unwrap(), id);
+                let key = (at, id);
+                prop_assert_eq!(decode::<(DateTime<Utc>, uuid::Uuid)>(&encode(&key), "cursor").unwrap(), key);
+            }
+        }
+    }
 }

@@ -459,3 +459,32 @@ pub async fn remove_member(mut access: Access, user: UserId) -> Result<()> {
     .await?;
     access.commit().await
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        /// A name is kept trimmed and printable, or refused naming `name`;
+        /// a limit is kept or refused naming `daily_token_limit`.
+        #[test]
+        fn names_and_limits_are_clean_or_refused(name in fuzz::text(), limit in any::<i64>()) {
+            match clean_name(&name) {
+                Ok(clean) => {
+                    prop_assert!(!clean.is_empty() && clean.chars().count() <= MAX_NAME_CHARS);
+                    prop_assert!(!clean.chars().any(char::is_control));
+                    prop_assert_eq!(clean.as_str(), name.trim());
+                }
+                Err(error) => prop_assert_eq!(fuzz::field(&error), Some("name")),
+            }
+            match check_limit(limit) {
+                Ok(kept) => prop_assert_eq!(kept, limit),
+                Err(error) => prop_assert_eq!(fuzz::field(&error), Some("daily_token_limit")),
+            }
+        }
+    }
+}

@@ -967,4 +967,62 @@ mod tests {
         assert_eq!(body.content_type, "application/json");
         assert_eq!(body.content.as_deref(), Some(r#"{"a":[true],"b":1}"#));
     }
+
+    mod properties {
+        use super::*;
+        use crate::fuzz;
+        use proptest::prelude::*;
+
+        fn content_type() -> impl Strategy<Value = Option<String>> {
+            prop::option::of(prop_oneof![
+                prop::sample::select(vec![
+                    "text/plain",
+                    "application/json",
+                    "text/markdown; charset=utf-8",
+                    "TEXT/HTML",
+                    "image/png",
+                    "",
+                    ";",
+                ])
+                .prop_map(str::to_owned),
+                fuzz::text(),
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config())]
+
+            /// Any inline document: stored as checked, or refused naming one
+            /// of its own members; what is stored holds no NUL anywhere and
+            /// keeps to the limits.
+            #[test]
+            fn any_inline_document_is_stored_clean_or_refused_naming_its_field(
+                title in fuzz::text(),
+                content in fuzz::json(),
+                content_type in content_type(),
+                metadata in prop::option::of(fuzz::json()),
+            ) {
+                let l = limits();
+                match Body::inline(&title, content, content_type.as_deref(), metadata, &l) {
+                    Ok(body) => {
+                        let text = body.content.unwrap();
+                        prop_assert!(!body.title.is_empty() && !body.title.contains('\0'));
+                        prop_assert!(!text.contains('\0') && text.len() <= l.content_bytes);
+                        prop_assert!(!has_nul(&body.metadata) && body.metadata.is_object());
+                        if body.content_type == "application/json" {
+                            let parsed: Value = serde_json::from_str(&text).unwrap();
+                            prop_assert!(!has_nul(&parsed));
+                        }
+                    }
+                    Err(error) => {
+                        let field = fuzz::field(&error);
+                        prop_assert!(
+                            matches!(field, Some("title" | "content" | "content_type" | "metadata")),
+                            "{error:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

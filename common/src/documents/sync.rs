@@ -293,4 +293,96 @@ mod tests {
             assert!(!valid_snapshot(bad), "{bad}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use crate::fuzz;
+        use crate::pagination::{CursorKey, decode, encode};
+        use proptest::prelude::*;
+
+        /// A snapshot as Postgres prints one.
+        fn snapshot() -> impl Strategy<Value = String> {
+            (
+                1u64..u64::MAX / 2,
+                0u64..1_000,
+                prop::collection::vec(0u64..1_000, 0..5),
+            )
+                .prop_map(|(xmin, span, mut xip)| {
+                    let xmax = xmin + span;
+                    xip.retain(|x| *x < span);
+                    xip.sort_unstable();
+                    xip.dedup();
+                    let xip: Vec<String> = xip.iter().map(|x| (xmin + x).to_string()).collect();
+                    format!("{xmin}:{xmax}:{}", xip.join(","))
+                })
+        }
+
+        fn issued() -> impl Strategy<Value = Cursor> {
+            (
+                any::<u128>(),
+                prop::option::of(snapshot()),
+                prop::option::of((snapshot(), any::<u64>(), any::<u128>())),
+            )
+                .prop_map(|(w, p, mid)| {
+                    let (t, x, i) = match mid {
+                        Some((t, x, i)) => (
+                            Some(t),
+                            Some(x.to_string()),
+                            Some(DocumentId(uuid::Uuid::from_u128(i))),
+                        ),
+                        None => (None, None, None),
+                    };
+                    Cursor {
+                        w: WorkspaceId(uuid::Uuid::from_u128(w)),
+                        p,
+                        t,
+                        x,
+                        i,
+                    }
+                })
+        }
+
+        /// Forged cursors: issued ones with a field replaced by noise.
+        fn forged() -> impl Strategy<Value = String> {
+            (
+                issued(),
+                prop::sample::select(vec!["w", "p", "t", "x", "i", "z"]),
+                fuzz::json(),
+            )
+                .prop_map(|(cursor, key, noise)| {
+                    let mut value = serde_json::to_value(cursor).unwrap();
+                    value[key] = noise;
+                    encode(&value)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config())]
+
+            #[test]
+            fn issued_sync_cursors_round_trip(cursor in issued()) {
+                prop_assert_eq!(decode::<Cursor>(&encode(&cursor), "cursor").unwrap(), cursor);
+            }
+
+            /// Never a panic; what decodes holds snapshots Postgres would read.
+            #[test]
+            fn forged_sync_cursors_are_refused_or_plausible(text in prop_oneof![forged(), fuzz::text()]) {
+                match decode::<Cursor>(&text, "cursor") {
+                    Ok(cursor) => {
+                        prop_assert!(cursor.plausible());
+                        for s in [&cursor.p, &cursor.t].into_iter().flatten() {
+                            prop_assert!(valid_snapshot(s));
+                        }
+                    }
+                    Err(error) => prop_assert_eq!(fuzz::field(&error), Some("cursor")),
+                }
+            }
+
+            #[test]
+            fn snapshot_checks_never_panic(text in fuzz::text()) {
+                let _ = valid_snapshot(&text);
+                let _ = start_after(&text, None);
+            }
+        }
+    }
 }

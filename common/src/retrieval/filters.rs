@@ -433,4 +433,75 @@ mod tests {
             assert_eq!(b.sql().as_str(), sql);
         }
     }
+
+    mod properties {
+        use super::*;
+        use crate::fuzz;
+        use proptest::prelude::*;
+
+        /// Filters shaped like real ones more often than pure noise is.
+        fn filter() -> impl Strategy<Value = Value> {
+            let condition = prop_oneof![
+                fuzz::json(),
+                (fuzz::text(), fuzz::json()).prop_map(|(op, v)| json!({ op: v })),
+            ];
+            let leaf = (fuzz::text(), condition).prop_map(|(field, c)| json!({ field: c }));
+            prop_oneof![
+                fuzz::json(),
+                leaf.prop_recursive(4, 24, 4, |inner| {
+                    (
+                        prop::sample::select(vec!["$and", "$or"]),
+                        prop::collection::vec(prop_oneof![inner, Just(json!({}))], 0..4),
+                    )
+                        .prop_map(|(op, items)| json!({ op: items }))
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(fuzz::config())]
+
+            /// Never a panic; an error names filters.metadata; whatever
+            /// parses renders as SQL Postgres can read (no `()`, balanced).
+            #[test]
+            fn any_json_parses_or_is_refused_naming_the_field(value in filter()) {
+                match parse(&value) {
+                    Ok(Some(condition)) => {
+                        let mut b = QueryBuilder::<Postgres>::new("");
+                        push_sql(&mut b, "d.metadata", &condition);
+                        let sql = b.sql().as_str().to_owned();
+                        prop_assert!(!sql.contains("()"), "{sql}");
+                        let depth = sql.chars().try_fold(0i32, |d, c| {
+                            let d = d + match c { '(' => 1, ')' => -1, _ => 0 };
+                            (d >= 0).then_some(d)
+                        });
+                        prop_assert_eq!(depth, Some(0), "{}", sql);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        prop_assert_eq!(error.status(), 422);
+                        prop_assert_eq!(fuzz::field(&error), Some(FIELD));
+                    }
+                }
+            }
+
+            /// An alternative without conditions makes any valid `$or` match
+            /// everything; `$and` with it means the same as without it.
+            #[test]
+            fn empty_parts_change_nothing_but_what_they_should(value in filter()) {
+                if let Ok(alone) = parse(&value) {
+                    // One level deeper, which may pass the nesting limit.
+                    let deeper = |e: ApiError| e.to_string().contains("deeper");
+                    match parse(&json!({ "$or": [value.clone(), {}] })) {
+                        Ok(any) => prop_assert_eq!(any, None),
+                        Err(e) => prop_assert!(deeper(e)),
+                    }
+                    match parse(&json!({ "$and": [value, {}] })) {
+                        Ok(same) => prop_assert_eq!(same, alone),
+                        Err(e) => prop_assert!(deeper(e)),
+                    }
+                }
+            }
+        }
+    }
 }
