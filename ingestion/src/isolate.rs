@@ -83,6 +83,10 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
     out
 }
 
+/// A child's exit code when it failed for a reason of its own (a pipe, a
+/// limit it could not set), not the file's: the file is tried again.
+pub const INTERNAL_EXIT: i32 = 70;
+
 /// How a child ended a request without replying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Death {
@@ -96,6 +100,8 @@ pub enum Death {
     Memory { bytes: u64 },
     /// Any other end: a signal or an exit code, and the end of its stderr.
     Other(String),
+    /// It failed for a reason of its own ([`INTERNAL_EXIT`]).
+    Internal(String),
 }
 
 impl Death {
@@ -113,6 +119,8 @@ impl Death {
             Death::Stack
         } else if stderr.contains("memory allocation of") {
             Death::Memory { bytes: memory }
+        } else if code == Some(INTERNAL_EXIT) {
+            Death::Internal(stderr.trim().to_owned())
         } else if signal == Some(libc::SIGXCPU) {
             Death::Cpu {
                 seconds: cpu_seconds,
@@ -148,6 +156,7 @@ impl Death {
                 bytes / (1024 * 1024)
             ),
             Death::Other(how) => format!("the extractor stopped on this file ({how})"),
+            Death::Internal(error) => format!("the extractor failed: {error}"),
         }
     }
 }
@@ -271,7 +280,7 @@ pub fn serve_if_child() {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("extractor: {error}");
-            1
+            INTERNAL_EXIT
         }
     };
     std::process::exit(code);
@@ -410,9 +419,15 @@ fn limit_cpu(seconds: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     let used = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) as u64 + 1;
-    let soft = used + seconds.max(1);
-    // The hard limit a little above: SIGKILL if SIGXCPU were ignored.
-    set_limit(libc::RLIMIT_CPU, soft, soft + 2)
+    // Only the soft limit moves: raising a hard limit needs privileges,
+    // and SIGXCPU's default action ends the process anyway.
+    // SAFETY: getrlimit fills the struct we own.
+    let mut current: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_CPU, &mut current) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let soft = (used + seconds.max(1)).min(current.rlim_max as u64);
+    set_limit(libc::RLIMIT_CPU, soft, current.rlim_max as u64)
 }
 
 /// The replies go to a private copy of stdout, and stdout itself now

@@ -179,6 +179,9 @@ impl Extractors {
                 Reply::Failed(reason) => Extracted::Failed(reason),
                 Reply::Error(error) => Extracted::Retry(anyhow::anyhow!("{error}")),
             },
+            Ok(Ok(Err(Death::Internal(error)))) => {
+                Extracted::Retry(anyhow::anyhow!("the extractor failed: {error}"))
+            }
             Ok(Ok(Err(death))) => {
                 tracing::warn!(?death, "an extraction child died");
                 Extracted::Failed(death.reason())

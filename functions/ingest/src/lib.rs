@@ -509,7 +509,7 @@ async fn store_jobs(
                 Err(error) => error,
             };
             if let [one] = members.as_slice() {
-                return vec![(*one, Err(Retry::from(error)))];
+                return vec![(*one, store_failed(state, ws, &documents[0], error).await)];
             }
             tracing::warn!(%error, documents = documents.len(),
                 "storing a batch's chunks failed; storing them one by one");
@@ -518,7 +518,7 @@ async fn store_jobs(
                 let one = store::replace_all(&state.db, ws, std::slice::from_ref(doc)).await;
                 results.push(match one {
                     Ok(stored) => (i, stored_outcome(stored.first() == Some(&true), doc)),
-                    Err(error) => (i, Err(Retry::from(error))),
+                    Err(error) => (i, store_failed(state, ws, doc, error).await),
                 });
             }
             results
@@ -526,6 +526,24 @@ async fn store_jobs(
     ))
     .await;
     groups.into_iter().flatten().collect()
+}
+
+/// One document the database would not store: failed for good when it
+/// refused the data itself ([`store::refused_data`]), else retried.
+async fn store_failed(
+    state: &State,
+    workspace: WorkspaceId,
+    doc: &Ingested,
+    error: store::StoreError,
+) -> JobResult {
+    let Some(reason) = store::refused_data(&error) else {
+        return Err(Retry::from(error));
+    };
+    tracing::warn!(document = %doc.document, %reason, "the database refused a document");
+    match store::mark_failed(&state.db, workspace, doc.document, &reason).await {
+        Ok(()) => Ok(Outcome::Failed(reason)),
+        Err(error) => Err(Retry::from(error)),
+    }
 }
 
 /// `items` (each a job's index and something of it) grouped by the job's
