@@ -283,6 +283,25 @@ pub async fn mark_failed(
     tx.commit().await
 }
 
+/// What the store's statements fail with.
+pub use sqlx::Error as StoreError;
+
+/// Why the database refused a document's data for good, if it did: a
+/// data exception (SQLSTATE class 22: a character it cannot hold, a
+/// value out of range) or a program limit (class 54: a row or a text
+/// search vector too large). Retrying cannot help these; anything else
+/// (connections, deadlocks, a server going away) may pass next time.
+pub fn refused_data(error: &sqlx::Error) -> Option<String> {
+    let db = error.as_database_error()?;
+    let code = db.code()?;
+    (code.starts_with("22") || code.starts_with("54")).then(|| {
+        format!(
+            "the database cannot store the document's text: {}",
+            db.message()
+        )
+    })
+}
+
 /// One chunk ready to store.
 #[derive(Debug, Clone)]
 pub struct NewChunk {

@@ -768,3 +768,155 @@ async fn pdf_and_docx_uploads_keep_pages_and_headings(pool: PgPool) {
         "{chunks:?}"
     );
 }
+
+/// Issue 22: a batch holding hostile files (a PDF that draws itself, one
+/// whose forms fan out, zip bombs, deep nesting, endless text) stores its
+/// ordinary documents on the first delivery; each hostile file ends
+/// `failed` with its reason, or `ready` within its bounds; nothing is
+/// redelivered and nothing stays `processing`; the worker lives on.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn hostile_files_fail_alone_and_their_batch_is_stored_at_once(pool: PgPool) {
+    let mut s = stack(pool.clone()).await;
+    // Tighter CPU budgets than the defaults keep the test short; the
+    // cases that burn theirs end the same way, only sooner.
+    s.state = state(
+        pool,
+        config(&[
+            ("BUCKET_NAME", &s.bucket),
+            ("INGEST_QUEUE_URL", &s.queue),
+            ("CHUNK_TOKENS", "60"),
+            ("CHUNK_OVERLAP_TOKENS", "10"),
+            ("EXTRACT_CPU_BASE_SECONDS", "2"),
+            ("EXTRACT_CPU_SECONDS_PER_MB", "1"),
+        ]),
+    );
+    let wanted = [
+        "pdf-self-drawing-form",
+        "pdf-xobject-fan-out",
+        "html-nested-divs",
+        "docx-250mb-of-spaces",
+        "docx-60mb-of-words",
+        "docx-billion-laughs",
+        "json-nested-100k",
+        "json-nul-escapes",
+        "text-1mb-without-whitespace",
+    ];
+    let mut hostile = Vec::new();
+    for case in ingestion::hostile::corpus() {
+        if wanted.contains(&case.name) {
+            let id = s.upload(case.name, case.content_type, &case.bytes).await;
+            hostile.push((case, id));
+        }
+    }
+    let mut ordinary = Vec::new();
+    for i in 0..3 {
+        let text = format!("Ordinary notes number {i} about tidal energy and coastal erosion.");
+        ordinary.push(
+            s.upload(&format!("notes-{i}.txt"), "text/plain", text.as_bytes())
+                .await,
+        );
+    }
+    // Batches as large as SQS gives (the emulator hands out ten at most).
+    let (mut received, mut failed) = (0, 0);
+    loop {
+        let outcome = sqs::poll_once(
+            &s.state,
+            &s.queue,
+            ingest_worker(),
+            32,
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        if outcome.received == 0 {
+            break;
+        }
+        received += outcome.received;
+        failed += outcome.failed;
+    }
+    assert_eq!(
+        (received, failed),
+        (wanted.len() + 3, 0),
+        "every record handled on its first delivery"
+    );
+    for id in &ordinary {
+        let doc = s.document(id).await;
+        assert_eq!(doc["status"], "ready", "{doc}");
+        assert_eq!(s.chunks(id).await.len(), 1);
+    }
+    for (case, id) in &hostile {
+        let doc = s.document(id).await;
+        let status = doc["status"].as_str().unwrap();
+        match case.fails_with {
+            Some(words) => {
+                assert_eq!(status, "failed", "{}: {doc}", case.name);
+                let error = doc["error"].as_str().unwrap();
+                assert!(error.contains(words), "{}: {error}", case.name);
+            }
+            None => assert!(
+                status == "ready" || status == "failed" && doc["error"].is_string(),
+                "{}: {doc}",
+                case.name
+            ),
+        }
+        assert_eq!(doc["attempts"], 1, "{}: {doc}", case.name);
+    }
+    // NULs the JSON escaped are gone, the rest of its text is stored.
+    let (_, nul_id) = hostile
+        .iter()
+        .find(|(case, _)| case.name == "json-nul-escapes")
+        .unwrap();
+    let chunks = s.chunks(nul_id).await;
+    assert!(!chunks.is_empty());
+    // The worker still works.
+    let after = s
+        .create(json!({ "title": "After", "content": "Still ingesting after the attack." }))
+        .await;
+    let id = after["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.drain().await.failed, 0);
+    assert_eq!(s.document(&id).await["status"], "ready");
+}
+
+/// Data the database refuses for good (here a data exception, SQLSTATE
+/// 22P05, as for text it cannot hold) fails its document with the reason
+/// at once instead of being retried through every receive.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn data_the_database_refuses_fails_the_document_at_once(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let mut ids = Vec::new();
+    for (title, text) in [
+        ("Kept", "Notes about river deltas."),
+        ("Refused", "Notes the database will not hold."),
+    ] {
+        let doc = s.create(json!({ "title": title, "content": text })).await;
+        ids.push(doc["id"].as_str().unwrap().to_owned());
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION test_refuse_data() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.document_id = '{}' THEN
+                 RAISE EXCEPTION 'character cannot be stored' USING ERRCODE = '22P05';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER test_refuse BEFORE INSERT ON chunks
+             FOR EACH ROW EXECUTE FUNCTION test_refuse_data();",
+        ids[1]
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let outcome = s.drain().await;
+    assert_eq!((outcome.received, outcome.failed), (2, 0), "not retried");
+    assert_eq!(s.document(&ids[0]).await["status"], "ready");
+    let refused = s.document(&ids[1]).await;
+    assert_eq!(refused["status"], "failed");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot store the document's text"),
+        "{refused}"
+    );
+    assert_eq!(refused["attempts"], 1);
+}
