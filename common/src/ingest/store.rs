@@ -283,6 +283,49 @@ pub async fn mark_failed(
     tx.commit().await
 }
 
+/// Fails the documents whose ingestion lease lapsed more than
+/// `older_than` ago, at most `limit`: their worker crashed or ran out of
+/// time on every delivery and their message has gone to the DLQ (see
+/// migration 20261206000013). Returns how many were failed.
+pub async fn fail_abandoned(
+    db: &PgPool,
+    older_than: std::time::Duration,
+    limit: i32,
+) -> anyhow::Result<usize> {
+    let interval = sqlx::postgres::types::PgInterval::try_from(older_than)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let abandoned: Vec<(WorkspaceId, DocumentId, i32)> = sqlx::query_as(
+        "SELECT workspace_id, document_id, attempts FROM abandoned_documents($1, $2)",
+    )
+    .bind(interval)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let mut failed = 0;
+    for (workspace, document, attempts) in abandoned {
+        let reason = format!(
+            "ingestion stopped {attempts} times without finishing (its worker crashed or ran out \
+             of time); upload the file again, or redrive the ingest DLQ once the cause is fixed"
+        );
+        let mut tx = tenant_tx(db, None, Some(workspace)).await?;
+        // Still abandoned: a late redelivery may have taken it meanwhile.
+        failed += sqlx::query(
+            "UPDATE documents SET status = 'failed', error = $3, processing_until = NULL
+             WHERE workspace_id = $1 AND id = $2 AND status = 'processing'
+               AND deleted_at IS NULL AND processing_until < now() - $4",
+        )
+        .bind(workspace)
+        .bind(document)
+        .bind(&reason)
+        .bind(interval)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as usize;
+        tx.commit().await?;
+    }
+    Ok(failed)
+}
+
 /// What the store's statements fail with.
 pub use sqlx::Error as StoreError;
 

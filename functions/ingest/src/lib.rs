@@ -40,14 +40,25 @@ const REQUEUE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 /// Most documents one requeue run sends.
 const REQUEUE_BATCH: i32 = 1_000;
 
+/// A document whose lease lapsed this long ago is past any redelivery of
+/// its message (visibility timeout 12 minutes, lease 10).
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(1800);
+
 /// Scheduled: queues again the inline documents whose change message was
-/// never sent (the queue failed after the document was stored).
+/// never sent (the queue failed after the document was stored), and fails
+/// those whose ingestion never finished ([`store::fail_abandoned`]).
 pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result<()> {
     let queued = common::ingest::requeue_stale(state, REQUEUE_AFTER, REQUEUE_BATCH)
         .await
         .map_err(common::ApiError::Internal)?;
     if queued > 0 {
         tracing::warn!(queued, "documents stored but never queued, queued again");
+    }
+    let failed = store::fail_abandoned(&state.db, ABANDONED_AFTER, REQUEUE_BATCH)
+        .await
+        .map_err(common::ApiError::Internal)?;
+    if failed > 0 {
+        tracing::warn!(failed, "documents whose ingestion never finished, failed");
     }
     Ok(())
 }

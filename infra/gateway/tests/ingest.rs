@@ -920,3 +920,59 @@ async fn data_the_database_refuses_fails_the_document_at_once(pool: PgPool) {
     );
     assert_eq!(refused["attempts"], 1);
 }
+
+/// A document whose worker died on every delivery (its message has gone
+/// to the DLQ) does not stay `processing` for ever: the requeue schedule
+/// fails it with a reason once its lease lapsed long ago, and leaves one
+/// whose lease lapsed recently (a redelivery is still due) alone.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn documents_whose_worker_died_are_failed_by_the_requeue_schedule(pool: PgPool) {
+    let s = stack(pool.clone()).await;
+    let mut ids = Vec::new();
+    for title in ["Long gone", "Recent"] {
+        let doc = s
+            .create(json!({ "title": title, "content": "Text a crashed worker held." }))
+            .await;
+        ids.push(doc["id"].as_str().unwrap().to_owned());
+    }
+    // As a dead worker leaves them: claimed, attempts counted, lease lapsed.
+    let mut tx = common::db::tenant_tx(&pool, None, Some(s.ws.parse().unwrap()))
+        .await
+        .unwrap();
+    for (id, lapsed) in [(&ids[0], "31 minutes"), (&ids[1], "5 minutes")] {
+        let updated = sqlx::query(
+            "UPDATE documents SET status = 'processing', attempts = 5,
+                    processing_until = now() - $2::interval
+             WHERE id = $1::uuid",
+        )
+        .bind(id)
+        .bind(lapsed)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(updated.rows_affected(), 1);
+    }
+    tx.commit().await.unwrap();
+    let requeue = s.state.clone();
+    let handler = ingest::FUNCTIONS
+        .iter()
+        .find(|f| f.name == "ingest-requeue")
+        .unwrap();
+    let common::lambda::Handler::Schedule(run) = handler.handler else {
+        panic!("ingest-requeue is a schedule");
+    };
+    run(&requeue, json!({})).await.unwrap();
+    let gone = s.document(&ids[0]).await;
+    assert_eq!(gone["status"], "failed", "{gone}");
+    assert!(
+        gone["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped 5 times without finishing"),
+        "{gone}"
+    );
+    assert_eq!(s.document(&ids[1]).await["status"], "processing");
+    // A redelivery (here the queued message) can still ingest the failed one.
+    assert_eq!(s.drain().await.failed, 0);
+    assert_eq!(s.document(&ids[0]).await["status"], "ready");
+}
