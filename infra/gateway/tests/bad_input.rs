@@ -507,3 +507,226 @@ async fn nul_characters_are_refused_naming_the_field(pool: PgPool) {
     let now = api.send("GET", &doc, Some(&token), None).await;
     assert_eq!(now.header("etag"), etag);
 }
+
+/// Text a hostile client sends: operators, NUL and other controls,
+/// escapes, bidi and byte-order marks, dates past any calendar, long runs.
+fn hostile_text(rng: &mut impl rand::Rng) -> String {
+    const PIECES: &[&str] = &[
+        "",
+        " ",
+        "$and",
+        "$or",
+        "$in",
+        "$gt",
+        "$exists",
+        "$regex",
+        "a.b",
+        "a..b",
+        ".",
+        "tag",
+        "\u{0}",
+        "a\u{0}b",
+        "\\u0000",
+        "\u{1}",
+        "\"",
+        "'; DROP TABLE documents; --",
+        "\u{202e}",
+        "\u{feff}",
+        "💩",
+        "null",
+        "0000-01-01T00:00:00Z",
+        "+275760-09-13T00:00:00Z",
+        "%00",
+        "protein",
+        "W/\"x\"",
+    ];
+    match rng.random_range(0..10) {
+        0 => "x".repeat(rng.random_range(0..5000)),
+        1 => (0..rng.random_range(0..20))
+            .map(|_| char::from_u32(rng.random_range(0..0x11_0000)).unwrap_or('\u{fffd}'))
+            .collect(),
+        _ => (0..rng.random_range(1..4))
+            .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+            .collect(),
+    }
+}
+
+/// Any JSON value, `depth` levels at most, with [`hostile_text`] keys.
+fn hostile_json(rng: &mut impl rand::Rng, depth: u32) -> serde_json::Value {
+    use serde_json::Value;
+    match rng.random_range(0..if depth == 0 { 6 } else { 9 }) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.random()),
+        2 => json!([0, -1, i64::MIN, i64::MAX, u64::MAX, 1e308, -0.0, 2.5])[rng.random_range(0..8)]
+            .clone(),
+        3 => json!(rng.random::<i64>()),
+        4 | 5 => Value::String(hostile_text(rng)),
+        6 => Value::Array(
+            (0..rng.random_range(0..5))
+                .map(|_| hostile_json(rng, depth - 1))
+                .collect(),
+        ),
+        _ => Value::Object(
+            (0..rng.random_range(0..5))
+                .map(|_| (hostile_text(rng), hostile_json(rng, depth - 1)))
+                .collect(),
+        ),
+    }
+}
+
+/// Members whose text is the client's own words (not a name from a list).
+const FREE_TEXT: &[&str] = &["title", "content", "question", "message"];
+
+/// A body for a route: its own members, each now and then left out or
+/// of any type, free text often hostile text; sometimes an unknown
+/// member, or no object at all.
+fn hostile_body(
+    rng: &mut impl rand::Rng,
+    members: &[(&str, serde_json::Value)],
+) -> serde_json::Value {
+    if rng.random_range(0..12) == 0 {
+        return hostile_json(rng, 4);
+    }
+    let mut body = serde_json::Map::new();
+    for (name, plausible) in members {
+        let value = match rng.random_range(0..20) {
+            0 => continue,
+            1 | 2 => hostile_json(rng, 4),
+            3..=7 if FREE_TEXT.contains(name) => serde_json::Value::String(hostile_text(rng)),
+            _ => plausible.clone(),
+        };
+        body.insert((*name).to_owned(), value);
+    }
+    if rng.random_range(0..12) == 0 {
+        body.insert(hostile_text(rng), hostile_json(rng, 2));
+    }
+    serde_json::Value::Object(body)
+}
+
+/// A metadata filter: plausible operators over hostile values, nested.
+fn hostile_filter(rng: &mut impl rand::Rng, depth: u32) -> serde_json::Value {
+    match rng.random_range(0..if depth == 0 { 3 } else { 6 }) {
+        0 => json!({}),
+        1 => json!({ hostile_text(rng): hostile_json(rng, 2) }),
+        2 => {
+            let op = [
+                "$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists",
+            ][rng.random_range(0..9)];
+            json!({ ["tag", "year", "a.b", ""][rng.random_range(0..4)]: { op: hostile_json(rng, 1) } })
+        }
+        _ => {
+            let op = ["$and", "$or"][rng.random_range(0..2)];
+            let items: Vec<serde_json::Value> = (0..rng.random_range(0..4))
+                .map(|_| hostile_filter(rng, depth - 1))
+                .collect();
+            json!({ op: items })
+        }
+    }
+}
+
+/// Hundreds of generated hostile bodies (fixed seed) to the routes that
+/// take the richest input, over a workspace with ingested documents so
+/// retrieval really runs: every answer is 2xx, or a 4xx problem+json
+/// whose 422 names the field. Never a 5xx.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn generated_hostile_bodies_get_2xx_or_a_4xx_problem(pool: PgPool) {
+    use rand::SeedableRng;
+    let probe = state(pool.clone(), config(&[]));
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let queue = support::test_queue(&probe, "hostile", &suffix).await;
+    let state = state(
+        pool,
+        config(&[
+            ("INGEST_QUEUE_URL", &queue),
+            ("QUERY_RATE_LIMIT_PER_MINUTE", "100000"),
+            ("DEFAULT_DAILY_TOKEN_LIMIT", "100000000"),
+        ]),
+    );
+    let api = gateway(state.clone()).await;
+    let (token, _, _) = api.signup("alice@example.com").await;
+    let ws = api.create_workspace(&token, "W").await;
+    for (title, tag, year) in [("Folding", "bio", 2019), ("Kinetics", "chem", 2024)] {
+        let reply = api
+            .send(
+                "POST",
+                &format!("/workspaces/{ws}/documents"),
+                Some(&token),
+                Some(json!({ "title": title, "content": format!("Protein {title} and enzyme kinetics."), "metadata": { "tag": tag, "year": year } })),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    assert_eq!(support::drain(&state, &queue).await.failed, 0);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let mut wrong = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..360 {
+        let filters = json!({ "metadata": hostile_filter(&mut rng, 3) });
+        let (path, body) = match i % 3 {
+            0 => (
+                format!("/workspaces/{ws}/documents"),
+                hostile_body(
+                    &mut rng,
+                    &[
+                        ("title", json!("A title")),
+                        ("content", json!("Some protein text")),
+                        ("content_type", json!("text/plain")),
+                        ("metadata", json!({ "tag": "bio" })),
+                        ("id", json!(uuid::Uuid::new_v4())),
+                    ],
+                ),
+            ),
+            1 => (
+                format!("/workspaces/{ws}/query"),
+                hostile_body(
+                    &mut rng,
+                    &[
+                        ("question", json!("protein kinetics?")),
+                        ("mode", json!(["hybrid", "semantic", "keyword"][i % 3])),
+                        ("top_k", json!(5)),
+                        ("filters", filters),
+                        ("answer", json!(i % 2 == 0)),
+                        ("max_tokens", json!(64)),
+                    ],
+                ),
+            ),
+            _ => (
+                format!("/workspaces/{ws}/chat"),
+                hostile_body(
+                    &mut rng,
+                    &[
+                        ("message", json!("what about enzymes?")),
+                        ("mode", json!(["hybrid", "semantic", "keyword"][i % 3])),
+                        ("top_k", json!(3)),
+                        ("filters", filters),
+                        ("max_tokens", json!(64)),
+                    ],
+                ),
+            ),
+        };
+        let reply = api
+            .send("POST", &path, Some(&token), Some(body.clone()))
+            .await;
+        let route = path.rsplit('/').next().unwrap().to_owned();
+        *seen.entry((route, reply.status)).or_insert(0) += 1;
+        let ok = (200..300).contains(&reply.status)
+            || ((400..500).contains(&reply.status)
+                && reply.content_type() == "application/problem+json"
+                && (reply.status != 422 || reply.body["field"].is_string()));
+        if !ok {
+            let shown: String = body.to_string().chars().take(300).collect();
+            wrong.push(format!("{path} {shown}: {} {}", reply.status, reply.body));
+        }
+    }
+    println!("status counts: {seen:?}");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The run reached past validation on every route.
+    for route in ["documents", "query", "chat"] {
+        assert!(
+            seen.iter()
+                .any(|((r, s), _)| r == route && (200..300).contains(s)),
+            "no 2xx for {route}: {seen:?}"
+        );
+    }
+}
