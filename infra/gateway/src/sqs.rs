@@ -4,12 +4,14 @@
 //! maxReceiveCount receives, move to the dead-letter queue).
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::lambda::SqsHandler;
+use futures::FutureExt;
 use serde_json::{Map, Value, json};
 
 /// What one poll did.
@@ -90,12 +92,23 @@ pub async fn poll_once_within(
     let region = state.config.aws_region.clone();
     let event_json = json!({ "Records": messages.iter().map(|m| record(m, queue_url, &region)).collect::<Vec<_>>() });
     let event: SqsEvent = serde_json::from_value(event_json)?;
-    let response = match timeout {
+    // As in Lambda, an invocation that panics or outlives its timeout ends
+    // without a response: nothing is deleted, and every record comes back
+    // after its visibility timeout; the poller and the API live on.
+    let invocation = AssertUnwindSafe(handler(state, event)).catch_unwind();
+    let ended = match timeout {
         Some(timeout) => {
             let deadline = std::time::Instant::now() + timeout;
-            common::lambda::with_deadline(deadline, handler(state, event)).await
+            tokio::time::timeout(timeout, common::lambda::with_deadline(deadline, invocation))
+                .await
+                .map_err(|_| format!("timed out after {} s", timeout.as_secs()))
         }
-        None => handler(state, event).await,
+        None => Ok(invocation.await),
+    };
+    let response = match ended {
+        Ok(Ok(response)) => response,
+        Ok(Err(panic)) => return Ok(crashed(messages.len(), &panic_message(&*panic))),
+        Err(timed_out) => return Ok(crashed(messages.len(), &timed_out)),
     };
     let failed: HashSet<String> = response
         .batch_item_failures
@@ -128,6 +141,28 @@ pub async fn poll_once_within(
         deleted,
         failed: failed.len(),
     })
+}
+
+/// What an invocation that ended without a response came to.
+fn crashed(received: usize, why: &str) -> PollOutcome {
+    tracing::error!(
+        received,
+        why,
+        "the queue consumer's invocation crashed; its records come back"
+    );
+    PollOutcome {
+        received,
+        deleted: 0,
+        failed: received,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
 }
 
 /// Polls forever, logging and backing off on errors.

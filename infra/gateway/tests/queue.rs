@@ -127,3 +127,71 @@ async fn uploads_flow_to_the_worker_and_poison_goes_to_the_dlq(pool: PgPool) {
     let bodies: Vec<_> = dead.messages().iter().filter_map(|m| m.body()).collect();
     assert_eq!(bodies, vec!["garbage"]);
 }
+
+/// A consumer that panics or outlives its timeout ends its invocation as
+/// in Lambda: nothing is deleted, the records come back, and the poller
+/// goes on (the local gateway keeps serving).
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_crashed_or_timed_out_invocation_gives_its_records_back(pool: PgPool) {
+    use common::aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+    use common::futures::future::BoxFuture;
+
+    fn panics(_: &common::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
+        Box::pin(async { panic!("the consumer crashed") })
+    }
+    fn hangs(_: &common::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            SqsBatchResponse::default()
+        })
+    }
+    fn succeeds(_: &common::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
+        Box::pin(async { SqsBatchResponse::default() })
+    }
+
+    let state = state(pool, config(&[]));
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let queue = support::test_queue(&state, "crash", &suffix).await;
+    let sqs_client = state.sqs().await;
+    for body in ["one", "two"] {
+        sqs_client
+            .send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let poll = |handler: common::lambda::SqsHandler, timeout| {
+        let (state, queue) = (state.clone(), queue.clone());
+        async move {
+            sqs::poll_once_within(
+                &state,
+                &queue,
+                handler,
+                10,
+                Duration::from_millis(500),
+                timeout,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let crashed = poll(panics, None).await;
+    assert_eq!(
+        (crashed.received, crashed.deleted, crashed.failed),
+        (2, 0, 2)
+    );
+    let timed_out = poll(hangs, Some(Duration::from_millis(200))).await;
+    assert_eq!(
+        (timed_out.received, timed_out.deleted),
+        (2, 0),
+        "{timed_out:?}"
+    );
+    let handled = poll(succeeds, None).await;
+    assert_eq!(
+        (handled.received, handled.deleted),
+        (2, 2),
+        "the records came back"
+    );
+}
