@@ -171,7 +171,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
 /// can store: the path of the first string holding one (of the object,
 /// for a key), spelt as `serde_path_to_error` spells paths. Every body
 /// goes through here, so no member can carry one into SQL.
-pub fn nul_member(bytes: &[u8]) -> Option<String> {
+fn nul_member(bytes: &[u8]) -> Option<String> {
     // Valid JSON can only write NUL as the escape `\u0000`: a scan for it
     // first, the parse only when one is there.
     let escaped = bytes.windows(6).enumerate().any(|(at, window)| {

@@ -150,7 +150,8 @@ impl pagination::CursorKey for Cursor {
             (Some(x), Some(_), Some(_)) => {
                 x.bytes().all(|b| b.is_ascii_digit()) && x.parse::<u64>().is_ok()
             }
-            (None, None, _) => true,
+            // Between passes: no position, and no pass snapshot either.
+            (None, None, None) => true,
             _ => false,
         };
         snapshots && position
@@ -267,6 +268,39 @@ mod tests {
         );
         assert_eq!(start_after("100:105:", Some((101, id))), (101, id));
         assert_eq!(start_after(EMPTY_SNAPSHOT, None), (0, uuid::Uuid::max()));
+    }
+
+    #[test]
+    fn only_the_shapes_we_issue_are_sync_cursors() {
+        use crate::pagination::{decode, encode};
+        let w = WorkspaceId::new();
+        let id = DocumentId::new();
+        let cursor = |p: Option<&str>, t: Option<&str>, x: Option<&str>, i: Option<DocumentId>| {
+            encode(&Cursor {
+                w,
+                p: p.map(str::to_owned),
+                t: t.map(str::to_owned),
+                x: x.map(str::to_owned),
+                i,
+            })
+        };
+        for issued in [
+            cursor(None, None, None, None),
+            cursor(Some("5:9:6"), None, None, None),
+            cursor(None, Some("5:9:"), Some("7"), Some(id)),
+            cursor(Some("1:5:"), Some("5:9:"), Some("7"), Some(id)),
+        ] {
+            assert!(decode::<Cursor>(&issued, "cursor").is_ok(), "{issued}");
+        }
+        for forged in [
+            cursor(None, Some("5:9:"), None, None),
+            cursor(None, None, Some("7"), Some(id)),
+            cursor(None, Some("5:9:"), Some("7"), None),
+            cursor(None, Some("5:9:"), Some("+7"), Some(id)),
+            cursor(Some("9:5:"), None, None, None),
+        ] {
+            assert!(decode::<Cursor>(&forged, "cursor").is_err(), "{forged}");
+        }
     }
 
     #[test]
