@@ -2,6 +2,7 @@
 //!
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--batch N] [--keep]
+//!   ragway-bench hostile [NAME]
 //!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]
 //!   ragway-bench retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
 //!
@@ -24,6 +25,8 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
+#[path = "../bench/hostile.rs"]
+mod hostile;
 #[path = "../bench/ingest.rs"]
 mod ingest;
 #[path = "../bench/retrieval.rs"]
@@ -41,12 +44,13 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("documents") => runtime.block_on(documents(&args[1..])),
         Some("ingest") => runtime.block_on(ingest::run(&args[1..])),
+        Some("hostile") => hostile::run(&args[1..]),
         Some("retrieval") => runtime.block_on(retrieval::run(&args[1..])),
         Some("scifact") => runtime.block_on(scifact::run(&args[1..])),
         _ => bail!(
             "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--batch N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
-             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]"
+             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] | hostile [NAME]"
         ),
     }
 }
