@@ -133,6 +133,12 @@ pub enum ExtractError {
     /// The document parsed but holds no text.
     #[error("the document contains no text")]
     NoText,
+    #[error("the HTML nests elements more than {0} levels deep")]
+    HtmlTooDeep(usize),
+    #[error("the HTML has an element with more than {0} attributes")]
+    HtmlTooManyAttributes(usize),
+    #[error("the CSV has more than {0} columns")]
+    CsvTooWide(usize),
 }
 
 /// Largest decompressed XML part read from a DOCX (zip-bomb guard). Real
@@ -183,7 +189,11 @@ pub fn extract(bytes: &[u8], format: Format) -> Result<Vec<Section>, ExtractErro
         Format::Docx => extract_docx(bytes)?,
         Format::PlainText => plain_text_sections(&decode_text(bytes)?),
         Format::Markdown => markdown_sections(&decode_text(bytes)?),
-        Format::Html => html_sections(&decode_text(bytes)?),
+        Format::Html => {
+            let text = decode_text(bytes)?;
+            check_html_shape(&text)?;
+            html_sections(&text)
+        }
         Format::Csv => csv_sections(&decode_text(bytes)?)?,
         Format::Json => json_sections(&decode_text(bytes)?)?,
     };
@@ -738,6 +748,119 @@ fn heading_level(name: &str) -> Option<u8> {
     }
 }
 
+/// Deepest element nesting read from HTML; browsers' parsers stop
+/// nesting at 512 too. html5ever's tree building slows with the square of
+/// the depth (10^5 levels took 25 s).
+const HTML_MAX_DEPTH: usize = 512;
+/// Most attributes on one element (html5ever checks each new attribute
+/// against the element's others).
+const HTML_MAX_ATTRIBUTES: usize = 1000;
+
+/// Elements that never have content (no end tag).
+const HTML_VOID: &[&str] = &[
+    "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "img", "input",
+    "keygen", "link", "meta", "param", "source", "track", "wbr",
+];
+/// Elements whose end tag may be left out: the parser closes them, so
+/// they do not nest without end.
+const HTML_OPTIONAL_END: &[&str] = &[
+    "body", "caption", "colgroup", "dd", "dt", "head", "html", "li", "optgroup", "option", "p",
+    "rp", "rt", "tbody", "td", "tfoot", "th", "thead", "tr",
+];
+/// Elements whose content is text up to their end tag.
+const HTML_RAW_TEXT: &[&str] = &[
+    "iframe",
+    "noembed",
+    "noframes",
+    "plaintext",
+    "script",
+    "style",
+    "textarea",
+    "title",
+    "xmp",
+];
+
+/// Refuses HTML nested deeper than [`HTML_MAX_DEPTH`] or with an element
+/// of more than [`HTML_MAX_ATTRIBUTES`] attributes, in one linear pass
+/// over its tags before html5ever builds a tree of it. The depth counts
+/// elements opened and not yet closed, the way the parser nests them
+/// (void and optional-end elements aside), so it errs low, never high,
+/// for pages whose tags are closed.
+fn check_html_shape(text: &str) -> Result<(), ExtractError> {
+    let b = text.as_bytes();
+    let (mut i, mut depth) = (0usize, 0usize);
+    let find = |from: usize, what: &[u8]| -> usize {
+        b[from.min(b.len())..]
+            .windows(what.len())
+            .position(|w| w.eq_ignore_ascii_case(what))
+            .map_or(b.len(), |p| from + p + what.len())
+    };
+    while let Some(at) = b[i..].iter().position(|&c| c == b'<') {
+        i += at + 1;
+        if b[i..].starts_with(b"!--") {
+            i = find(i + 3, b"-->");
+            continue;
+        }
+        if matches!(b.get(i), Some(b'!' | b'?')) {
+            i = find(i, b">");
+            continue;
+        }
+        let closing = b.get(i) == Some(&b'/');
+        if closing {
+            i += 1;
+        }
+        let name_len = b[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b':')
+            .count();
+        if name_len == 0 || !b[i].is_ascii_alphabetic() {
+            continue;
+        }
+        let name = text[i..i + name_len].to_ascii_lowercase();
+        i += name_len;
+        // Attributes up to the tag's end, quotes honoured.
+        let (mut attributes, mut quote, mut in_word, mut last) = (0usize, None, false, 0u8);
+        while let Some(&c) = b.get(i) {
+            i += 1;
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == b'"' || c == b'\'' => quote = Some(c),
+                None if c == b'>' => break,
+                None if c.is_ascii_whitespace() => in_word = false,
+                None => {
+                    if !in_word && c != b'/' && c != b'=' && last.is_ascii_whitespace() {
+                        attributes += 1;
+                        if attributes > HTML_MAX_ATTRIBUTES {
+                            return Err(ExtractError::HtmlTooManyAttributes(HTML_MAX_ATTRIBUTES));
+                        }
+                    }
+                    in_word = true;
+                }
+            }
+            if !c.is_ascii_whitespace() || quote.is_none() {
+                last = c;
+            }
+        }
+        let nests = !HTML_VOID.contains(&name.as_str())
+            && !HTML_OPTIONAL_END.contains(&name.as_str())
+            && last != b'/';
+        if closing {
+            if nests {
+                depth = depth.saturating_sub(1);
+            }
+        } else if HTML_RAW_TEXT.contains(&name.as_str()) {
+            i = find(i, format!("</{name}").as_bytes());
+        } else if nests {
+            depth += 1;
+            if depth > HTML_MAX_DEPTH {
+                return Err(ExtractError::HtmlTooDeep(HTML_MAX_DEPTH));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Walks the html5ever tree: drops `<head>` (title included), scripts,
 /// styles and other non-text elements and anything with a `hidden`
 /// attribute; h1–h6 give heading paths; block elements and `<br>` end lines;
@@ -1287,6 +1410,9 @@ fn csv_sections(text: &str) -> Result<Vec<Section>, ExtractError> {
         .from_reader(text.as_bytes());
     let mut records = reader.records();
     let headers: Vec<String> = match records.next() {
+        Some(Ok(r)) if r.len() > CSV_MAX_COLUMNS => {
+            return Err(ExtractError::CsvTooWide(CSV_MAX_COLUMNS));
+        }
         Some(r) => r
             .map_err(|e| ExtractError::Csv(e.to_string()))?
             .iter()
@@ -1336,6 +1462,10 @@ fn csv_sections(text: &str) -> Result<Vec<Section>, ExtractError> {
         heading: None,
     }])
 }
+
+/// Most columns read from a CSV: each row becomes `header: value` pairs,
+/// and a million columns only make one endless line.
+const CSV_MAX_COLUMNS: usize = 10_000;
 
 fn sniff_delimiter(text: &str) -> u8 {
     let first = text.split('\n').next().unwrap_or_default();
@@ -1974,6 +2104,55 @@ pub(crate) mod tests {
 
     const SIMPLE_DOCX_BODY: &str = r#"<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Introduction</w:t></w:r></w:p>
 <w:p><w:r><w:t>Hello</w:t></w:r><w:r><w:t xml:space="preserve"> world &amp; friends</w:t></w:r></w:p>"#;
+
+    #[test]
+    fn html_nested_past_the_bound_or_with_endless_attributes_is_refused() {
+        let deep = |n: usize| format!("{}text{}", "<div>".repeat(n), "</div>".repeat(n));
+        assert!(extract(deep(HTML_MAX_DEPTH).as_bytes(), Format::Html).is_ok());
+        assert_eq!(
+            extract(deep(HTML_MAX_DEPTH + 1).as_bytes(), Format::Html),
+            Err(ExtractError::HtmlTooDeep(HTML_MAX_DEPTH))
+        );
+        // Closed siblings, void and optional-end elements, comments and
+        // scripts do not add up.
+        let wide = format!(
+            "<ul>{}</ul><p>one<p>two<br><img src=x>{}<script>{}</script>",
+            "<li><div><b>x</b></div>".repeat(5000),
+            "<!-- <div> -->".repeat(1000),
+            "'<div>'.repeat(9);".repeat(1000),
+        );
+        assert!(extract(wide.as_bytes(), Format::Html).is_ok());
+        let attributes = |n: usize| {
+            let attrs: String = (0..n).map(|i| format!(" a{i}=\"v > w\"")).collect();
+            format!("<p{attrs}>text</p>")
+        };
+        assert!(extract(attributes(HTML_MAX_ATTRIBUTES).as_bytes(), Format::Html).is_ok());
+        assert_eq!(
+            extract(attributes(HTML_MAX_ATTRIBUTES + 1).as_bytes(), Format::Html),
+            Err(ExtractError::HtmlTooManyAttributes(HTML_MAX_ATTRIBUTES))
+        );
+    }
+
+    #[test]
+    fn csv_wider_than_the_bound_is_refused() {
+        let row = |n: usize| {
+            (0..n)
+                .map(|i| format!("c{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let wide = format!(
+            "{}\n{}\n",
+            row(CSV_MAX_COLUMNS + 1),
+            row(CSV_MAX_COLUMNS + 1)
+        );
+        assert_eq!(
+            extract(wide.as_bytes(), Format::Csv),
+            Err(ExtractError::CsvTooWide(CSV_MAX_COLUMNS))
+        );
+        let ok = format!("{}\n{}\n", row(100), row(100));
+        assert!(extract(ok.as_bytes(), Format::Csv).is_ok());
+    }
 
     #[test]
     fn docx_heading_paths_paragraphs_and_tables() {
