@@ -133,6 +133,10 @@ pub enum ExtractError {
     /// The document parsed but holds no text.
     #[error("the document contains no text")]
     NoText,
+    #[error("the PDF's forms draw themselves or nest more than {0} levels deep")]
+    PdfFormsNested(usize),
+    #[error("the PDF's forms make more than {0} drawings of forms")]
+    PdfTooManyForms(u64),
     #[error("the HTML nests elements more than {0} levels deep")]
     HtmlTooDeep(usize),
     #[error("the HTML has an element with more than {0} attributes")]
@@ -1715,6 +1719,7 @@ fn extract_pdf(bytes: &[u8]) -> Result<Vec<Section>, ExtractError> {
     if doc.is_encrypted() && guard(|| doc.decrypt(""))?.is_err() {
         return Err(ExtractError::PdfEncrypted);
     }
+    guard(|| check_pdf_forms(&doc))??;
     let pages: Vec<u32> = guard(|| doc.get_pages().into_keys().collect())?;
     let mut sections = Vec::with_capacity(pages.len());
     let mut first_error = None;
@@ -1749,6 +1754,109 @@ fn extract_pdf(bytes: &[u8]) -> Result<Vec<Section>, ExtractError> {
         (true, None) => Err(ExtractError::PdfNoText),
         (false, _) => Ok(sections),
     }
+}
+
+/// Deepest nesting of PDF forms (XObjects drawing XObjects) read.
+const PDF_MAX_FORM_DEPTH: usize = 32;
+/// Most form drawings one form may lead to, its nested ones counted as
+/// often as they are drawn.
+const PDF_MAX_FORM_DRAWS: u64 = 10_000;
+
+/// Refuses PDFs whose forms draw themselves (pdf-extract would recurse
+/// until the stack overflows) or fan out (each drawing the next twice, 40
+/// levels deep, is 2^40 drawings), before pdf-extract walks them. Each
+/// form is read once.
+fn check_pdf_forms(doc: &pdf_extract::Document) -> Result<(), ExtractError> {
+    use pdf_extract::{Object, ObjectId};
+    use std::collections::HashSet;
+
+    struct Walk<'d> {
+        doc: &'d pdf_extract::Document,
+        draws: HashMap<ObjectId, u64>,
+        open: HashSet<ObjectId>,
+    }
+    impl Walk<'_> {
+        /// The named forms of a resources dictionary.
+        fn forms(&self, resources: Option<&Object>) -> Vec<(Vec<u8>, ObjectId)> {
+            fn dict<'a>(
+                doc: &'a pdf_extract::Document,
+                o: &'a Object,
+            ) -> Option<&'a pdf_extract::Dictionary> {
+                doc.dereference(o).ok()?.1.as_dict().ok()
+            }
+            let dict = |o| dict(self.doc, o);
+            let Some(xobjects) = resources
+                .and_then(dict)
+                .and_then(|r| r.get(b"XObject").ok())
+            else {
+                return Vec::new();
+            };
+            let Some(xobjects) = dict(xobjects) else {
+                return Vec::new();
+            };
+            xobjects
+                .iter()
+                .filter_map(|(name, o)| Some((name.clone(), o.as_reference().ok()?)))
+                .collect()
+        }
+
+        /// Drawings that drawing form `id` makes, itself included.
+        fn draws(&mut self, id: ObjectId, depth: usize) -> Result<u64, ExtractError> {
+            if let Some(&n) = self.draws.get(&id) {
+                return Ok(n);
+            }
+            if depth > PDF_MAX_FORM_DEPTH || !self.open.insert(id) {
+                return Err(ExtractError::PdfFormsNested(PDF_MAX_FORM_DEPTH));
+            }
+            let mut total = 1u64;
+            if let Ok(Object::Stream(form)) = self.doc.get_object(id)
+                && form.dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Form")
+            {
+                let children = self.forms(form.dict.get(b"Resources").ok());
+                if !children.is_empty() {
+                    let content = form
+                        .decompressed_content()
+                        .unwrap_or_else(|_| form.content.clone());
+                    let ops = pdf_extract::content::Content::decode(&content)
+                        .map(|c| c.operations)
+                        .unwrap_or_default();
+                    for op in ops.iter().filter(|op| op.operator == "Do") {
+                        let Some(name) = op.operands.first().and_then(|o| o.as_name().ok()) else {
+                            continue;
+                        };
+                        if let Some(&(_, child)) = children.iter().find(|(n, _)| n == name) {
+                            total = total.saturating_add(self.draws(child, depth + 1)?);
+                            if total > PDF_MAX_FORM_DRAWS {
+                                return Err(ExtractError::PdfTooManyForms(PDF_MAX_FORM_DRAWS));
+                            }
+                        }
+                    }
+                }
+            }
+            self.open.remove(&id);
+            self.draws.insert(id, total);
+            Ok(total)
+        }
+    }
+
+    let mut walk = Walk {
+        doc,
+        draws: HashMap::new(),
+        open: HashSet::new(),
+    };
+    for page in doc.get_pages().into_values() {
+        let Ok((own, inherited)) = doc.get_page_resources(page) else {
+            continue;
+        };
+        let mut resources: Vec<Object> = own.cloned().map(Object::Dictionary).into_iter().collect();
+        resources.extend(inherited.into_iter().map(Object::Reference));
+        for r in &resources {
+            for (_, form) in walk.forms(Some(r)) {
+                walk.draws(form, 1)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f`, turning a panic inside the PDF reader into an error.
@@ -2131,6 +2239,22 @@ pub(crate) mod tests {
             extract(attributes(HTML_MAX_ATTRIBUTES + 1).as_bytes(), Format::Html),
             Err(ExtractError::HtmlTooManyAttributes(HTML_MAX_ATTRIBUTES))
         );
+    }
+
+    #[test]
+    fn pdf_forms_that_nest_without_end_or_fan_out_are_refused_before_reading() {
+        use crate::hostile::pdf_xobjects;
+        assert_eq!(
+            extract(&pdf_xobjects(1, 1, true), Format::Pdf),
+            Err(ExtractError::PdfFormsNested(PDF_MAX_FORM_DEPTH))
+        );
+        assert_eq!(
+            extract(&pdf_xobjects(12, 4, false), Format::Pdf),
+            Err(ExtractError::PdfTooManyForms(PDF_MAX_FORM_DRAWS))
+        );
+        // A few nested forms drawn a few times are read.
+        let sections = extract(&pdf_xobjects(3, 2, false), Format::Pdf).unwrap();
+        assert!(sections[0].text.contains("fan"), "{sections:?}");
     }
 
     #[test]

@@ -25,13 +25,19 @@ pub fn corpus() -> Vec<Hostile> {
             name: "pdf-self-drawing-form",
             content_type: PDF,
             bytes: pdf_xobjects(1, 1, true),
-            fails_with: Some("nested"),
+            fails_with: Some("draw themselves"),
         },
         Hostile {
             name: "pdf-xobject-fan-out",
             content_type: PDF,
             bytes: pdf_xobjects(40, 2, false),
-            fails_with: Some("took longer"),
+            fails_with: Some("nest more than"),
+        },
+        Hostile {
+            name: "pdf-xobject-wide-fan-out",
+            content_type: PDF,
+            bytes: pdf_xobjects(12, 4, false),
+            fails_with: Some("drawings of forms"),
         },
         Hostile {
             name: "pdf-huge-stream-length",

@@ -65,3 +65,41 @@ fn hostile_files_end_within_their_bounds() {
     }
     println!("{}", report.join("\n"));
 }
+
+/// A child that runs past its memory or CPU limit is ended by the kernel
+/// and the reason reads as such (the limits, not the files, are small
+/// here).
+#[test]
+fn a_child_past_its_limits_dies_alone_with_the_reason() {
+    use ingestion::hostile::docx_inflating;
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_ragway-extract"));
+    let request = |content_type: &str, cpu_seconds| Request {
+        content_type: content_type.into(),
+        upload: true,
+        max_tokens: 400,
+        overlap_tokens: 60,
+        max_chunks: 100_000,
+        max_text_bytes: 64 * 1024 * 1024,
+        cpu_seconds,
+        len: 0,
+    };
+    let docx = docx_inflating("lorem ipsum dolor ", 60 * 1024 * 1024);
+    let (outcome, _) = run_once(program, &request(DOCX, 30), &docx, 64 * 1024 * 1024).unwrap();
+    let death = outcome.expect_err("the child dies");
+    assert!(
+        death.reason().contains("more than 64 MB of memory"),
+        "{}",
+        death.reason()
+    );
+    let words = "many words to chunk ".repeat(2_000_000).into_bytes();
+    let (outcome, usage) = run_once(program, &request("text/plain", 1), &words, MEMORY).unwrap();
+    let death = outcome.expect_err("the child dies");
+    assert!(
+        death.reason().contains("longer than 1 s of CPU"),
+        "{}",
+        death.reason()
+    );
+    assert!(usage.cpu.as_secs() <= 4, "{:?}", usage.cpu);
+}
+
+const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";

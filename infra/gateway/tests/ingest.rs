@@ -976,3 +976,51 @@ async fn documents_whose_worker_died_are_failed_by_the_requeue_schedule(pool: Pg
     assert_eq!(s.drain().await.failed, 0);
     assert_eq!(s.document(&ids[0]).await["status"], "ready");
 }
+
+/// An extraction child that dies mid-batch (here past a small memory
+/// limit) fails only its own document; the worker starts another child
+/// for the rest, and stores them on the same delivery.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_dying_extractor_fails_only_its_own_document(pool: PgPool) {
+    let mut s = stack(pool.clone()).await;
+    s.state = state(
+        pool,
+        config(&[
+            ("BUCKET_NAME", &s.bucket),
+            ("INGEST_QUEUE_URL", &s.queue),
+            ("CHUNK_TOKENS", "60"),
+            ("CHUNK_OVERLAP_TOKENS", "10"),
+            ("EXTRACT_MEMORY_MB", "64"),
+        ]),
+    );
+    let bomb = ingestion::hostile::docx_inflating("lorem ipsum dolor ", 60 * 1024 * 1024);
+    let big = s
+        .upload(
+            "big.docx",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            &bomb,
+        )
+        .await;
+    let mut ordinary = Vec::new();
+    for i in 0..4 {
+        let text = format!("Notes {i} on glacier retreat and sea level.");
+        ordinary.push(
+            s.upload(&format!("n{i}.txt"), "text/plain", text.as_bytes())
+                .await,
+        );
+    }
+    let outcome = s.drain().await;
+    assert_eq!((outcome.received, outcome.failed), (5, 0), "{outcome:?}");
+    let doc = s.document(&big).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 64 MB of memory"),
+        "{doc}"
+    );
+    for id in &ordinary {
+        assert_eq!(s.document(id).await["status"], "ready");
+    }
+}
