@@ -36,6 +36,9 @@ pub struct Workspace {
     pub name: String,
     pub owner_id: UserId,
     pub daily_token_limit: i64,
+    /// Most chunks one of its documents may make, below the deployment's
+    /// `DOCUMENT_MAX_CHUNKS`; `None`: that limit.
+    pub max_document_chunks: Option<i32>,
     /// The caller's role in this workspace.
     pub role: Role,
     pub created_at: DateTime<Utc>,
@@ -56,6 +59,8 @@ pub struct NewWorkspace {
     pub name: String,
     #[serde(default)]
     pub daily_token_limit: Option<i64>,
+    #[serde(default)]
+    pub max_document_chunks: Option<i32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +70,8 @@ pub struct WorkspaceChanges {
     pub name: Option<String>,
     #[serde(default)]
     pub daily_token_limit: Option<i64>,
+    #[serde(default)]
+    pub max_document_chunks: Option<i32>,
 }
 
 /// Whom to add: an existing account by email or by id.
@@ -109,9 +116,20 @@ fn check_limit(limit: i64) -> Result<i64> {
     Ok(limit)
 }
 
+fn check_chunks(limit: i32) -> Result<i32> {
+    if limit <= 0 {
+        return Err(ApiError::unprocessable(
+            "max_document_chunks",
+            "must be positive",
+        ));
+    }
+    Ok(limit)
+}
+
 macro_rules! workspace_columns {
     () => {
-        "w.id, w.name, w.owner_id, w.daily_token_limit, m.role, w.created_at, w.updated_at"
+        "w.id, w.name, w.owner_id, w.daily_token_limit, w.max_document_chunks, m.role, \
+         w.created_at, w.updated_at"
     };
 }
 
@@ -229,15 +247,18 @@ pub async fn create(
 ) -> Result<Workspace> {
     let name = clean_name(&new.name)?;
     let limit = check_limit(new.daily_token_limit.unwrap_or(default_limit))?;
+    let chunks = new.max_document_chunks.map(check_chunks).transpose()?;
     let id = WorkspaceId::new();
     let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), Some(id)).await?;
     sqlx::query(
-        "INSERT INTO workspaces (id, owner_id, name, daily_token_limit) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO workspaces (id, owner_id, name, daily_token_limit, max_document_chunks)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id)
     .bind(caller.user_id)
     .bind(&name)
     .bind(limit)
+    .bind(chunks)
     .execute(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO workspace_members (workspace_id, user_id, role, added_by) VALUES ($1, $2, 'owner', $2)")
@@ -293,28 +314,31 @@ pub async fn get(mut access: Access) -> Result<Workspace> {
     Ok(workspace)
 }
 
-/// Renames (owner, admin) or changes the daily token limit (owner only).
+/// Renames or limits documents' chunks (owner, admin), or changes the
+/// daily token limit (owner only).
 pub async fn update(mut access: Access, changes: WorkspaceChanges) -> Result<Workspace> {
     access.require(access.role.manages_members(), "change this workspace")?;
     let name = changes.name.as_deref().map(clean_name).transpose()?;
     let limit = changes.daily_token_limit.map(check_limit).transpose()?;
+    let chunks = changes.max_document_chunks.map(check_chunks).transpose()?;
     if limit.is_some() {
         access.require(access.role == Role::Owner, "change the daily token limit")?;
     }
-    if name.is_none() && limit.is_none() {
+    if name.is_none() && limit.is_none() && chunks.is_none() {
         return Err(ApiError::unprocessable(
             "name",
-            "nothing to change: give name or daily_token_limit",
+            "nothing to change: give name, daily_token_limit or max_document_chunks",
         ));
     }
     sqlx::query(
         "UPDATE workspaces SET name = COALESCE($2, name), daily_token_limit = COALESCE($3, daily_token_limit),
-                updated_at = now()
+                max_document_chunks = COALESCE($4, max_document_chunks), updated_at = now()
          WHERE id = $1 AND deleted_at IS NULL",
     )
     .bind(access.workspace)
     .bind(name)
     .bind(limit)
+    .bind(chunks)
     .execute(&mut *access.tx)
     .await?;
     let workspace = fetch(&mut access.tx, access.workspace, access.caller).await?;

@@ -23,6 +23,8 @@ pub struct Target {
     pub object_etag: Option<String>,
     pub object_sequencer: Option<String>,
     pub deleted: bool,
+    /// The workspace's own limit on a document's chunks, if it set one.
+    pub max_document_chunks: Option<i32>,
 }
 
 /// What a queue message asks the worker to ingest.
@@ -112,6 +114,7 @@ const CLAIM_SQL: &str = concat!(
      )
      SELECT m.n, d.source, d.status, d.content, d.content_type, d.size, d.s3_key,
             d.content_sha256, d.ingested_sha256, d.object_etag, d.object_sequencer, d.deleted,
+            (SELECT max_document_chunks FROM workspaces WHERE id = $1) AS max_document_chunks,
             EXISTS (SELECT 1 FROM claimed c WHERE c.n = m.n) AS claimed
      FROM m JOIN d ON d.id = m.id"
 );

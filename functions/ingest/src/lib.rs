@@ -622,17 +622,23 @@ const EXTRACT_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 async fn prepare(
     state: &State,
     bytes: Bytes,
-    content_type: &str,
+    target: &Target,
     upload: bool,
 ) -> Result<Vec<NewChunk>, Result<String, Retry>> {
     let ingest = &state.config.ingest;
+    let max_chunks = target
+        .max_document_chunks
+        .and_then(|n| usize::try_from(n).ok())
+        .map_or(ingest.document_max_chunks, |n| {
+            n.min(ingest.document_max_chunks)
+        });
     let cpu_seconds = ingest.extract_cpu_seconds(bytes.len());
     let request = isolate::Request {
-        content_type: content_type.to_owned(),
+        content_type: target.content_type.clone(),
         upload,
         max_tokens: ingest.chunk_tokens,
         overlap_tokens: ingest.chunk_overlap_tokens,
-        max_chunks: ingest.document_max_chunks,
+        max_chunks,
         max_text_bytes: ingest.extract_max_text_bytes,
         cpu_seconds,
         len: 0,
@@ -695,7 +701,7 @@ async fn prepare_job(state: &State, job: &Job, target: &Target) -> Result<Ingest
                 content_sha256: target.content_sha256.clone(),
             };
             let bytes = Bytes::copy_from_slice(text.as_bytes());
-            let prepared = prepare(state, bytes, &target.content_type, false).await;
+            let prepared = prepare(state, bytes, target, false).await;
             (made, prepared)
         }
         Work::Upload(object) => read_upload(state, object, target).await?,
@@ -776,7 +782,7 @@ async fn read_upload(
             target.size
         )))
     } else {
-        prepare(state, bytes, &target.content_type, true).await
+        prepare(state, bytes, target, true).await
     };
     Ok((made, prepared))
 }

@@ -1024,3 +1024,48 @@ async fn a_dying_extractor_fails_only_its_own_document(pool: PgPool) {
         assert_eq!(s.document(id).await["status"], "ready");
     }
 }
+
+/// A workspace can allow its documents fewer chunks than the deployment;
+/// a document making more fails with the reason, a smaller one is stored.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_workspace_chunk_limit_fails_larger_documents(pool: PgPool) {
+    let s = stack(pool).await;
+    let path = format!("/workspaces/{}", s.ws);
+    s.api
+        .send(
+            "PATCH",
+            &path,
+            Some(&s.token),
+            Some(json!({ "max_document_chunks": 0 })),
+        )
+        .await
+        .problem(422);
+    let reply = s
+        .api
+        .send(
+            "PATCH",
+            &path,
+            Some(&s.token),
+            Some(json!({ "max_document_chunks": 2 })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["max_document_chunks"], 2);
+    let long = "Sediment moves along the coast with every tide and storm. ".repeat(60);
+    let big = s.create(json!({ "title": "Long", "content": long })).await;
+    let small = s
+        .create(json!({ "title": "Short", "content": "A short note." }))
+        .await;
+    assert_eq!(s.drain().await.failed, 0);
+    let big = s.document(big["id"].as_str().unwrap()).await;
+    assert_eq!(big["status"], "failed", "{big}");
+    assert!(
+        big["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 2 chunks"),
+        "{big}"
+    );
+    let small = s.document(small["id"].as_str().unwrap()).await;
+    assert_eq!(small["status"], "ready");
+}

@@ -184,6 +184,7 @@ async fn create_workspace(
     let new = common::workspaces::NewWorkspace {
         name: name.into(),
         daily_token_limit: None,
+        max_document_chunks: None,
     };
     Ok(common::workspaces::create(pool, caller, new, 1000)
         .await
