@@ -3,6 +3,7 @@
 //! ObjectCreated notification brings the file to the ingest worker.
 
 use chrono::{DateTime, Utc};
+use ingestion::format::Format;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -13,17 +14,6 @@ use crate::error::{ApiError, Result};
 use crate::ids::{DocumentId, WorkspaceId};
 use crate::storage::document_prefix;
 use crate::workspaces::Access;
-
-/// The file types ingestion can read, by their declared MIME type.
-pub const ALLOWED_TYPES: &[&str] = &[
-    "application/pdf",
-    "text/plain",
-    "text/markdown",
-    "text/html",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "text/csv",
-    "application/json",
-];
 
 /// `POST /workspaces/{id}/uploads`.
 #[derive(Debug, Deserialize)]
@@ -57,20 +47,11 @@ pub struct Upload {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The declared type's essence, if ingestion can read it.
+/// The canonical MIME type of the declared one, if ingestion reads it
+/// (`ingestion::format`: aliases such as `application/x-pdf` and
+/// `text/tab-separated-values` included).
 pub fn allowed_type(content_type: &str) -> Option<&'static str> {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let essence = if essence == "text/x-markdown" {
-        "text/markdown".to_owned()
-    } else {
-        essence
-    };
-    ALLOWED_TYPES.iter().copied().find(|t| *t == essence)
+    Format::from_content_type(content_type).map(|format| format.mime())
 }
 
 /// A file name safe in an S3 key and a Content-Disposition: ASCII letters,
@@ -136,7 +117,7 @@ pub fn plan(workspace: WorkspaceId, new: NewUpload, config: &Config) -> Result<P
             "content_type",
             format!(
                 "uploads are PDF, plain text, Markdown, HTML, DOCX, CSV or JSON ({})",
-                ALLOWED_TYPES.join(", ")
+                Format::ALL.map(|format| format.mime()).join(", ")
             ),
         )
     })?;
@@ -242,6 +223,10 @@ mod tests {
             Some("text/plain")
         );
         assert_eq!(allowed_type("text/x-markdown"), Some("text/markdown"));
+        // What the extractor reads, uploads accept (these were refused).
+        assert_eq!(allowed_type("application/x-pdf"), Some("application/pdf"));
+        assert_eq!(allowed_type("text/tab-separated-values"), Some("text/csv"));
+        assert_eq!(allowed_type("application/xhtml+xml"), Some("text/html"));
         assert_eq!(allowed_type("image/png"), None);
         assert_eq!(allowed_type("application/zip"), None);
     }

@@ -26,6 +26,7 @@ mod pdf;
 mod sniff;
 mod text;
 
+pub use crate::format::Format;
 pub use sniff::{check_declared, sniff};
 use text::decode_text;
 
@@ -38,70 +39,6 @@ pub struct Section {
     pub page: Option<u32>,
     /// Heading path such as `"Methods > Participants"` (Markdown, HTML, DOCX).
     pub heading: Option<String>,
-}
-
-/// A document format this crate can extract text from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    Pdf,
-    PlainText,
-    Markdown,
-    Html,
-    Docx,
-    Csv,
-    Json,
-}
-
-const DOCX_MIME: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
-
-impl Format {
-    /// Maps a MIME type (case-insensitive, parameters such as `; charset=utf-8`
-    /// ignored) to a format; `None` for types this crate does not handle.
-    pub fn from_content_type(content_type: &str) -> Option<Format> {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        let format = match essence.as_str() {
-            "application/pdf" | "application/x-pdf" => Format::Pdf,
-            "text/plain" => Format::PlainText,
-            "text/markdown" | "text/x-markdown" => Format::Markdown,
-            "text/html" | "application/xhtml+xml" => Format::Html,
-            DOCX_MIME => Format::Docx,
-            "text/csv" | "application/csv" | "text/tab-separated-values" => Format::Csv,
-            "application/json" | "text/json" => Format::Json,
-            _ => return None,
-        };
-        Some(format)
-    }
-
-    /// The canonical MIME type of the format (accepted by [`Format::from_content_type`]).
-    pub fn mime(&self) -> &'static str {
-        match self {
-            Format::Pdf => "application/pdf",
-            Format::PlainText => "text/plain",
-            Format::Markdown => "text/markdown",
-            Format::Html => "text/html",
-            Format::Docx => DOCX_MIME,
-            Format::Csv => "text/csv",
-            Format::Json => "application/json",
-        }
-    }
-
-    /// What the format is called in user-facing messages ("a PDF").
-    fn describe(self) -> &'static str {
-        match self {
-            Format::Pdf => "a PDF",
-            Format::Docx => "a Word document (DOCX)",
-            Format::PlainText => "plain text",
-            Format::Markdown => "Markdown",
-            Format::Html => "HTML",
-            Format::Csv => "CSV",
-            Format::Json => "JSON",
-        }
-    }
 }
 
 /// Why a file could not be turned into text. The `Display` text is meant for
@@ -217,45 +154,6 @@ pub(crate) mod tests {
             &["Hello from page one", "Second line here"],
             &["Page two says goodbye"],
         ])
-    }
-
-    #[test]
-    fn content_types_map_to_formats_and_back() {
-        assert_eq!(
-            Format::from_content_type("text/plain; charset=utf-8"),
-            Some(Format::PlainText)
-        );
-        assert_eq!(
-            Format::from_content_type("Application/PDF"),
-            Some(Format::Pdf)
-        );
-        assert_eq!(
-            Format::from_content_type("text/x-markdown"),
-            Some(Format::Markdown)
-        );
-        assert_eq!(
-            Format::from_content_type(" text/html ;charset=ISO-8859-1"),
-            Some(Format::Html)
-        );
-        assert_eq!(Format::from_content_type(DOCX_MIME), Some(Format::Docx));
-        assert_eq!(Format::from_content_type("text/csv"), Some(Format::Csv));
-        assert_eq!(
-            Format::from_content_type("application/json"),
-            Some(Format::Json)
-        );
-        assert_eq!(Format::from_content_type("image/png"), None);
-        assert_eq!(Format::from_content_type(""), None);
-        for f in [
-            Format::Pdf,
-            Format::PlainText,
-            Format::Markdown,
-            Format::Html,
-            Format::Docx,
-            Format::Csv,
-            Format::Json,
-        ] {
-            assert_eq!(Format::from_content_type(f.mime()), Some(f));
-        }
     }
 
     #[test]
