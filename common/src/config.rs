@@ -156,16 +156,14 @@ pub struct QueryConfig {
     /// graph search misses, and both legs share the request's time.
     pub hnsw_ef_search: u32,
     /// `hnsw.ef_search` for semantic-only searches, whose results are the
-    /// index's alone. Measured on SciFact with the local embedder (own
-    /// index, 6,182 chunks): recall@10 against an exact scan 0.937 at 100,
-    /// 0.979 at 200, 0.995 at 400; the leg 5.3, 6.7, 7.7 ms.
+    /// index's alone, so they scan deeper (recall against latency: README,
+    /// Configuration).
     pub hnsw_ef_search_semantic: u32,
     /// `ef_construction` of the HNSW indexes built from now on (pgvector's
     /// default is 64): how many candidates each insert weighs for its
-    /// neighbours. Retrieval bench, topical corpus, the five workspaces of
-    /// 5,000 to 26,718 chunks in their own indexes: recall@10 at
-    /// `ef_search` 100 0.926 with 64, 0.961 with 128, at the same latency.
-    /// The ingest-indexer rebuilds own indexes built with another value.
+    /// neighbours: better recall at the same search latency, for slower
+    /// inserts (README, Configuration). The ingest-indexer rebuilds own
+    /// indexes built with another value.
     pub hnsw_ef_construction: u32,
     /// Answer length when the request names none, and the most it may ask.
     pub default_max_tokens: u32,

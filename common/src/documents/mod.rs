@@ -110,10 +110,10 @@ macro_rules! record_version_from {
     };
 }
 
-/// The UPDATE that moves a document to its next version; a content change
-/// sends it back to `pending` for ingestion.
 pub(crate) use record_version_from;
 
+/// The UPDATE that moves a document to its next version; a content change
+/// sends it back to `pending` for ingestion.
 macro_rules! update_state {
     () => {
         "WITH d AS (

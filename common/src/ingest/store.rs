@@ -79,9 +79,8 @@ macro_rules! sequencer_later_sql {
 /// `doc.id = ANY($2)` (here and in [`READY_SQL`]) bounds the documents
 /// read by the batch, whatever the planner's statistics say. Without it,
 /// statistics taken before a workspace's bulk upload priced the
-/// workspace at one row, and each statement read all its documents
-/// (2,000 in the ingest bench: 3 to 4 ms a statement, growing with the
-/// workspace).
+/// workspace at one row, and each statement read all its documents, at
+/// a cost growing with the workspace.
 const CLAIM_SQL: &str = concat!(
     "WITH m AS (
          SELECT * FROM unnest($2::uuid[], $3::bool[], $4::text[], $5::text[], $6::text[])

@@ -15,9 +15,8 @@
 //!
 //! The shared index still post-filters: for a workspace that is a small
 //! share of it, pgvector's iterative scan must walk past many other
-//! tenants' vectors (38 ms for a 26,718-chunk workspace in a 200,000-chunk
-//! index, against 3.5 ms through a partial index holding that workspace
-//! alone). So the largest `QueryConfig::dedicated_indexes_max` flagged
+//! tenants' vectors, ten times slower than through a partial index
+//! holding that workspace alone (README, Measuring). So the largest `QueryConfig::dedicated_indexes_max` flagged
 //! workspaces also get a partial HNSW index of their own, built with
 //! `CREATE INDEX CONCURRENTLY` (ingestion goes on meanwhile) and dropped
 //! when the workspace is unflagged or falls out of that number.

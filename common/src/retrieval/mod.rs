@@ -19,12 +19,12 @@
 //!   still rank are read (MaxScore).
 //! - **Hybrid.** Each leg's candidate scores are min-max normalised and
 //!   combined with a weight on the semantic leg ([`Search::semantic_weight`],
-//!   from `HYBRID_SEMANTIC_WEIGHT` or the embedder's default). Measured on
-//!   SciFact (train): with the local hashed embedder, whose semantic leg is
-//!   weak (nDCG@10 0.46 against BM25's 0.70), reciprocal rank fusion gave
-//!   0.60, below keyword alone, and weight 0.2 gives 0.70; with a real small
-//!   model (e5-small) weight 0.5 and RRF tie (0.855/0.857) above both legs.
-//!   One weight per embedder keeps hybrid at or above its best leg.
+//!   from `HYBRID_SEMANTIC_WEIGHT` or the embedder's default). With a weak
+//!   semantic leg (the local hashed embedder), reciprocal rank fusion
+//!   ranks below keyword alone and a low weight does not; with a real
+//!   model, an even weight and RRF tie above both legs (SciFact, README:
+//!   Measuring). One weight per embedder keeps hybrid at or above its
+//!   best leg.
 //!
 //! Every statement filters on `workspace_id`, inside a transaction whose
 //! RLS context is the same workspace.
@@ -428,8 +428,8 @@ async fn details(
     // One primary-key lookup per id, however the plan is cached: as a
     // plain join, the generic plan Postgres switches to after five runs
     // priced a workspace at its average size and read every chunk of a
-    // large one (43 ms for 10 chunks of a 26,718-chunk workspace; 0.2 ms
-    // this way). OFFSET 0 keeps the lookup a subquery of its own.
+    // large one to return ten. OFFSET 0 keeps the lookup a subquery of
+    // its own.
     let rows: Vec<Hit> = sqlx::query_as(
         "SELECT c.id AS chunk_id, c.document_id, d.title, c.ordinal, c.page, c.heading,
                 c.content, c.token_count

@@ -386,10 +386,9 @@ async fn prepare_and_store(
 const START_RESERVE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Fewest prepared documents a transaction waits for (unless none are
-/// left to prepare). Measured with `infra/bench/ingest.sh --fast-s3`
-/// (10-record batches): 2 per transaction cost Postgres half again the
-/// CPU of 4, and a whole batch in one transaction keeps the cores idle
-/// while it is prepared.
+/// left to prepare). Fewer per transaction cost Postgres more CPU per
+/// document (`infra/bench/ingest.sh`), and a whole batch in one
+/// transaction keeps the cores idle while it is prepared.
 const STORE_MIN: usize = 4;
 /// Prepared chunks (text and embedding, a few KB each) that wait for a
 /// store before more documents are prepared: bounds the worker's memory
