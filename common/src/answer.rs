@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{self, Purpose};
 use crate::chat::{ChatError, ChatRequest, Source, Turn};
-use crate::config::EmbeddingProvider;
 use crate::error::{ApiError, Result};
 use crate::ids::{ChunkId, DocumentId};
 use crate::retrieval::{self, Filters, FiltersIn, Hit, Mode, Search};
@@ -210,8 +209,8 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
         let t = Instant::now();
         let embedder = state.embedder().await?;
         let embed = embedder.embed_query(ask.retrieval_text);
-        let embedded = if state.config.embedding.provider == EmbeddingProvider::Local {
-            // In-process arithmetic: no reason to leave the transaction.
+        let embedded = if embedder.in_process() {
+            // No call leaves the process: no reason to leave the transaction.
             embed.await
         } else {
             let (reopened, embedded) = access.without_tx(&state.db, embed).await?;

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sqlx::PgPool;
 
-use crate::state::State;
+use crate::ingest::Queue;
+use crate::storage::Bucket;
 
 #[derive(Debug, Serialize)]
 pub struct ComponentHealth {
@@ -51,42 +53,16 @@ where
     }
 }
 
-/// Checks Postgres, the bucket and the ingest queue concurrently.
-pub async fn check(state: &State) -> Health {
-    let database = timed(async { sqlx::query("SELECT 1").execute(&state.db).await.map(|_| ()) });
-    let storage = timed(async {
-        let bucket = state
-            .config
-            .bucket_name
-            .as_deref()
-            .ok_or_else(|| "BUCKET_NAME is not set".to_owned())?;
-        state
-            .s3()
-            .await
-            .head_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_error(&e))
-    });
-    let queue = timed(async {
-        let url = state
-            .config
-            .ingest_queue_url
-            .as_deref()
-            .ok_or_else(|| "INGEST_QUEUE_URL is not set".to_owned())?;
-        state
-            .sqs()
-            .await
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_error(&e))
-    });
+/// Checks Postgres, the bucket and the ingest queue concurrently (a
+/// component that is not configured is down, with the reason).
+pub async fn check(
+    db: &PgPool,
+    bucket: anyhow::Result<Bucket<'_>>,
+    queue: anyhow::Result<Queue<'_>>,
+) -> Health {
+    let database = timed(async { sqlx::query("SELECT 1").execute(db).await.map(|_| ()) });
+    let storage = timed(async { bucket?.probe().await });
+    let queue = timed(async { queue?.probe().await });
     let (database, storage, queue) = tokio::join!(database, storage, queue);
     for (name, component) in [
         ("database", &database),
@@ -107,13 +83,5 @@ pub async fn check(state: &State) -> Health {
             ("storage", storage),
             ("queue", queue),
         ]),
-    }
-}
-
-fn aws_error<E: std::error::Error>(e: &E) -> String {
-    // The SDK's Display is terse ("service error"); the source says why.
-    match e.source() {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
     }
 }

@@ -5,6 +5,8 @@ use tokio::sync::OnceCell;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::ingest::Queue;
+use crate::storage::Bucket;
 
 /// Config, a lazily connected pool, the token signer/verifier, and AWS
 /// clients created on first use (a function that never touches S3 never
@@ -24,6 +26,11 @@ impl State {
     /// Builds the state without any network I/O. Must run inside a Tokio runtime.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let db = crate::db::lazy_pool(&config)?;
+        Self::with_pool(config, db)
+    }
+
+    /// State over an existing pool (tests with a database of their own).
+    pub fn with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
         let auth = Auth::from_config(&config)?;
         Ok(Self {
             config,
@@ -93,6 +100,22 @@ impl State {
             .get_or_init(|| async { aws_sdk_sqs::Client::new(self.aws().await) })
             .await
     }
+
+    /// The upload bucket (`BUCKET_NAME`).
+    pub async fn bucket(&self) -> anyhow::Result<Bucket<'_>> {
+        let Some(name) = &self.config.bucket_name else {
+            anyhow::bail!("BUCKET_NAME is not set");
+        };
+        Ok(Bucket::new(self.s3().await, name))
+    }
+
+    /// The ingest queue (`INGEST_QUEUE_URL`).
+    pub async fn ingest_queue(&self) -> anyhow::Result<Queue<'_>> {
+        let Some(url) = &self.config.ingest_queue_url else {
+            anyhow::bail!("INGEST_QUEUE_URL is not set");
+        };
+        Ok(Queue::new(self.sqs().await, url))
+    }
 }
 
 impl State {
@@ -101,22 +124,5 @@ impl State {
         self.auth
             .caller(&self.db, crate::http::authorization(req))
             .await
-    }
-}
-
-impl State {
-    /// State over an existing pool (tests with a database of their own).
-    pub fn with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
-        let auth = Auth::from_config(&config)?;
-        Ok(Self {
-            config,
-            db,
-            auth,
-            aws: OnceCell::new(),
-            s3: OnceCell::new(),
-            sqs: OnceCell::new(),
-            embedder: OnceCell::new(),
-            chat_model: OnceCell::new(),
-        })
     }
 }

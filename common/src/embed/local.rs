@@ -133,6 +133,10 @@ impl Embedder for LocalEmbedder {
         Self::MAX_BATCH
     }
 
+    fn in_process(&self) -> bool {
+        true
+    }
+
     fn embed<'a>(
         &'a self,
         texts: &'a [String],

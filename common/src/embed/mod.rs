@@ -62,6 +62,11 @@ impl EmbedError {
 pub trait Embedder: Send + Sync {
     /// Length of every vector `embed` returns.
     fn dimensions(&self) -> usize;
+    /// Whether embedding stays in this process (no network call), so a
+    /// caller may hold a database transaction across it.
+    fn in_process(&self) -> bool {
+        false
+    }
     /// Most texts one provider request takes. `embed` accepts more (it
     /// splits them itself); callers may use it to size their own batches.
     fn max_batch(&self) -> usize;

@@ -7,7 +7,7 @@ use common::documents::{self, ListFilter, Written, sync, versions};
 use common::error::{ApiError, Result};
 use common::http::{json, json_body, no_content, not_modified, path_param, respond, with_etag};
 use common::ids::{DocumentId, WorkspaceId};
-use common::ingest::{self, events::DocumentChanged};
+use common::ingest::events::DocumentChanged;
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::http::header::LOCATION;
@@ -56,7 +56,11 @@ async fn queue_ingestion(state: &State, written: &Written) {
         document_id: doc.id,
         version: doc.version,
     };
-    if let Err(error) = ingest::enqueue(state, &changed).await {
+    let queued = match state.ingest_queue().await {
+        Ok(queue) => queue.enqueue(&changed).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = queued {
         tracing::error!(error = format!("{error:#}"), document = %doc.id,
             "document stored but not queued for ingestion");
     }
@@ -182,7 +186,11 @@ pub async fn delete(state: &State, req: Request) -> Response<Body> {
         if deleted.source == documents::Source::Upload || deleted.s3_key.is_some() {
             // The tombstone is committed; a file left behind is only storage,
             // never served (reads and ingestion skip deleted documents).
-            if let Err(error) = common::storage::delete_document_files(state, workspace, id).await {
+            let removed = match state.bucket().await {
+                Ok(bucket) => bucket.delete_document_files(workspace, id).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = removed {
                 tracing::error!(error = format!("{error:#}"), document = %id,
                     "document deleted but its files were not removed");
             }

@@ -11,7 +11,9 @@ pub const FUNCTIONS: &[Function] = &[common::http_function!("health-check", chec
 /// 200 `healthy` when every component answers, 503 `degraded` otherwise.
 pub async fn check(state: &State, req: Request) -> Response<Body> {
     common::http::respond(&req, async {
-        let health = common::health::check(state).await;
+        let health =
+            common::health::check(&state.db, state.bucket().await, state.ingest_queue().await)
+                .await;
         let status = if health.is_healthy() {
             StatusCode::OK
         } else {

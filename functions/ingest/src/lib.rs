@@ -23,6 +23,7 @@ use common::ids::{DocumentId, WorkspaceId};
 use common::ingest::events::{CreatedObject, QueueMessage};
 use common::ingest::store::{self, Ingest, Ingested, Made, NewChunk, Target};
 use common::lambda::Function;
+use common::storage::Bucket;
 use extractor::{Extracted, Extractors};
 use ingestion::isolate;
 use sha2::{Digest, Sha256};
@@ -48,7 +49,11 @@ const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(1800
 /// never sent (the queue failed after the document was stored), and fails
 /// those whose ingestion never finished ([`store::fail_abandoned`]).
 pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result<()> {
-    let queued = common::ingest::requeue_stale(state, REQUEUE_AFTER, REQUEUE_BATCH)
+    let queue = state
+        .ingest_queue()
+        .await
+        .map_err(common::ApiError::Internal)?;
+    let queued = common::ingest::requeue_stale(&state.db, queue, REQUEUE_AFTER, REQUEUE_BATCH)
         .await
         .map_err(common::ApiError::Internal)?;
     if queued > 0 {
@@ -298,15 +303,17 @@ async fn queue_again(state: &State, records: &mut [Record]) {
         return;
     }
     let bodies: Vec<String> = deferred.iter().map(|&r| records[r].body.clone()).collect();
-    let sent = common::ingest::send_all(state, &bodies)
-        .await
-        .unwrap_or_else(|error| {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "could not queue unstarted records again"
-            );
-            vec![false; bodies.len()]
-        });
+    let sent = match state.ingest_queue().await {
+        Ok(queue) => queue.send_all(&bodies).await,
+        Err(error) => Err(error),
+    };
+    let sent = sent.unwrap_or_else(|error| {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "could not queue unstarted records again"
+        );
+        vec![false; bodies.len()]
+    });
     for (r, sent) in deferred.into_iter().zip(sent) {
         if sent {
             let record = &mut records[r];
@@ -729,44 +736,23 @@ async fn read_upload(
     object: &CreatedObject,
     target: &Target,
 ) -> Result<(Made, Result<Vec<NewChunk>, Result<String, Retry>>), JobResult> {
-    let bucket = state
+    let name = state
         .config
         .bucket_name
-        .clone()
-        .unwrap_or_else(|| object.bucket.clone());
-    let got = state
-        .s3()
-        .await
-        .get_object()
-        .bucket(&bucket)
-        .key(&object.key)
-        .send()
-        .await;
-    let got = match got {
-        Ok(got) => got,
-        Err(error) => {
-            let service = error.as_service_error().map(|e| e.is_no_such_key());
-            if service == Some(true) {
-                return Err(Ok(Outcome::Skipped(
-                    "the object is gone (deleted or replaced)",
-                )));
-            }
-            return Err(Err(Retry(anyhow::anyhow!(
-                aws_sdk_s3::error::DisplayErrorContext(error)
-            ))));
+        .as_deref()
+        .unwrap_or(&object.bucket);
+    let bucket = Bucket::new(state.s3().await, name);
+    let got = match bucket.read(&object.key).await {
+        Ok(Some(got)) => got,
+        Ok(None) => {
+            return Err(Ok(Outcome::Skipped(
+                "the object is gone (deleted or replaced)",
+            )));
         }
+        Err(error) => return Err(Err(Retry(error))),
     };
-    let etag = got
-        .e_tag()
-        .map(|e| e.trim_matches('"').to_owned())
-        .or_else(|| object.etag.clone())
-        .unwrap_or_default();
-    let bytes = got
-        .body
-        .collect()
-        .await
-        .map_err(|e| Err(Retry(anyhow::anyhow!("reading the object: {e}"))))?
-        .into_bytes();
+    let etag = got.etag.or_else(|| object.etag.clone()).unwrap_or_default();
+    let bytes = got.bytes;
     let made = Made::Upload {
         key: object.key.clone(),
         etag,

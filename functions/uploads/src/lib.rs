@@ -22,14 +22,11 @@ pub async fn create(state: &State, req: Request) -> Response<Body> {
         // pending document is left behind.
         let ttl = state.config.ingest.upload_url_ttl;
         let expires_at = chrono::Utc::now() + ttl;
-        let (url, headers) = common::storage::presign_put(
-            state,
-            &planned.key,
-            planned.content_type,
-            planned.size,
-            ttl,
-        )
-        .await?;
+        let (url, headers) = state
+            .bucket()
+            .await?
+            .presign_put(&planned.key, planned.content_type, planned.size, ttl)
+            .await?;
         let document = uploads::create(access, planned).await?;
         let upload = Upload {
             document_id: document.id,

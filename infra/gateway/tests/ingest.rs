@@ -352,7 +352,9 @@ async fn a_document_whose_queueing_failed_is_queued_again_by_the_requeue_schedul
     );
 
     // Not yet stale: left alone. Stale: queued again, once; then ingested.
-    let requeue = |older_than: Duration| common::ingest::requeue_stale(&s.state, older_than, 100);
+    let queue = s.state.ingest_queue().await.unwrap();
+    let requeue =
+        |older_than: Duration| common::ingest::requeue_stale(&s.state.db, queue, older_than, 100);
     assert_eq!(requeue(Duration::from_secs(3600)).await.unwrap(), 0);
     assert_eq!(requeue(Duration::ZERO).await.unwrap(), 1);
     assert_eq!(s.drain().await.failed, 0);
