@@ -27,7 +27,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-server"))]
 pub mod test_server;
-pub mod tokens;
+pub mod token_count;
 mod transport;
 pub mod uploads;
 pub mod workspaces;

@@ -3,7 +3,7 @@
 
 pub mod passwords;
 mod sessions;
-pub mod tokens;
+pub mod jwt;
 mod users;
 
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Result};
 use crate::ids::UserId;
 use crate::rate_limit;
-use tokens::{Principal, TokenSigner, TokenVerifier};
+use jwt::{Principal, TokenSigner, TokenVerifier};
 pub use users::UserProfile;
 
 /// Credentials for sign-up and login.

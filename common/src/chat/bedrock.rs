@@ -8,7 +8,7 @@ use super::citations::resolve;
 use super::prompt::Prompt;
 use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request};
 use crate::config::ChatConfig;
-use crate::tokens;
+use crate::token_count;
 use crate::transport::BedrockModel;
 
 /// `POST {endpoint}/model/{modelId}/converse` with
@@ -121,7 +121,7 @@ impl BedrockChat {
                 .usage
                 .as_ref()
                 .and_then(|u| u.output_tokens)
-                .unwrap_or_else(|| tokens::count(&text) as u64),
+                .unwrap_or_else(|| token_count::count(&text) as u64),
         };
         let valid: Vec<usize> = req.sources.iter().map(|s| s.number).collect();
         let (answer, cited) = resolve(&text, &valid);
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(response.cited, [1, 2]);
         assert_eq!(
             response.usage.completion_tokens,
-            tokens::count("Paris [1][3]. Berlin [2].") as u64,
+            token_count::count("Paris [1][3]. Berlin [2].") as u64,
             "counted locally without usage"
         );
         assert!(response.usage.prompt_tokens > 0);

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 
 use super::citations::resolve;
 use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Usage, check_request};
-use crate::tokens;
+use crate::token_count;
 
 /// Most sentences an answer quotes.
 const MAX_SENTENCES: usize = 3;
@@ -55,11 +55,11 @@ impl ExtractiveAnswerer {
 
     fn answer(&self, req: &ChatRequest<'_>) -> ChatResponse {
         let max_tokens = req.max_tokens as usize;
-        let read: usize = tokens::count(req.question)
+        let read: usize = token_count::count(req.question)
             + req
                 .sources
                 .iter()
-                .map(|s| tokens::count(&s.text))
+                .map(|s| token_count::count(&s.text))
                 .sum::<usize>();
         let picked = best_sentences(req);
         let answer = if picked.is_empty() {
@@ -72,7 +72,7 @@ impl ExtractiveAnswerer {
         ChatResponse {
             usage: Usage {
                 prompt_tokens: read as u64,
-                completion_tokens: tokens::count(&answer) as u64,
+                completion_tokens: token_count::count(&answer) as u64,
             },
             answer,
             cited,
@@ -172,7 +172,7 @@ fn compose(picked: &[Candidate], max_tokens: usize) -> String {
         } else {
             format!("{answer} {}", cite(&candidate.text, candidate.source))
         };
-        if tokens::count(&next) > max_tokens {
+        if token_count::count(&next) > max_tokens {
             break;
         }
         answer = next;
@@ -200,7 +200,7 @@ fn cite(sentence: &str, source: usize) -> String {
 /// does.
 fn fit_words(text: &str, suffix: &str, max_tokens: usize) -> String {
     let whole = format!("{text}{suffix}");
-    if tokens::count(&whole) <= max_tokens {
+    if token_count::count(&whole) <= max_tokens {
         return whole;
     }
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -209,7 +209,7 @@ fn fit_words(text: &str, suffix: &str, max_tokens: usize) -> String {
     let (mut lo, mut hi) = (0, words.len());
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if tokens::count(&candidate(mid)) <= max_tokens {
+        if token_count::count(&candidate(mid)) <= max_tokens {
             lo = mid;
         } else {
             hi = mid - 1;
@@ -447,7 +447,7 @@ mod tests {
         assert_eq!(full.cited, [1]);
         assert_eq!(full.answer.matches("[1]").count(), 2, "{}", full.answer);
         let first = "Backups run nightly at two [1].";
-        let limit = tokens::count(first) as u32;
+        let limit = token_count::count(first) as u32;
         let cut = ask("backups", &sources, limit).await;
         assert_eq!(cut.answer, first);
         assert!(cut.usage.completion_tokens <= u64::from(limit));
@@ -467,15 +467,15 @@ mod tests {
         let sources = capitals();
         let question = "What is the capital of France?";
         let response = ask(question, &sources, 200).await;
-        let read = tokens::count(question)
+        let read = token_count::count(question)
             + sources
                 .iter()
-                .map(|s| tokens::count(&s.text))
+                .map(|s| token_count::count(&s.text))
                 .sum::<usize>();
         assert_eq!(response.usage.prompt_tokens, read as u64);
         assert_eq!(
             response.usage.completion_tokens,
-            tokens::count(&response.answer) as u64
+            token_count::count(&response.answer) as u64
         );
         let req = ChatRequest {
             question,

@@ -306,9 +306,9 @@ mod tests {
         );
         let source_text: u64 = sources
             .iter()
-            .map(|s| crate::tokens::count(&s.text) as u64)
+            .map(|s| crate::token_count::count(&s.text) as u64)
             .sum();
-        assert!(a > crate::tokens::count(bare.question) as u64);
+        assert!(a > crate::token_count::count(bare.question) as u64);
         assert!(b >= a + source_text, "{a} {b}");
         assert!(c > b, "{b} {c}");
         assert_eq!(estimate_prompt_tokens(&with_history), c, "deterministic");

@@ -8,7 +8,7 @@ use super::citations::resolve;
 use super::prompt::Prompt;
 use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request};
 use crate::config::{ChatConfig, Secret};
-use crate::tokens;
+use crate::token_count;
 use crate::transport::{RetryPolicy, http_client};
 
 /// `POST {base_url}/chat/completions` with `{"model", "messages",
@@ -117,7 +117,7 @@ impl OpenAiChat {
                 .unwrap_or_else(|| prompt.estimate_tokens()),
             completion_tokens: usage
                 .completion_tokens
-                .unwrap_or_else(|| tokens::count(&text) as u64),
+                .unwrap_or_else(|| token_count::count(&text) as u64),
         };
         let valid: Vec<usize> = req.sources.iter().map(|s| s.number).collect();
         let (answer, cited) = resolve(&text, &valid);
@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(response.usage.prompt_tokens, estimate_prompt_tokens(&req));
         assert_eq!(
             response.usage.completion_tokens,
-            tokens::count("Paris [1].") as u64
+            token_count::count("Paris [1].") as u64
         );
     }
 

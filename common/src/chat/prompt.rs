@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{ChatRequest, Role, Source};
-use crate::tokens;
+use crate::token_count;
 
 /// What the model is told to do.
 pub(crate) const INSTRUCTIONS: &str = "\
@@ -62,11 +62,11 @@ impl Prompt {
 
     /// cl100k tokens of every text sent plus per-message overhead.
     pub fn estimate_tokens(&self) -> u64 {
-        let text: usize = tokens::count(&self.system)
+        let text: usize = token_count::count(&self.system)
             + self
                 .messages
                 .iter()
-                .map(|m| tokens::count(&m.content))
+                .map(|m| token_count::count(&m.content))
                 .sum::<usize>();
         text as u64 + TOKENS_PER_MESSAGE * (self.messages.len() as u64 + 1) + TOKENS_FOR_REPLY
     }
@@ -233,11 +233,11 @@ mod tests {
             max_tokens: 100,
         };
         let prompt = Prompt::new(&req);
-        let texts = tokens::count(&prompt.system)
+        let texts = token_count::count(&prompt.system)
             + prompt
                 .messages
                 .iter()
-                .map(|m| tokens::count(&m.content))
+                .map(|m| token_count::count(&m.content))
                 .sum::<usize>();
         assert_eq!(
             prompt.estimate_tokens(),
