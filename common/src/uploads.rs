@@ -3,7 +3,7 @@
 //! ObjectCreated notification brings the file to the ingest worker.
 
 use chrono::{DateTime, Utc};
-use ingestion::format::Format;
+use extraction::format::Format;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -48,7 +48,7 @@ pub struct Upload {
 }
 
 /// The canonical MIME type of the declared one, if ingestion reads it
-/// (`ingestion::format`: aliases such as `application/x-pdf` and
+/// (`extraction::format`: aliases such as `application/x-pdf` and
 /// `text/tab-separated-values` included).
 pub fn allowed_type(content_type: &str) -> Option<&'static str> {
     Format::from_content_type(content_type).map(|format| format.mime())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hostile files (ingestion::hostile: self-drawing and fanning-out PDFs,
+# Hostile files (extraction::hostile: self-drawing and fanning-out PDFs,
 # deep HTML, endless CSV lines, zip and entity bombs, NUL escapes, text
 # without whitespace), each through a fresh extraction child of the
 # release build with the worker's bounds from the stack's env: CPU and

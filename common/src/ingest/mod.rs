@@ -1,10 +1,15 @@
 //! Ingestion's shared half: the ingest queue's messages (S3 event
 //! notifications, parsed leniently so moto's trimmed events parse as well
 //! as real ones, and our own document-changed messages), queueing a
-//! document, and the worker's SQL. The worker itself is functions/ingest.
+//! document, the worker's SQL, and (feature `worker`) the worker's engine
+//! and its extraction children.
 
 pub mod events;
+#[cfg(feature = "worker")]
+pub mod extractor;
 pub mod store;
+#[cfg(feature = "worker")]
+pub mod worker;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 

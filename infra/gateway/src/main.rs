@@ -10,8 +10,8 @@ use ragway_gateway::{Gateway, registry, sqs, template};
 
 fn main() -> anyhow::Result<()> {
     // The in-process ingest worker starts copies of this binary to extract
-    // files (ingestion::isolate).
-    ingestion::isolate::serve_if_child();
+    // files (extraction::isolate).
+    extraction::isolate::serve_if_child();
     common::telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

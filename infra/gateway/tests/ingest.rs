@@ -724,7 +724,7 @@ async fn a_batch_short_of_time_starts_nothing_and_gives_its_documents_back(pool:
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn pdf_and_docx_uploads_keep_pages_and_headings(pool: PgPool) {
-    use ingestion::fixtures::{docx, pdf_with_pages};
+    use extraction::fixtures::{docx, pdf_with_pages};
     let s = stack(pool).await;
     let pdf = pdf_with_pages(&[
         &["Enrolment opened in March"],
@@ -804,7 +804,7 @@ async fn hostile_files_fail_alone_and_their_batch_is_stored_at_once(pool: PgPool
         "text-1mb-without-whitespace",
     ];
     let mut hostile = Vec::new();
-    for case in ingestion::hostile::corpus() {
+    for case in extraction::hostile::corpus() {
         if wanted.contains(&case.name) {
             let id = s.upload(case.name, case.content_type, &case.bytes).await;
             hostile.push((case, id));
@@ -995,7 +995,7 @@ async fn a_dying_extractor_fails_only_its_own_document(pool: PgPool) {
             ("EXTRACT_MEMORY_MB", "64"),
         ]),
     );
-    let bomb = ingestion::hostile::docx_inflating("lorem ipsum dolor ", 60 * 1024 * 1024);
+    let bomb = extraction::hostile::docx_inflating("lorem ipsum dolor ", 60 * 1024 * 1024);
     let big = s
         .upload(
             "big.docx",

@@ -1,5 +1,5 @@
 //! `ragway-bench hostile`: each file of the hostile corpus
-//! (`ingestion::hostile`) through a fresh extraction child with the
+//! (`extraction::hostile`) through a fresh extraction child with the
 //! worker's configured bounds: CPU time, wall time, the child's peak RSS
 //! and how it ended. Reads the stack's env for the bounds; touches no
 //! database or bucket.
@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use common::config::Config;
-use ingestion::isolate::{Reply, Request, run_once};
+use extraction::isolate::{Reply, Request, run_once};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let only: Option<&String> = args.iter().find(|a| !a.starts_with("--"));
@@ -32,7 +32,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "file", "bytes", "cpu s", "wall s", "peak MB"
     );
     let started = Instant::now();
-    for case in ingestion::hostile::corpus() {
+    for case in extraction::hostile::corpus() {
         if only.is_some_and(|name| name != case.name) {
             continue;
         }

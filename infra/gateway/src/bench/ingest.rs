@@ -13,8 +13,8 @@ use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::Config;
 use futures::StreamExt;
-use ingestion::chunk::{ChunkSpec, Chunker};
-use ingestion::extract::{self, Format};
+use extraction::chunk::{ChunkSpec, Chunker};
+use extraction::extract::{self, Format};
 use serde_json::json;
 use sqlx::Executor;
 

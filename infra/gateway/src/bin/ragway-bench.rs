@@ -36,7 +36,7 @@ mod scifact;
 
 fn main() -> anyhow::Result<()> {
     // The ingest bench's worker starts copies of this binary to extract files.
-    ingestion::isolate::serve_if_child();
+    extraction::isolate::serve_if_child();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,4 +1,4 @@
-//! The worker's side of [`ingestion::isolate`]: a pool of extraction child
+//! The worker's side of [`extraction::isolate`]: a pool of extraction child
 //! processes, each serving one file at a time. A child that dies or runs
 //! out of time takes only its own file with it; the next file gets a new
 //! child. Children are kept between files (the tokenizer takes ~100 ms to
@@ -16,10 +16,14 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::IngestConfig;
 use bytes::Bytes;
-use common::config::IngestConfig;
-use ingestion::chunk::Chunk;
-use ingestion::isolate::{self, Death, Reply, Request};
+use extraction::chunk::Chunk;
+use extraction::isolate::{self, Death, Reply, Request};
+
+/// For the `main` of every binary that runs the worker: serves as an
+/// extraction child when started as one ([`isolate::serve_if_child`]).
+pub use extraction::isolate::serve_if_child;
 
 /// What extracting a file came to.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
-//! An extraction child alone (ingestion::isolate), for this crate's tests;
+//! An extraction child alone (extraction::isolate), for this crate's tests;
 //! the worker and the local gateway serve as their own children.
 fn main() {
-    ingestion::isolate::serve_if_child();
+    extraction::isolate::serve_if_child();
     eprintln!("ragway-extract serves the ingest worker; run it with RAGWAY_EXTRACT_CHILD=1");
     std::process::exit(2);
 }

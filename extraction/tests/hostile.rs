@@ -2,8 +2,8 @@
 //! the worker's default bounds: each ends as its case says, within its
 //! CPU budget and under the memory limit, and none is left running.
 
-use ingestion::hostile::corpus;
-use ingestion::isolate::{Reply, Request, run_once};
+use extraction::hostile::corpus;
+use extraction::isolate::{Reply, Request, run_once};
 
 const MEMORY: u64 = 384 * 1024 * 1024;
 
@@ -71,7 +71,7 @@ fn hostile_files_end_within_their_bounds() {
 /// here).
 #[test]
 fn a_child_past_its_limits_dies_alone_with_the_reason() {
-    use ingestion::hostile::docx_inflating;
+    use extraction::hostile::docx_inflating;
     let program = std::path::Path::new(env!("CARGO_BIN_EXE_ragway-extract"));
     let request = |content_type: &str, cpu_seconds| Request {
         content_type: content_type.into(),

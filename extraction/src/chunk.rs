@@ -529,7 +529,7 @@ mod tests {
     }
 
     /// Throughput of extraction + chunking; run with
-    /// `cargo test -p ingestion --release -- --ignored --nocapture throughput`.
+    /// `cargo test -p extraction --release -- --ignored --nocapture throughput`.
     #[test]
     #[ignore = "benchmark; run in release mode"]
     fn throughput() {
