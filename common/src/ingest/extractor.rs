@@ -126,21 +126,32 @@ pub struct Extractors {
 }
 
 impl Extractors {
-    pub fn new(config: &IngestConfig) -> anyhow::Result<Self> {
-        let program = match &config.extractor_path {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()?,
-        };
-        Ok(Self {
+    /// A pool of children of `key`'s executable with its memory limit.
+    pub fn new((program, memory_bytes): (PathBuf, u64)) -> Self {
+        Self {
             program,
-            memory_bytes: config.extract_memory_bytes,
+            memory_bytes,
             idle: Mutex::new(Vec::new()),
-        })
+        }
     }
 
-    /// What tells pools apart: the executable and the memory limit.
-    pub fn key(&self) -> (PathBuf, u64) {
-        (self.program.clone(), self.memory_bytes)
+    /// What tells pools apart: the executable started as child (this one
+    /// unless `EXTRACTOR_PATH` names another) and the memory limit.
+    pub fn key(config: &IngestConfig) -> std::io::Result<(PathBuf, u64)> {
+        static THIS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        let program = match &config.extractor_path {
+            Some(path) => path.clone(),
+            None => match THIS.get() {
+                Some(this) => this.clone(),
+                None => THIS
+                    .get_or_init(|| std::env::current_exe().unwrap_or_default())
+                    .clone(),
+            },
+        };
+        if program.as_os_str().is_empty() {
+            return Err(std::io::Error::other("the running executable has no path"));
+        }
+        Ok((program, config.extract_memory_bytes))
     }
 
     /// Extracts and chunks `bytes` in a child, within `request`'s bounds,

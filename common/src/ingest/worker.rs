@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use extraction::isolate;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::events::{CreatedObject, QueueMessage};
@@ -532,16 +532,17 @@ type ExtractorCache = Mutex<Option<HashMap<(std::path::PathBuf, u64), Arc<Extrac
 
 fn extractors(state: &State) -> Result<Arc<Extractors>, Retry> {
     static EXTRACTORS: ExtractorCache = Mutex::new(None);
-    let pool = Extractors::new(&state.config.ingest)?;
-    let key = pool.key();
+    let key = Extractors::key(&state.config.ingest)?;
     let mut cache = EXTRACTORS
         .lock()
         .map_err(|_| anyhow::anyhow!("extractor cache poisoned"))?;
-    Ok(cache
-        .get_or_insert_with(HashMap::new)
-        .entry(key)
-        .or_insert_with(|| Arc::new(pool))
-        .clone())
+    let pools = cache.get_or_insert_with(HashMap::new);
+    if let Some(pool) = pools.get(&key) {
+        return Ok(pool.clone());
+    }
+    let pool = Arc::new(Extractors::new(key.clone()));
+    pools.insert(key, pool.clone());
+    Ok(pool)
 }
 
 /// Wall-clock time an extraction may take beyond its CPU budget (the
