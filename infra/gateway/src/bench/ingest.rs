@@ -12,9 +12,9 @@ use anyhow::{Context, bail};
 use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::Config;
-use futures::StreamExt;
 use extraction::chunk::{ChunkSpec, Chunker};
 use extraction::extract::{self, Format};
+use futures::StreamExt;
 use serde_json::json;
 use sqlx::Executor;
 
@@ -125,14 +125,36 @@ fn document(i: usize) -> (String, &'static str, Vec<u8>) {
 }
 
 fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    vm_hwm_mib("self").unwrap_or(0.0)
+}
+
+fn vm_hwm_mib(pid: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
-        .map_or(0.0, |kib| kib / 1024.0)
+        .map(|kib| kib / 1024.0)
+}
+
+/// Peak RSS of each live child of this process (the worker keeps its
+/// extraction children between files).
+fn children_peak_rss_mib() -> Vec<f64> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let parent = status.lines().find(|l| l.starts_with("PPid:"))?;
+            (parent.split_whitespace().nth(1)? == me).then(|| vm_hwm_mib(&pid.to_string()))?
+        })
+        .collect()
 }
 
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
@@ -221,9 +243,16 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         )
         .await?;
     }
+    let children = children_peak_rss_mib();
     println!(
-        "peak RSS of this process (worker + benchmark): {:.0} MiB",
-        peak_rss_mib()
+        "peak RSS of this process (worker + benchmark): {:.0} MiB; its extraction children: {} (sum {:.0} MiB)",
+        peak_rss_mib(),
+        children
+            .iter()
+            .map(|c| format!("{c:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        children.iter().sum::<f64>()
     );
     pool.close().await;
     if !keep {
@@ -367,7 +396,7 @@ async fn pass(
         config.embedding.dimensions
     );
     println!(
-        "  CPU seconds meanwhile: worker process {:.1}, Postgres {:.1}, S3 emulator {:.1} (2 cores: {:.1} available)",
+        "  CPU seconds meanwhile: worker process (with its extraction children) {:.1}, Postgres {:.1}, S3 emulator {:.1} (2 cores: {:.1} available)",
         cpu.own,
         cpu.postgres,
         cpu.emulator,
@@ -477,8 +506,13 @@ fn cpu_times() -> anyhow::Result<CpuTimes> {
             .filter_map(|i| fields.get(i)?.parse::<f64>().ok())
             .sum();
         let secs = ticks / 100.0;
+        // Field 4, the parent: the worker's extraction children count as
+        // the worker.
+        let parent = fields.get(1).and_then(|p| p.parse::<u32>().ok());
         match &stat[open + 1..close] {
-            _ if pid == std::process::id() => times.own += secs,
+            _ if pid == std::process::id() || parent == Some(std::process::id()) => {
+                times.own += secs
+            }
             "postgres" => times.postgres += secs,
             comm if comm.starts_with("moto") || comm == "s3s-fs" => times.emulator += secs,
             _ => {}
