@@ -82,7 +82,51 @@ async fn stack(pool: PgPool) -> Stack {
     }
 }
 
+/// Makes the database refuse inserts of `document`'s chunks with
+/// SQLSTATE `code` (P0001, a plain raised exception, if none).
+async fn refuse_chunks_of(pool: &PgPool, document: &str, code: Option<&str>) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION test_refuse_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.document_id = '{document}' THEN
+                 RAISE EXCEPTION 'refused for the test' USING ERRCODE = '{}';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER test_refuse BEFORE INSERT ON chunks
+             FOR EACH ROW EXECUTE FUNCTION test_refuse_chunks();",
+        code.unwrap_or("P0001")
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 impl Stack {
+    /// The worker's state with `settings` on top of the stack's own.
+    fn reconfigure(&mut self, pool: PgPool, settings: &[(&str, &str)]) {
+        let mut all = vec![
+            ("BUCKET_NAME", self.bucket.as_str()),
+            ("INGEST_QUEUE_URL", self.queue.as_str()),
+            ("CHUNK_TOKENS", "60"),
+            ("CHUNK_OVERLAP_TOKENS", "10"),
+        ];
+        all.extend_from_slice(settings);
+        self.state = state(pool, config(&all));
+    }
+
+    /// Creates inline documents of (title, content); their ids.
+    async fn create_all(&self, documents: &[(&str, &str)]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for (title, text) in documents {
+            let doc = self
+                .create(json!({ "title": title, "content": text }))
+                .await;
+            ids.push(doc["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
     /// Runs the worker over whatever is queued until the queue is empty.
     async fn drain(&self) -> sqs::PollOutcome {
         support::drain(&self.state, &self.queue).await
@@ -605,30 +649,16 @@ async fn a_database_outage_is_retried_and_nothing_is_lost_or_doubled(pool: PgPoo
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_document_the_database_refuses_mid_batch_is_retried_alone(pool: PgPool) {
     let s = stack(pool.clone()).await;
-    let mut ids = Vec::new();
-    for (title, text) in [
-        ("One", "Alpha notes about ocean currents."),
-        ("Two", "Beta notes about carbon budgets."),
-        ("Three", "Gamma notes about market growth."),
-    ] {
-        let doc = s.create(json!({ "title": title, "content": text })).await;
-        ids.push(doc["id"].as_str().unwrap().to_owned());
-    }
+    let ids = s
+        .create_all(&[
+            ("One", "Alpha notes about ocean currents."),
+            ("Two", "Beta notes about carbon budgets."),
+            ("Three", "Gamma notes about market growth."),
+        ])
+        .await;
     // The database refuses the second document's chunks, in the middle of
     // the batch's one transaction.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION test_refuse_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.document_id = '{}' THEN RAISE EXCEPTION 'refused for the test'; END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER test_refuse BEFORE INSERT ON chunks
-             FOR EACH ROW EXECUTE FUNCTION test_refuse_chunks();",
-        ids[1]
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    refuse_chunks_of(&pool, &ids[1], None).await;
     let outcome = s.poll_once(&s.state).await;
     assert_eq!(
         (outcome.received, outcome.failed),
@@ -781,16 +811,12 @@ async fn hostile_files_fail_alone_and_their_batch_is_stored_at_once(pool: PgPool
     let mut s = stack(pool.clone()).await;
     // Tighter CPU budgets than the defaults keep the test short; the
     // cases that burn theirs end the same way, only sooner.
-    s.state = state(
+    s.reconfigure(
         pool,
-        config(&[
-            ("BUCKET_NAME", &s.bucket),
-            ("INGEST_QUEUE_URL", &s.queue),
-            ("CHUNK_TOKENS", "60"),
-            ("CHUNK_OVERLAP_TOKENS", "10"),
+        &[
             ("EXTRACT_CPU_BASE_SECONDS", "2"),
             ("EXTRACT_CPU_SECONDS_PER_MB", "1"),
-        ]),
+        ],
     );
     let wanted = [
         "pdf-self-drawing-form",
@@ -885,29 +911,13 @@ async fn hostile_files_fail_alone_and_their_batch_is_stored_at_once(pool: PgPool
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn data_the_database_refuses_fails_the_document_at_once(pool: PgPool) {
     let s = stack(pool.clone()).await;
-    let mut ids = Vec::new();
-    for (title, text) in [
-        ("Kept", "Notes about river deltas."),
-        ("Refused", "Notes the database will not hold."),
-    ] {
-        let doc = s.create(json!({ "title": title, "content": text })).await;
-        ids.push(doc["id"].as_str().unwrap().to_owned());
-    }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION test_refuse_data() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.document_id = '{}' THEN
-                 RAISE EXCEPTION 'character cannot be stored' USING ERRCODE = '22P05';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER test_refuse BEFORE INSERT ON chunks
-             FOR EACH ROW EXECUTE FUNCTION test_refuse_data();",
-        ids[1]
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let ids = s
+        .create_all(&[
+            ("Kept", "Notes about river deltas."),
+            ("Refused", "Notes the database will not hold."),
+        ])
+        .await;
+    refuse_chunks_of(&pool, &ids[1], Some("22P05")).await;
     let outcome = s.drain().await;
     assert_eq!((outcome.received, outcome.failed), (2, 0), "not retried");
     assert_eq!(s.document(&ids[0]).await["status"], "ready");
@@ -985,16 +995,7 @@ async fn documents_whose_worker_died_are_failed_by_the_requeue_schedule(pool: Pg
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_dying_extractor_fails_only_its_own_document(pool: PgPool) {
     let mut s = stack(pool.clone()).await;
-    s.state = state(
-        pool,
-        config(&[
-            ("BUCKET_NAME", &s.bucket),
-            ("INGEST_QUEUE_URL", &s.queue),
-            ("CHUNK_TOKENS", "60"),
-            ("CHUNK_OVERLAP_TOKENS", "10"),
-            ("EXTRACT_MEMORY_MB", "64"),
-        ]),
-    );
+    s.reconfigure(pool, &[("EXTRACT_MEMORY_MB", "64")]);
     let bomb = extraction::hostile::docx_inflating("lorem ipsum dolor ", 60 * 1024 * 1024);
     let big = s
         .upload(
