@@ -35,8 +35,6 @@ macro_rules! id_type {
             }
         }
 
-        impl crate::pagination::CursorKey for $name {}
-
         impl From<uuid::Uuid> for $name {
             fn from(id: uuid::Uuid) -> Self {
                 Self(id)

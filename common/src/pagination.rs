@@ -77,6 +77,12 @@ impl CursorKey for String {}
 
 impl CursorKey for uuid::Uuid {}
 
+// Here rather than in `ids`: the ids know nothing of cursors.
+impl CursorKey for crate::ids::UserId {}
+impl CursorKey for crate::ids::WorkspaceId {}
+impl CursorKey for crate::ids::DocumentId {}
+impl CursorKey for crate::ids::ChunkId {}
+
 /// Times we wrote came from Postgres, so they are within the years it holds.
 impl CursorKey for chrono::DateTime<chrono::Utc> {
     fn plausible(&self) -> bool {
