@@ -59,6 +59,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The error with its whole cause chain, for logs (the `Display` of
+    /// `Internal` is the generic detail clients see).
+    pub fn chain(&self) -> String {
+        match self {
+            Self::Internal(cause) => format!("internal error: {cause:#}"),
+            other => other.to_string(),
+        }
+    }
+
     pub fn unprocessable(field: &str, detail: impl Into<String>) -> Self {
         Self::Unprocessable {
             detail: detail.into(),
@@ -161,6 +170,19 @@ pub struct Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_get_the_whole_cause_chain() {
+        let err = ApiError::Internal(
+            anyhow::anyhow!("connection refused").context("building the HNSW index"),
+        );
+        assert_eq!(
+            err.chain(),
+            "internal error: building the HNSW index: connection refused"
+        );
+        assert_eq!(err.to_string(), "internal error");
+        assert_eq!(ApiError::BadGateway("no".into()).chain(), "no");
+    }
 
     #[test]
     fn internal_errors_hide_their_cause() {

@@ -157,9 +157,13 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
             Handler::Schedule(handler) => {
                 lambda_runtime::run(lambda_runtime::service_fn(
                     move |event: LambdaEvent<serde_json::Value>| async move {
-                        handler(state, event.payload)
-                            .await
-                            .map_err(|e| lambda_runtime::Error::from(e.to_string()))
+                        // The whole cause chain: the invocation's error is
+                        // all a failed schedule leaves in the logs.
+                        handler(state, event.payload).await.map_err(|e| {
+                            let chain = e.chain();
+                            tracing::error!(function = function.name, error = %chain, "scheduled run failed");
+                            lambda_runtime::Error::from(chain)
+                        })
                     },
                 ))
                 .await

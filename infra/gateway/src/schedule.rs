@@ -55,7 +55,7 @@ pub async fn run(state: Arc<State>, schedule: Schedule) {
         match (schedule.handler)(&state, event).await {
             Ok(()) => tracing::info!(function = %schedule.binary, "scheduled run"),
             Err(e) => {
-                tracing::warn!(function = %schedule.binary, error = %e, "scheduled run failed")
+                tracing::warn!(function = %schedule.binary, error = %e.chain(), "scheduled run failed")
             }
         }
     }
