@@ -1,9 +1,9 @@
 //! Sign-up, login, rotating refresh tokens, logout, and resolving the caller
 //! of a request from its bearer token.
 
+pub mod jwt;
 pub mod passwords;
 mod sessions;
-pub mod jwt;
 mod users;
 
 use std::collections::HashMap;
