@@ -40,8 +40,10 @@ pub enum Extracted {
 const IDLE_MAX: usize = 4;
 /// A child that has read a file this large is not reused.
 const RECYCLE_AFTER_BYTES: usize = 4 * 1024 * 1024;
-/// Nor one that has served this many.
-const RECYCLE_AFTER_FILES: u32 = 500;
+/// Nor one that has served this many. A new child loads the tokenizer
+/// again (about 0.1 s of CPU), so this is high: large files, which are
+/// what grows a heap, recycle their child at once anyway.
+const RECYCLE_AFTER_FILES: u32 = 20_000;
 /// Last bytes of a child's stderr kept to tell why it died.
 const STDERR_TAIL: usize = 4096;
 
