@@ -70,7 +70,9 @@ macro_rules! http_function {
             'a,
             $crate::lambda_http::Response<$crate::lambda_http::Body>,
         > {
-            Box::pin($handler(state, req))
+            Box::pin($crate::access_log::logged($name, req, move |req| {
+                $handler(state, req)
+            }))
         }
         $crate::lambda::Function {
             name: $name,

@@ -1,6 +1,7 @@
 //! `common`: everything the ragway functions share. A handler parses its
 //! request, calls into these modules, and renders the outcome.
 
+pub mod access_log;
 pub mod answer;
 pub mod auth;
 pub mod budget;

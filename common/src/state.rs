@@ -121,8 +121,11 @@ impl State {
 impl State {
     /// The authenticated caller of `req` (401 problem otherwise).
     pub async fn caller(&self, req: &lambda_http::Request) -> crate::Result<crate::auth::Caller> {
-        self.auth
+        let caller = self
+            .auth
             .caller(&self.db, crate::http::authorization(req))
-            .await
+            .await?;
+        crate::access_log::note_user(caller.user_id);
+        Ok(caller)
     }
 }

@@ -569,3 +569,26 @@ async fn unknown_routes_answer_like_api_gateway(pool: PgPool) {
     // Method not declared for the path.
     assert_eq!(api.send("PUT", "/workspaces", None, None).await.status, 404);
 }
+
+/// Every reply carries its request id, the same as a problem's
+/// `instance`, so a client's report can be found in the access log.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn every_reply_carries_its_request_id(pool: PgPool) {
+    let api = api(pool).await;
+    let (token, _, _) = api.signup("ids@example.com").await;
+    let ok = api.send("GET", "/auth/me", Some(&token), None).await;
+    assert_eq!(ok.status, 200);
+    let first = ok.header("x-request-id").to_owned();
+    assert!(!first.is_empty());
+    let missing = api
+        .send(
+            "GET",
+            "/workspaces/01a24d2a-8689-71f4-928b-1f97d14d0e8d",
+            Some(&token),
+            None,
+        )
+        .await;
+    let problem = missing.problem(404).clone();
+    assert_eq!(problem["instance"], missing.header("x-request-id"));
+    assert_ne!(missing.header("x-request-id"), first, "one id per request");
+}
