@@ -246,6 +246,14 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     )
     .await?;
     timings.retrieve_ms = ms(t);
+    crate::metrics::emit(
+        &[(
+            "RetrievalLatency",
+            crate::metrics::Unit::Milliseconds,
+            timings.retrieve_ms,
+        )],
+        &[("Mode", options.mode.as_str())],
+    );
 
     if !options.answer {
         access.commit().await?;

@@ -103,11 +103,17 @@ pub async fn reserve(
         .fetch_optional(db)
         .await?;
     match row {
-        Some(_) => Ok(Reservation {
-            id,
-            workspace,
-            amount,
-        }),
+        Some(_) => {
+            crate::metrics::emit(
+                &[("TokensReserved", crate::metrics::Unit::Count, amount as f64)],
+                &[("Purpose", purpose.as_str())],
+            );
+            Ok(Reservation {
+                id,
+                workspace,
+                amount,
+            })
+        }
         None => Err(ApiError::TooManyRequests {
             detail: format!(
                 "the workspace's daily token budget cannot cover this request ({amount} tokens); \
@@ -166,6 +172,14 @@ pub async fn commit(
         .bind(model)
         .execute(db)
         .await?;
+    crate::metrics::emit(
+        &[(
+            "TokensCommitted",
+            crate::metrics::Unit::Count,
+            (prompt_tokens + completion_tokens) as f64,
+        )],
+        &[("Model", model)],
+    );
     Ok(())
 }
 

@@ -20,6 +20,7 @@ pub mod http;
 pub mod ids;
 pub mod ingest;
 pub mod lambda;
+pub mod metrics;
 pub mod pagination;
 pub mod rate_limit;
 pub mod retrieval;

@@ -217,6 +217,7 @@ pub async fn ingest_batch(state: &State, messages: Vec<Message>) -> Vec<String> 
             give_up(state, job.workspace, job.document, retry).await;
         }
     }
+    emit_metrics(&records);
     records.into_iter().filter_map(report).collect()
 }
 
@@ -339,6 +340,30 @@ const PENDING_CHUNKS: usize = 2_048;
 /// Store transactions of one batch at once (two connections insert into
 /// the HNSW index side by side).
 const STORE_CONCURRENCY: usize = 2;
+
+/// What a batch came to, as metrics: chunks stored, documents failed (the
+/// file's fault) and records to redeliver (our dependencies').
+fn emit_metrics(records: &[Record]) {
+    use crate::metrics::{Unit, emit};
+    let outcomes = records.iter().flat_map(|r| &r.outcomes);
+    let (mut chunks, mut failed) = (0usize, 0usize);
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Ingested { chunks: n } => chunks += n,
+            Outcome::Failed(_) => failed += 1,
+            Outcome::Skipped(_) => {}
+        }
+    }
+    let retried = records.iter().filter(|r| r.retry.is_some()).count();
+    emit(
+        &[
+            ("ChunksIngested", Unit::Count, chunks as f64),
+            ("DocumentsFailed", Unit::Count, failed as f64),
+            ("RecordsRetried", Unit::Count, retried as f64),
+        ],
+        &[],
+    );
+}
 
 /// Logs what became of a record; its id when it must be redelivered.
 fn report(record: Record) -> Option<String> {

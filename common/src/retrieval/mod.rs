@@ -54,6 +54,17 @@ pub enum Mode {
     Keyword,
 }
 
+impl Mode {
+    /// The name clients use (and metrics carry).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Hybrid => "hybrid",
+            Mode::Semantic => "semantic",
+            Mode::Keyword => "keyword",
+        }
+    }
+}
+
 /// Which documents may answer.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
