@@ -283,7 +283,12 @@ pub struct Config {
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub jwt_key_id: String,
-    pub jwt_signing_key: Secret,
+    /// The private key that signs our access tokens; only the functions
+    /// that issue tokens (sign-up, login, refresh) are given it.
+    pub jwt_signing_key: Option<Secret>,
+    /// The current key's public half, for functions that only verify
+    /// (unused where the signing key is given: it is derived from that).
+    pub jwt_public_key: Option<String>,
     pub jwt_previous_keys: Vec<PreviousKey>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -327,7 +332,12 @@ impl Config {
             jwt_audience: vars.or("JWT_AUDIENCE", "ragway"),
             jwt_key_id: vars.required("JWT_KEY_ID")?,
             // PEM may arrive with literal "\n" when passed through single-line env files.
-            jwt_signing_key: Secret(vars.required("JWT_SIGNING_KEY")?.replace("\\n", "\n")),
+            jwt_signing_key: vars
+                .optional("JWT_SIGNING_KEY")
+                .map(|key| Secret(key.replace("\\n", "\n"))),
+            jwt_public_key: vars
+                .optional("JWT_PUBLIC_KEY")
+                .map(|key| key.replace("\\n", "\n")),
             jwt_previous_keys: vars.json_or("JWT_PREVIOUS_KEYS")?,
             access_token_ttl: secs(vars.parse_or("ACCESS_TOKEN_TTL_SECONDS", 900)?),
             refresh_token_ttl: secs(vars.parse_or("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)?),
@@ -428,11 +438,23 @@ impl Config {
         if self.database_max_connections == 0 {
             return bad("DATABASE_MAX_CONNECTIONS", "must be at least 1");
         }
-        if !self.jwt_signing_key.expose().contains("BEGIN PRIVATE KEY") {
-            return bad(
-                "JWT_SIGNING_KEY",
-                "must be an Ed25519 PKCS#8 PEM private key",
-            );
+        match (&self.jwt_signing_key, &self.jwt_public_key) {
+            (Some(key), _) if !key.expose().contains("BEGIN PRIVATE KEY") => {
+                return bad(
+                    "JWT_SIGNING_KEY",
+                    "must be an Ed25519 PKCS#8 PEM private key",
+                );
+            }
+            (None, None) => {
+                return bad(
+                    "JWT_PUBLIC_KEY",
+                    "give JWT_PUBLIC_KEY (functions that verify tokens) or JWT_SIGNING_KEY (functions that issue them)",
+                );
+            }
+            (None, Some(key)) if !key.contains("BEGIN PUBLIC KEY") => {
+                return bad("JWT_PUBLIC_KEY", "must be an Ed25519 PEM public key");
+            }
+            _ => {}
         }
         if self.access_token_ttl.is_zero() || self.access_token_ttl > Duration::from_secs(86_400) {
             return bad("ACCESS_TOKEN_TTL_SECONDS", "must be between 1 and 86400");
@@ -649,6 +671,22 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+    }
+
+    #[test]
+    fn verifying_functions_need_only_the_public_key() {
+        let mut vars = base();
+        vars.remove("JWT_SIGNING_KEY");
+        assert_eq!(Config::from_map(&vars).unwrap_err().var, "JWT_PUBLIC_KEY");
+        vars.insert("JWT_PUBLIC_KEY".into(), "not a key".into());
+        assert_eq!(Config::from_map(&vars).unwrap_err().var, "JWT_PUBLIC_KEY");
+        vars.insert(
+            "JWT_PUBLIC_KEY".into(),
+            "-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEA0fLdw1LOzg0IKFoIomUfDIER4iZCjrBPrZY6H6agXhI=\\n-----END PUBLIC KEY-----".into(),
+        );
+        let config = Config::from_map(&vars).unwrap();
+        assert!(config.jwt_signing_key.is_none());
+        assert!(config.jwt_public_key.unwrap().contains('\n'));
     }
 
     #[test]

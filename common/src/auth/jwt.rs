@@ -49,18 +49,34 @@ pub struct TokenSigner {
     audience: String,
     kid: String,
     ttl: Duration,
-    key: EncodingKey,
+    /// None in functions that only verify (no `JWT_SIGNING_KEY`).
+    key: Option<EncodingKey>,
     jwks: JwkSet,
 }
 
 impl TokenSigner {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let key =
-            EncodingKey::from_ed_pem(config.jwt_signing_key.expose().as_bytes()).map_err(|e| {
-                anyhow::anyhow!("JWT_SIGNING_KEY is not an Ed25519 PKCS#8 PEM key: {e}")
-            })?;
-        let mut current = Jwk::from_encoding_key(&key, Algorithm::EdDSA)
-            .map_err(|e| anyhow::anyhow!("JWT_SIGNING_KEY: cannot derive public key: {e}"))?;
+        let (key, mut current) = match (&config.jwt_signing_key, &config.jwt_public_key) {
+            (Some(signing), _) => {
+                let key = EncodingKey::from_ed_pem(signing.expose().as_bytes()).map_err(|e| {
+                    anyhow::anyhow!("JWT_SIGNING_KEY is not an Ed25519 PKCS#8 PEM key: {e}")
+                })?;
+                let current = Jwk::from_encoding_key(&key, Algorithm::EdDSA).map_err(|e| {
+                    anyhow::anyhow!("JWT_SIGNING_KEY: cannot derive public key: {e}")
+                })?;
+                (Some(key), current)
+            }
+            (None, Some(public)) => {
+                let decoding = DecodingKey::from_ed_pem(public.as_bytes()).map_err(|e| {
+                    anyhow::anyhow!("JWT_PUBLIC_KEY is not an Ed25519 public PEM: {e}")
+                })?;
+                (
+                    None,
+                    Jwk::from_decoding_key(&decoding, Some(Algorithm::EdDSA))?,
+                )
+            }
+            (None, None) => anyhow::bail!("neither JWT_SIGNING_KEY nor JWT_PUBLIC_KEY is set"),
+        };
         current.common.key_id = Some(config.jwt_key_id.clone());
         current.common.public_key_use = Some(PublicKeyUse::Signature);
         let mut keys = vec![current];
@@ -110,7 +126,12 @@ impl TokenSigner {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        let key = self.key.as_ref().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "this function has no JWT_SIGNING_KEY: only sign-up, login and refresh issue tokens"
+            ))
+        })?;
+        jsonwebtoken::encode(&header, &claims, key)
             .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("signing access token")))
     }
 }

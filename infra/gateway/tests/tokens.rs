@@ -395,3 +395,37 @@ async fn rejected_tokens_are_401_problems_over_http(pool: PgPool) {
     let list = api.send("GET", "/workspaces", Some(&token), None).await;
     assert_eq!(list.body["items"][0]["id"], ws.as_str());
 }
+
+/// A function given only the current public key (JWT_PUBLIC_KEY, as every
+/// function but sign-up, login and refresh is deployed) verifies tokens
+/// the issuers signed and serves the same JWKS, but cannot mint one.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn functions_with_only_the_public_key_verify_but_cannot_issue(pool: PgPool) {
+    let issuer = gateway(state(pool.clone(), config(&[]))).await;
+    let (token, _, id) = issuer.signup("public@example.com").await;
+
+    let mut verify_only = config(&[("JWT_PUBLIC_KEY", &fixture("test-ed25519.pub.pem"))]);
+    verify_only.jwt_signing_key = None;
+    let verifier = gateway(state(pool, verify_only)).await;
+    let me = verifier.send("GET", "/auth/me", Some(&token), None).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.body["id"], id.as_str());
+    let published = issuer
+        .send("GET", "/.well-known/jwks.json", None, None)
+        .await
+        .body;
+    let served = verifier
+        .send("GET", "/.well-known/jwks.json", None, None)
+        .await
+        .body;
+    assert_eq!(published, served);
+    let login = verifier
+        .send(
+            "POST",
+            "/auth/login",
+            None,
+            Some(json!({ "email": "public@example.com", "password": "correct horse battery" })),
+        )
+        .await;
+    login.problem(500);
+}
