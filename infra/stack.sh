@@ -371,7 +371,7 @@ stop_pidfile() { # name pattern
 # ---------------------------------------------------------------- jwt key + env file
 
 ensure_jwt_key() {
-  if [[ ! -f "$P/jwt-ed25519.pem" || ! -s "$P/jwt-kid" ]]; then
+  if [[ ! -f "$P/jwt-ed25519.pem" || ! -s "$P/jwt-kid" || ! -f "$P/jwt-ed25519.pub.pem" ]]; then
     "$PY" "$UTIL" jwt-key "$P/jwt-ed25519.pem" "$P/jwt-kid" >/dev/null ||
       die "could not create the JWT signing key"
   fi
@@ -407,6 +407,7 @@ write_env() {
         "JWT_AUDIENCE=ragway" \
         "JWT_KEY_ID=$JWT_KEY_ID" \
         "JWT_SIGNING_KEY=$(cat "$P/jwt-ed25519.pem")" \
+        "JWT_PUBLIC_KEY=$(cat "$P/jwt-ed25519.pub.pem")" \
         "GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT" \
         "RUST_LOG=info"; do
         printf 'export %s=%s\n' "${kv%%=*}" "$(dq "${kv#*=}")"
@@ -414,6 +415,20 @@ write_env() {
     } >"$tmp"
   )
   mv -f "$tmp" "$ENVFILE"
+  # What `sam local invoke --env-vars` needs to point a function at this
+  # stack (README: Invoking one function); with --docker-network host
+  # the container reaches it on 127.0.0.1.
+  "$PY" "$UTIL" sam-env "$P/sam-env.json" \
+    "DATABASE_URL=postgres://ragway:ragway@127.0.0.1:$PG_PORT/ragway" \
+    "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" \
+    "BUCKET_NAME=$BUCKET" \
+    "INGEST_QUEUE_URL=$INGEST_QUEUE_URL" \
+    "JWT_ISSUER=http://127.0.0.1:$GATEWAY_PORT" \
+    "JWT_AUDIENCE=ragway" \
+    "JWT_KEY_ID=$JWT_KEY_ID" \
+    "JWT_SIGNING_KEY=$(cat "$P/jwt-ed25519.pem")" \
+    "JWT_PUBLIC_KEY=$(cat "$P/jwt-ed25519.pub.pem")" ||
+    die "could not write $P/sam-env.json"
 }
 
 # ---------------------------------------------------------------- gateway (dev)

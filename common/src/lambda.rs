@@ -119,6 +119,12 @@ macro_rules! schedule_function {
 /// Runs the function called `name` from `functions` under the Lambda runtime.
 /// Call from a binary's `main` with `env!("CARGO_BIN_NAME")`.
 pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::Error> {
+    // The template declares AWS_ENDPOINT_URL (empty in AWS) so that
+    // `sam local invoke` can set it; the SDK would warn about an empty one.
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|v| v.is_empty()) {
+        // SAFETY: no other thread runs yet (the runtime starts below).
+        unsafe { std::env::remove_var("AWS_ENDPOINT_URL") };
+    }
     crate::telemetry::init();
     let function = functions
         .iter()
