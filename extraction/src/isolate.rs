@@ -50,7 +50,8 @@ pub struct Request {
     pub max_text_bytes: usize,
     /// CPU seconds the child may spend on this request.
     pub cpu_seconds: u64,
-    /// Length of the file's bytes that follow the header.
+    /// Length of the file's bytes that follow the header ([`write_request`]
+    /// sets it).
     pub len: u64,
 }
 
@@ -81,6 +82,35 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
     out
+}
+
+/// Longest reply a parent reads: a length past it is a garbled frame,
+/// not a reason to allocate that much (32 MB of text, escaped as JSON,
+/// stays far below).
+pub const MAX_REPLY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Sends one request: its header, then the file's bytes.
+pub fn write_request(to: &mut impl Write, request: &Request, bytes: &[u8]) -> io::Result<()> {
+    let request = Request {
+        len: bytes.len() as u64,
+        ..request.clone()
+    };
+    to.write_all(&encode_request(&request))?;
+    to.write_all(bytes)?;
+    to.flush()
+}
+
+/// Reads one framed reply.
+pub fn read_reply(from: &mut impl Read) -> io::Result<Reply> {
+    let mut len = [0u8; 8];
+    from.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_REPLY_BYTES {
+        return Err(io::Error::other(format!("a reply of {len} bytes")));
+    }
+    let mut reply = vec![0u8; len as usize];
+    from.read_exact(&mut reply)?;
+    serde_json::from_slice(&reply).map_err(io::Error::other)
 }
 
 /// A child's exit code when it failed for a reason of its own (a pipe, a
@@ -193,17 +223,12 @@ pub fn run_once(
         child.stdout.take().expect("piped"),
         child.stderr.take().expect("piped"),
     );
-    let request = Request {
-        len: bytes.len() as u64,
-        ..request.clone()
-    };
-    let header = encode_request(&request);
-    let body = bytes.to_vec();
+    let cpu_seconds = request.cpu_seconds;
+    let (request, body) = (request.clone(), bytes.to_vec());
     let writer = std::thread::spawn(move || {
         // A child that dies early closes the pipe: that is its answer.
-        let _ = stdin
-            .write_all(&header)
-            .and_then(|()| stdin.write_all(&body));
+        // Dropping stdin afterwards ends the child after its one reply.
+        let _ = write_request(&mut stdin, &request, &body);
     });
     let errors = std::thread::spawn(move || {
         let mut text = Vec::new();
@@ -222,8 +247,7 @@ pub fn run_once(
         }
         peak
     });
-    let mut reply = Vec::new();
-    stdout.read_to_end(&mut reply)?;
+    let reply = read_reply(&mut stdout);
     let _ = writer.join();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
@@ -242,19 +266,13 @@ pub fn run_once(
         peak_rss: sampler.join().unwrap_or(0),
     };
     let stderr = errors.join().unwrap_or_default();
-    let outcome = if reply.len() >= 8 {
-        serde_json::from_slice::<Reply>(&reply[8..]).map_err(io::Error::other)?
+    let outcome = if let Ok(reply) = reply {
+        reply
     } else {
         let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
         let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
         return Ok((
-            Err(Death::classify(
-                signal,
-                code,
-                &stderr,
-                request.cpu_seconds,
-                memory,
-            )),
+            Err(Death::classify(signal, code, &stderr, cpu_seconds, memory)),
             measured,
         ));
     };
@@ -543,7 +561,19 @@ mod tests {
         let len = u32::from_le_bytes(framed[..4].try_into().unwrap()) as usize;
         let back: Request = serde_json::from_slice(&framed[4..4 + len]).unwrap();
         assert_eq!(back.len, 3);
+        let huge = (MAX_REPLY_BYTES + 1).to_le_bytes();
+        assert!(
+            read_reply(&mut &huge[..]).is_err(),
+            "refused, not allocated"
+        );
+        let mut sent = Vec::new();
+        write_request(&mut sent, &request, b"abcd").unwrap();
+        assert_eq!(sent.len(), framed.len() + 4);
         let reply = encode_reply(&Reply::Failed("no".into()));
+        assert_eq!(
+            read_reply(&mut &reply[..]).unwrap(),
+            Reply::Failed("no".into())
+        );
         assert_eq!(
             u64::from_le_bytes(reply[..8].try_into().unwrap()) as usize,
             reply.len() - 8

@@ -10,7 +10,7 @@
 //! belong to no runtime: a pool outlives the runtime that filled it
 //! (each test has its own).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -61,15 +61,8 @@ struct Worker {
 
 impl Worker {
     fn exchange(&mut self, request: &Request, bytes: &[u8]) -> std::io::Result<Reply> {
-        self.stdin.write_all(&isolate::encode_request(request))?;
-        self.stdin.write_all(bytes)?;
-        self.stdin.flush()?;
-        let mut len = [0u8; 8];
-        self.stdout.read_exact(&mut len)?;
-        let len = usize::try_from(u64::from_le_bytes(len)).map_err(std::io::Error::other)?;
-        let mut reply = vec![0u8; len];
-        self.stdout.read_exact(&mut reply)?;
-        serde_json::from_slice(&reply).map_err(std::io::Error::other)
+        isolate::write_request(&mut self.stdin, request, bytes)?;
+        isolate::read_reply(&mut self.stdout)
     }
 
     /// Why a child that stopped answering ended (blocks until it has).
@@ -140,19 +133,14 @@ impl Extractors {
     /// What tells pools apart: the executable started as child (this one
     /// unless `EXTRACTOR_PATH` names another) and the memory limit.
     pub fn key(config: &IngestConfig) -> std::io::Result<(PathBuf, u64)> {
-        static THIS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        static THIS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
         let program = match &config.extractor_path {
             Some(path) => path.clone(),
-            None => match THIS.get() {
-                Some(this) => this.clone(),
-                None => THIS
-                    .get_or_init(|| std::env::current_exe().unwrap_or_default())
-                    .clone(),
-            },
+            None => THIS
+                .get_or_init(|| std::env::current_exe().ok())
+                .clone()
+                .ok_or_else(|| std::io::Error::other("the running executable has no path"))?,
         };
-        if program.as_os_str().is_empty() {
-            return Err(std::io::Error::other("the running executable has no path"));
-        }
         Ok((program, config.extract_memory_bytes))
     }
 
@@ -161,12 +149,11 @@ impl Extractors {
     /// within what is `left` of the invocation (not the file's fault).
     pub async fn run(
         self: &Arc<Self>,
-        mut request: Request,
+        request: Request,
         bytes: Bytes,
         backstop: Duration,
         left: Option<Duration>,
     ) -> Extracted {
-        request.len = bytes.len() as u64;
         let wall = left.map_or(backstop, |left| left.min(backstop));
         let size = bytes.len();
         let cpu_seconds = request.cpu_seconds;
