@@ -114,13 +114,16 @@ pub async fn reserve(
                 amount,
             })
         }
-        None => Err(ApiError::TooManyRequests {
-            detail: format!(
-                "the workspace's daily token budget cannot cover this request ({amount} tokens); \
-                 it renews at 00:00 UTC"
-            ),
-            retry_after: until_next_utc_day(Utc::now()),
-        }),
+        None => {
+            crate::metrics::throttled("budget");
+            Err(ApiError::TooManyRequests {
+                detail: format!(
+                    "the workspace's daily token budget cannot cover this request ({amount} tokens); \
+                     it renews at 00:00 UTC"
+                ),
+                retry_after: until_next_utc_day(Utc::now()),
+            })
+        }
     }
 }
 

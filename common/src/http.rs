@@ -45,18 +45,6 @@ where
 
 /// A problem+json response for `error`.
 pub fn problem_response(error: &ApiError, request_id: Option<&str>) -> Response<Body> {
-    if let ApiError::TooManyRequests { detail, .. } = error {
-        // The budget's refusals name it; every other 429 is a rate limit.
-        let reason = if detail.contains("budget") {
-            "budget"
-        } else {
-            "rate_limit"
-        };
-        crate::metrics::emit(
-            &[("Throttled", crate::metrics::Unit::Count, 1.0)],
-            &[("Reason", reason)],
-        );
-    }
     let status = error.status();
     if status.is_server_error() {
         tracing::error!(error = ?anyhow_chain(error), request_id, "request failed");

@@ -24,10 +24,18 @@ impl Unit {
     }
 }
 
+/// A refused request (429), by why: `budget` or `rate_limit`.
+pub fn throttled(reason: &str) {
+    emit(&[("Throttled", Unit::Count, 1.0)], &[("Reason", reason)]);
+}
+
 /// Writes `metrics` (name, unit, value) with `dimensions` (name, value),
 /// when running in Lambda.
 pub fn emit(metrics: &[(&str, Unit, f64)], dimensions: &[(&str, &str)]) {
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() || metrics.is_empty() {
+    static IN_LAMBDA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let in_lambda =
+        *IN_LAMBDA.get_or_init(|| std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some());
+    if !in_lambda || metrics.is_empty() {
         return;
     }
     let now = SystemTime::now()

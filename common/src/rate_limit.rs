@@ -38,6 +38,7 @@ pub async fn hit(db: &PgPool, key: &str, rule: Rule) -> Result<()> {
             .await?;
     }
     if hits as i64 > rule.limit as i64 {
+        crate::metrics::throttled("rate_limit");
         return Err(ApiError::TooManyRequests {
             detail: "too many attempts; retry later".into(),
             retry_after: Duration::from_secs(retry_after.ceil().max(1.0) as u64),
