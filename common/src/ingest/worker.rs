@@ -239,11 +239,8 @@ async fn queue_again(state: &State, records: &mut [Record]) {
         return;
     }
     let bodies: Vec<String> = deferred.iter().map(|&r| records[r].body.clone()).collect();
-    let sent = match state.ingest_queue().await {
-        Ok(queue) => queue.send_all(&bodies).await,
-        Err(error) => Err(error),
-    };
-    let sent = sent.unwrap_or_else(|error| {
+    let sent = async { state.ingest_queue().await?.send_all(&bodies).await };
+    let sent = sent.await.unwrap_or_else(|error| {
         tracing::warn!(
             error = format!("{error:#}"),
             "could not queue unstarted records again"

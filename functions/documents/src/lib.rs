@@ -56,11 +56,8 @@ async fn queue_ingestion(state: &State, written: &Written) {
         document_id: doc.id,
         version: doc.version,
     };
-    let queued = match state.ingest_queue().await {
-        Ok(queue) => queue.enqueue(&changed).await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = queued {
+    let queued = async { state.ingest_queue().await?.enqueue(&changed).await };
+    if let Err(error) = queued.await {
         tracing::error!(error = format!("{error:#}"), document = %doc.id,
             "document stored but not queued for ingestion");
     }
@@ -186,11 +183,11 @@ pub async fn delete(state: &State, req: Request) -> Response<Body> {
         if deleted.source == documents::Source::Upload || deleted.s3_key.is_some() {
             // The tombstone is committed; a file left behind is only storage,
             // never served (reads and ingestion skip deleted documents).
-            let removed = match state.bucket().await {
-                Ok(bucket) => bucket.delete_document_files(workspace, id).await,
-                Err(error) => Err(error),
+            let removed = async {
+                let bucket = state.bucket().await?;
+                bucket.delete_document_files(workspace, id).await
             };
-            if let Err(error) = removed {
+            if let Err(error) = removed.await {
                 tracing::error!(error = format!("{error:#}"), document = %id,
                     "document deleted but its files were not removed");
             }
