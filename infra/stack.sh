@@ -385,50 +385,47 @@ dq() { # double-quoted, bash-safe
 }
 
 write_env() {
-  local tmp="$ENVFILE.tmp.$$"
+  local tmp="$ENVFILE.tmp.$$" kv
+  local vars=(
+    "DATABASE_URL=postgres://ragway:ragway@127.0.0.1:$PG_PORT/ragway"
+    "DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT"
+    "AWS_REGION=$REGION"
+    "AWS_DEFAULT_REGION=$REGION"
+    "AWS_ACCESS_KEY_ID=test"
+    "AWS_SECRET_ACCESS_KEY=test"
+    "BUCKET_NAME=$BUCKET"
+    "INGEST_QUEUE_URL=$INGEST_QUEUE_URL"
+    "INGEST_DLQ_URL=$INGEST_DLQ_URL"
+    "JWT_ISSUER=http://127.0.0.1:$GATEWAY_PORT"
+    "JWT_AUDIENCE=ragway"
+    "JWT_KEY_ID=$JWT_KEY_ID"
+    "JWT_SIGNING_KEY=$(cat "$P/jwt-ed25519.pem")"
+    "JWT_PUBLIC_KEY=$(cat "$P/jwt-ed25519.pub.pem")"
+    "GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT"
+    "RUST_LOG=info"
+  )
   (
     umask 077
     {
       printf '# ragway local stack, profile %s. Written by infra/stack.sh up: do not edit.\n' "$PROFILE"
       printf '# Load it with:  . %s\n' "$(rel "$ENVFILE")"
-      local kv
-      for kv in \
-        "DATABASE_URL=postgres://ragway:ragway@127.0.0.1:$PG_PORT/ragway" \
-        "DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" \
-        "AWS_REGION=$REGION" \
-        "AWS_DEFAULT_REGION=$REGION" \
-        "AWS_ACCESS_KEY_ID=test" \
-        "AWS_SECRET_ACCESS_KEY=test" \
-        "BUCKET_NAME=$BUCKET" \
-        "INGEST_QUEUE_URL=$INGEST_QUEUE_URL" \
-        "INGEST_DLQ_URL=$INGEST_DLQ_URL" \
-        "JWT_ISSUER=http://127.0.0.1:$GATEWAY_PORT" \
-        "JWT_AUDIENCE=ragway" \
-        "JWT_KEY_ID=$JWT_KEY_ID" \
-        "JWT_SIGNING_KEY=$(cat "$P/jwt-ed25519.pem")" \
-        "JWT_PUBLIC_KEY=$(cat "$P/jwt-ed25519.pub.pem")" \
-        "GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT" \
-        "RUST_LOG=info"; do
+      for kv in "${vars[@]}"; do
         printf 'export %s=%s\n' "${kv%%=*}" "$(dq "${kv#*=}")"
       done
     } >"$tmp"
   )
   mv -f "$tmp" "$ENVFILE"
-  # What `sam local invoke --env-vars` needs to point a function at this
-  # stack (README: Invoking one function); with --docker-network host
-  # the container reaches it on 127.0.0.1.
-  "$PY" "$UTIL" sam-env "$P/sam-env.json" \
-    "DATABASE_URL=postgres://ragway:ragway@127.0.0.1:$PG_PORT/ragway" \
-    "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" \
-    "BUCKET_NAME=$BUCKET" \
-    "INGEST_QUEUE_URL=$INGEST_QUEUE_URL" \
-    "JWT_ISSUER=http://127.0.0.1:$GATEWAY_PORT" \
-    "JWT_AUDIENCE=ragway" \
-    "JWT_KEY_ID=$JWT_KEY_ID" \
-    "JWT_SIGNING_KEY=$(cat "$P/jwt-ed25519.pem")" \
-    "JWT_PUBLIC_KEY=$(cat "$P/jwt-ed25519.pub.pem")" ||
-    die "could not write $P/sam-env.json"
+  # The same values for `sam local invoke --env-vars`, those the template
+  # declares (README: Invoking one function); with --docker-network host
+  # the container reaches the stack on 127.0.0.1.
+  local sam=()
+  for kv in "${vars[@]}"; do
+    case "${kv%%=*}" in
+      DATABASE_URL | AWS_ENDPOINT_URL | BUCKET_NAME | INGEST_QUEUE_URL | JWT_*) sam+=("$kv") ;;
+    esac
+  done
+  "$PY" "$UTIL" sam-env "$P/sam-env.json" "${sam[@]}" || die "could not write $P/sam-env.json"
 }
 
 # ---------------------------------------------------------------- gateway (dev)
