@@ -136,7 +136,8 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let config = crate::config::Config::from_env()?;
+        // Secrets are read here, once per container (crate::secrets).
+        let config = crate::secrets::load_config().await?;
         // Lives as long as the container: leaking gives handlers a `&'static State`.
         let state: &'static State = Box::leak(Box::new(State::new(config)?));
         match function.handler {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod rate_limit;
 pub mod retrieval;
+pub mod secrets;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -46,13 +46,7 @@ impl State {
 
     async fn aws(&self) -> &aws_config::SdkConfig {
         self.aws
-            .get_or_init(|| async {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-                if let Some(endpoint) = &self.config.aws_endpoint_url {
-                    loader = loader.endpoint_url(endpoint);
-                }
-                loader.load().await
-            })
+            .get_or_init(|| sdk_config(self.config.aws_endpoint_url.as_deref()))
             .await
     }
 
@@ -116,6 +110,16 @@ impl State {
         };
         Ok(Queue::new(self.sqs().await, url))
     }
+}
+
+/// The SDK's configuration from the environment, with the endpoint
+/// override of local emulators.
+pub(crate) async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
 }
 
 impl State {

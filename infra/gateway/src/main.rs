@@ -23,7 +23,7 @@ async fn run() -> anyhow::Result<()> {
     let template_path = std::env::var("RAGWAY_TEMPLATE").unwrap_or_else(|_| "template.yaml".into());
     let functions = template::load(template_path.as_ref())?;
     let gateway = Arc::new(Gateway::from_template(&functions, &registry())?);
-    let config = common::config::Config::from_env()?;
+    let config = common::secrets::load_config().await?;
     let addr = std::env::var("GATEWAY_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let state = Arc::new(common::State::new(config)?);
 
