@@ -7,7 +7,7 @@
 //! A plain `NAME` that is set and not empty wins (the local stack and
 //! `sam local invoke` set the values themselves).
 //!
-//! `DATABASE_URL`'s secret is either a `postgres://` URL or the JSON that
+//! `DATABASE_URL`'s (and `DATABASE_ADMIN_URL`'s) secret is either a `postgres://` URL or the JSON that
 //! RDS keeps for a user (`username`, `password`, and optionally `host`,
 //! `port`, `dbname`); `DATABASE_HOST`, `DATABASE_PORT` and `DATABASE_NAME`
 //! fill in or override those, since functions connect through RDS Proxy,
@@ -23,6 +23,8 @@ use crate::config::Config;
 /// The variables that may come from a secret.
 pub const SECRET_VARS: &[&str] = &[
     "DATABASE_URL",
+    // The master user's login, for the migration function only.
+    "DATABASE_ADMIN_URL",
     "JWT_SIGNING_KEY",
     "EMBEDDING_API_KEY",
     "CHAT_API_KEY",
@@ -75,9 +77,8 @@ pub async fn resolve(vars: &mut HashMap<String, String>) -> anyhow::Result<()> {
     }))
     .await?;
     for ((name, arn), value) in wanted.into_iter().zip(values) {
-        let value = if name == "DATABASE_URL" {
-            database_url(&value, vars)
-                .with_context(|| format!("the secret {arn} (DATABASE_URL)"))?
+        let value = if name.starts_with("DATABASE_") {
+            database_url(&value, vars).with_context(|| format!("the secret {arn} ({name})"))?
         } else {
             value
         };
