@@ -3,7 +3,9 @@
 #
 # Starts the test stack (RAGWAY_PROFILE=test: postgres on 55433, moto on 4567), loads its
 # env file, starts a local chat model server, lints template.yaml with cfn-lint, runs `cargo test --workspace --all-targets`,
-# and stops the test stack on exit. Exits non-zero if cargo test or cfn-lint (errors) fail.
+# then builds the function binaries and runs each with its events/ fixture as `sam local invoke`
+# would, without Docker (infra/stack/local_invoke.py), and stops the test stack on exit.
+# Exits non-zero if cargo test, cfn-lint (errors) or a local invoke fail.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,8 +67,29 @@ fi
 cargo_status=0
 cargo test --workspace --all-targets "$@" 7>&- || cargo_status=$?
 
+# Every function of template.yaml, its own debug binary with the
+# environment SAM CLI resolves for `sam local invoke --env-vars`, served
+# its fixture through a local Lambda Runtime API (README: Invoking one
+# function). After cargo test: the fixtures leave messages in the queue.
+invoke_status=0
+SECONDS=0
+echo "infra/test.sh: cargo build --workspace --bins (for infra/stack/local_invoke.py)"
+if cargo build --workspace --bins 7>&-; then
+  echo "infra/test.sh: binaries built in ${SECONDS}s"
+  SECONDS=0
+  .local/venv/bin/python infra/stack/local_invoke.py 7>&- || invoke_status=$?
+  echo "infra/test.sh: local invoke took ${SECONDS}s"
+else
+  invoke_status=$?
+  echo "infra/test.sh: cargo build --workspace --bins failed: no local invoke" >&2
+fi
+
 if (( cargo_status != 0 )); then
   exit "$cargo_status"
+fi
+if (( invoke_status != 0 )); then
+  echo "infra/test.sh: cargo test passed, but a function failed its local invoke (above)" >&2
+  exit 1
 fi
 if (( lint_status != 0 )); then
   echo "infra/test.sh: cargo test passed, but cfn-lint failed" >&2
