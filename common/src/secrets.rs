@@ -43,8 +43,19 @@ pub async fn load_config() -> anyhow::Result<Config> {
 /// secret's value, all secrets fetched at once. No network when none is
 /// wanted.
 pub async fn resolve(vars: &mut HashMap<String, String>) -> anyhow::Result<()> {
+    resolve_only(vars, SECRET_VARS).await
+}
+
+/// [`resolve`] for the variables in `names` alone (of [`SECRET_VARS`]): a
+/// function that reads only some of them needs no access to the others'
+/// secrets, even when its environment names them.
+pub async fn resolve_only(
+    vars: &mut HashMap<String, String>,
+    names: &[&str],
+) -> anyhow::Result<()> {
     let wanted: Vec<(&str, String)> = SECRET_VARS
         .iter()
+        .filter(|name| names.contains(name))
         .filter(|name| vars.get(**name).is_none_or(|v| v.trim().is_empty()))
         .filter_map(|name| {
             let arn = vars.get(&format!("{name}_SECRET_ARN"))?.trim();
