@@ -111,13 +111,18 @@ pub async fn ensure_vector_index(
     ef_construction: u32,
 ) -> Result<(), sqlx::Error> {
     let sql = vector_index_sql(
-        &format!("chunks_shared_hnsw_{dimensions}"),
+        &shared_vector_index(dimensions),
         dimensions,
         ef_construction,
         None,
     );
     sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db).await?;
     Ok(())
+}
+
+/// The name of the shared HNSW index for `dimensions`-long embeddings.
+pub fn shared_vector_index(dimensions: usize) -> String {
+    format!("chunks_shared_hnsw_{dimensions}")
 }
 
 /// The indexed expression: searches must order by exactly this (`<=>`)

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod ingest;
 pub mod lambda;
 pub mod metrics;
+pub mod migrate;
 pub mod pagination;
 pub mod rate_limit;
 pub mod retrieval;

@@ -1,33 +1,38 @@
-//! `ragway-migrate`: applies the embedded migrations to DATABASE_URL, then
-//! builds the HNSW index for the configured embedding dimension
-//! (EMBEDDING_DIMENSIONS, default 384) with HNSW_EF_CONSTRUCTION (default
-//! 128). Run once per deploy (and by the local stack script).
+//! `ragway-migrate`: what the `database-migrate` function does on deploy
+//! (`common::migrate`), from the command line: with DATABASE_ADMIN_URL,
+//! the admin step (app role, `vector`, `ragway_search`, grants); then, as
+//! DATABASE_URL's role, the migrations and the HNSW index for
+//! EMBEDDING_DIMENSIONS (default 384) with HNSW_EF_CONSTRUCTION (default
+//! 128). Either login may come from a secret (`NAME_SECRET_ARN`). The
+//! local stack script runs it.
 
-fn main() -> anyhow::Result<()> {
-    let url =
-        std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("DATABASE_URL is not set"))?;
+fn main() -> std::process::ExitCode {
+    match migrate() {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("ragway-migrate: {reason}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The run's summary line, or why it failed (the cause chain, no password).
+fn migrate() -> Result<String, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await?;
-        common::db::MIGRATOR.run(&pool).await?;
-        let dimensions: usize = match std::env::var("EMBEDDING_DIMENSIONS") {
-            Ok(raw) => raw.trim().parse()?,
-            Err(_) => 384,
-        };
-        let ef_construction: u32 = match std::env::var("HNSW_EF_CONSTRUCTION") {
-            Ok(raw) => raw.trim().parse()?,
-            Err(_) => common::config::DEFAULT_HNSW_EF_CONSTRUCTION,
-        };
-        common::db::ensure_vector_index(&pool, dimensions, ef_construction).await?;
-        println!(
-            "migrations applied: {}",
-            common::db::MIGRATOR.iter().count()
-        );
-        Ok(())
+        let settings = common::migrate::Settings::load(std::env::vars().collect())
+            .await
+            .map_err(|e| common::migrate::cause_chain(&e))?;
+        let progress = common::migrate::Progress::default();
+        match common::migrate::run(&settings, &progress).await {
+            Ok(summary) => Ok(summary.describe()),
+            Err(e) => Err(settings.redact(&common::migrate::cause_chain(&e))),
+        }
     })
 }
