@@ -25,12 +25,20 @@ pub type SqsHandler = for<'a> fn(
 pub type ScheduleHandler =
     for<'a> fn(&'a State, serde_json::Value) -> BoxFuture<'a, Result<(), crate::error::ApiError>>;
 
+/// Any JSON event, answered with JSON; an error fails the invocation.
+/// No [`State`]: for functions that must not need the app's
+/// configuration (the migration function reads the database variables
+/// alone). [`remaining_time`] gives the invocation's deadline.
+pub type RawHandler =
+    fn(serde_json::Value) -> BoxFuture<'static, anyhow::Result<serde_json::Value>>;
+
 /// What kind of event a function consumes.
 #[derive(Clone, Copy)]
 pub enum Handler {
     Http(HttpHandler),
     Sqs(SqsHandler),
     Schedule(ScheduleHandler),
+    Raw(RawHandler),
 }
 
 /// One function: its binary name (`<resource>-<action>`, as in template.yaml) and handler.
@@ -116,6 +124,25 @@ macro_rules! schedule_function {
     }};
 }
 
+/// Wraps an `async fn(serde_json::Value) -> anyhow::Result<serde_json::Value>` as a [`RawHandler`].
+#[macro_export]
+macro_rules! raw_function {
+    ($name:literal, $handler:path) => {{
+        fn boxed(
+            event: $crate::serde_json::Value,
+        ) -> $crate::futures::future::BoxFuture<
+            'static,
+            $crate::anyhow::Result<$crate::serde_json::Value>,
+        > {
+            Box::pin($handler(event))
+        }
+        $crate::lambda::Function {
+            name: $name,
+            handler: $crate::lambda::Handler::Raw(boxed),
+        }
+    }};
+}
+
 /// Runs the function called `name` from `functions` under the Lambda runtime.
 /// Call from a binary's `main` with `env!("CARGO_BIN_NAME")`.
 pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::Error> {
@@ -136,34 +163,28 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        // Secrets are read here, once per container (crate::secrets).
-        let config = crate::secrets::load_config().await?;
-        // Lives as long as the container: leaking gives handlers a `&'static State`.
-        let state: &'static State = Box::leak(Box::new(State::new(config)?));
         match function.handler {
             Handler::Http(handler) => {
+                let state = app_state().await?;
                 lambda_http::run(lambda_http::service_fn(move |req: Request| async move {
                     Ok::<_, std::convert::Infallible>(handler(state, req).await)
                 }))
                 .await
             }
             Handler::Sqs(handler) => {
+                let state = app_state().await?;
                 lambda_runtime::run(lambda_runtime::service_fn(
                     move |event: LambdaEvent<aws_lambda_events::sqs::SqsEvent>| async move {
-                        let left = event
-                            .context
-                            .deadline()
-                            .duration_since(SystemTime::now())
-                            .unwrap_or_default();
                         let work = handler(state, event.payload);
                         Ok::<_, std::convert::Infallible>(
-                            with_deadline(Instant::now() + left, work).await,
+                            with_deadline(invocation_deadline(&event.context), work).await,
                         )
                     },
                 ))
                 .await
             }
             Handler::Schedule(handler) => {
+                let state = app_state().await?;
                 lambda_runtime::run(lambda_runtime::service_fn(
                     move |event: LambdaEvent<serde_json::Value>| async move {
                         // The whole cause chain: the invocation's error is
@@ -177,6 +198,38 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
                 ))
                 .await
             }
+            Handler::Raw(handler) => {
+                lambda_runtime::run(lambda_runtime::service_fn(
+                    move |event: LambdaEvent<serde_json::Value>| async move {
+                        let work = handler(event.payload);
+                        with_deadline(invocation_deadline(&event.context), work)
+                            .await
+                            .map_err(|e| {
+                                let chain = format!("{e:#}");
+                                tracing::error!(function = function.name, error = %chain, "invocation failed");
+                                lambda_runtime::Error::from(chain)
+                            })
+                    },
+                ))
+                .await
+            }
         }
     })
+}
+
+/// The app's [`State`], built once per container; its secrets are read
+/// here (crate::secrets). Lives as long as the container: leaking gives
+/// handlers a `&'static State`.
+async fn app_state() -> anyhow::Result<&'static State> {
+    let config = crate::secrets::load_config().await?;
+    Ok(Box::leak(Box::new(State::new(config)?)))
+}
+
+/// When Lambda cuts the invocation off, on this process's clock.
+fn invocation_deadline(context: &lambda_runtime::Context) -> Instant {
+    let left = context
+        .deadline()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left
 }

@@ -40,6 +40,7 @@ pub use error::{ApiError, Result};
 pub use state::State;
 
 // Re-exported for the function-table macros and the function packages.
+pub use anyhow;
 pub use aws_lambda_events;
 pub use futures;
 pub use lambda_http;
