@@ -37,6 +37,7 @@ pub fn registry() -> Vec<Function> {
         query::FUNCTIONS,
         chat::FUNCTIONS,
         usage::FUNCTIONS,
+        database::FUNCTIONS,
     ]
     .concat()
 }
