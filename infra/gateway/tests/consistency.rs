@@ -129,6 +129,19 @@ fn gateway_serves_every_template_route_and_fixtures_match_them() {
 }
 
 #[test]
+fn every_function_has_its_event_fixture() {
+    // What `sam local invoke -e events/<binary>.json` takes, for every
+    // kind of function (HTTP fixtures are checked against their routes above).
+    for function in registry() {
+        let fixture = repo_root().join(format!("events/{}.json", function.name));
+        let text = std::fs::read_to_string(&fixture)
+            .unwrap_or_else(|_| panic!("missing {}", fixture.display()));
+        let _: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", fixture.display()));
+    }
+}
+
+#[test]
 fn template_parses_cloudformation_short_forms() {
     let yaml = r#"
 Globals:
