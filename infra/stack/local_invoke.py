@@ -779,6 +779,28 @@ def admin_sql(admin_url, sql):
     )
 
 
+def drop_stale_databases(admin_url, prefix):
+    """Scratch databases of runs that were killed before they dropped them."""
+    listed = subprocess.run(
+        [psql(), "-X", "-At", "-d", admin_url, "-c",
+         f"SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'"],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    for name in listed:
+        match = re.fullmatch(re.escape(prefix) + r"(\d+)_[0-9a-f]+", name)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # its run is still going
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(subprocess.CalledProcessError):
+            admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def with_database(url, name):
     parts = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
@@ -815,7 +837,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     work = tempfile.mkdtemp(prefix="ragway-local-invoke-")
-    db_name = f"ragway_local_invoke_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    db_prefix = "ragway_local_invoke_"
+    db_name = f"{db_prefix}{os.getpid()}_{uuid.uuid4().hex[:8]}"
     created_db = False
     harness = None
     try:
@@ -826,6 +849,7 @@ def main():
         if not base_url:
             sys.exit(f"local_invoke: {args.env_vars} sets no DATABASE_URL: nothing to point at the scratch database")
         owner = urllib.parse.urlsplit(base_url).username
+        drop_stale_databases(admin_url, db_prefix)
         admin_sql(admin_url, f'CREATE DATABASE "{db_name}" OWNER "{owner}"')
         created_db = True
         db_url = with_database(base_url, db_name)
