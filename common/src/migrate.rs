@@ -339,11 +339,13 @@ async fn connect(
     // the app's requests); the caller's deadline bounds the run instead.
     // A run cut off drops its connection: the server then notices within
     // seconds and stops, rather than finish an index build for nobody
-    // while it holds the lock.
-    sqlx::query(
-        "SELECT set_config('statement_timeout', '0', false), \
-                set_config('lock_timeout', '0', false), \
-                set_config('client_connection_check_interval', '5s', false)",
+    // while it holds the lock. Plain SET statements: RDS Proxy pins the
+    // session to one server connection on them, as the session's
+    // advisory lock needs. No NOTICEs ("already exists, skipping") in
+    // the logs.
+    sqlx::raw_sql(
+        "SET statement_timeout = 0; SET lock_timeout = 0; \
+         SET client_connection_check_interval = '5s'; SET client_min_messages = warning",
     )
     .execute(&mut conn)
     .await?;
