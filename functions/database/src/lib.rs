@@ -374,6 +374,32 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_panic_or_the_deadline_is_a_reason_naming_the_step() {
+        let progress = Progress::default();
+        progress.step("applying migration 7 (requeue)");
+        let soon = Instant::now() + Duration::from_secs(5);
+        let panicked: Result<(), String> =
+            bounded(soon, Duration::from_secs(5), &progress, async {
+                panic!("index out of bounds")
+            })
+            .await;
+        assert_eq!(
+            panicked.unwrap_err(),
+            "panicked while applying migration 7 (requeue): index out of bounds"
+        );
+        let now = Instant::now();
+        let hung: Result<(), String> = bounded(now, Duration::ZERO, &progress, async {
+            futures::future::pending::<()>().await;
+            Ok(())
+        })
+        .await;
+        assert!(
+            hung.unwrap_err().starts_with("out of time after 0 s")
+                && now.elapsed() < Duration::from_secs(1)
+        );
+    }
+
     #[test]
     fn delete_succeeds_with_the_same_physical_id() {
         let response = response(&addressee(), Ok(None), None);
