@@ -65,9 +65,14 @@ pub const SEARCH_ROLE: &str = "ragway_search";
 /// Extensions only the admin may create (not marked trusted).
 const ADMIN_EXTENSIONS: &[&str] = &["vector"];
 
-/// Longest wait for a connection (an Aurora Serverless cluster resuming
-/// from zero capacity takes about 15 s).
+/// Longest wait for one connection attempt (an Aurora Serverless
+/// cluster resuming from zero capacity takes about 15 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long failed connections are tried again when the failure may pass
+/// (a proxy whose target is still registering, a database starting up),
+/// within the caller's deadline.
+const CONNECT_RETRY_WINDOW: Duration = Duration::from_secs(180);
 
 /// The variables a run reads that may come from secrets (`NAME_SECRET_ARN`).
 pub const SECRET_VARS: &[&str] = &["DATABASE_URL", "DATABASE_ADMIN_URL"];
@@ -321,20 +326,40 @@ fn describe(options: &PgConnectOptions) -> String {
     )
 }
 
-/// Connects within [`CONNECT_TIMEOUT`] and prepares the session.
+/// Connects (each attempt within [`CONNECT_TIMEOUT`], failures that may
+/// pass tried again for [`CONNECT_RETRY_WINDOW`]) and prepares the session.
 async fn connect(
     options: &PgConnectOptions,
     progress: &Progress,
 ) -> Result<PgConnection, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let mut attempt = 1;
     progress.step(format!("connecting to {}", describe(options)));
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
-        .await
-        .map_err(|_| {
-            sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-            ))
-        })??;
+    let mut conn = loop {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                )))
+            });
+        match connected {
+            Ok(conn) => break conn,
+            Err(e) if may_pass(&e) && started.elapsed() < CONNECT_RETRY_WINDOW => {
+                let pause = Duration::from_secs(1 << attempt.min(4));
+                progress.step(format!(
+                    "connecting to {} (attempt {} failed: {e}; again in {} s)",
+                    describe(options),
+                    attempt,
+                    pause.as_secs()
+                ));
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     // Statements run as long as they need (a role's own timeouts are for
     // the app's requests); the caller's deadline bounds the run instead.
     // A run cut off drops its connection: the server then notices within
@@ -350,6 +375,18 @@ async fn connect(
     .execute(&mut conn)
     .await?;
     Ok(conn)
+}
+
+/// A connection failure that may pass by itself: no answer or a refused
+/// connection, a connection exception (class 08), a server starting up
+/// (57P03) or full (53300). A login refused, a database missing are not.
+fn may_pass(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(_) => sql_state(error)
+            .is_some_and(|code| code.starts_with("08") || code == "57P03" || code == "53300"),
+        _ => false,
+    }
 }
 
 fn sql_state(error: &sqlx::Error) -> Option<String> {

@@ -527,6 +527,48 @@ async fn a_server_that_never_answers_fails_the_deploy_before_the_deadline() {
 }
 
 #[tokio::test]
+async fn a_database_not_up_yet_is_waited_for() {
+    // The master user's connections go to a port that refuses them for
+    // a moment (a proxy whose target is still registering), then
+    // forwards them to the stack's Postgres.
+    let scratch = Scratch::new();
+    scratch.create_database().await;
+    let server = s3_stand_in().await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let postgres = format!(
+        "{}:{}",
+        stack().host_str().unwrap(),
+        stack().port().unwrap()
+    );
+    let forwarder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        while let Ok((mut client, _)) = listener.accept().await {
+            let postgres = postgres.clone();
+            tokio::spawn(async move {
+                let mut upstream = tokio::net::TcpStream::connect(postgres).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    let mut env = scratch.env();
+    let mut admin = reqwest::Url::parse(&superuser_url("postgres")).unwrap();
+    admin.set_port(Some(port)).unwrap();
+    env.insert("DATABASE_ADMIN_URL".into(), admin.to_string());
+    let create = fixture(&server, "Create");
+    invoke(create.clone(), env, 120).await.unwrap();
+    let answer = answer_to(&server, &create);
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    forwarder.abort();
+    scratch.drop().await;
+}
+
+#[tokio::test]
 async fn the_answer_is_sent_again_until_it_is_taken() {
     // S3 fails the first PUT.
     let server = TestServer::start(|_, n| {
