@@ -2,7 +2,8 @@
 # The project's one test command:  infra/test.sh [extra cargo test args...]
 #
 # Starts the test stack (RAGWAY_PROFILE=test: postgres on 55433, moto on 4567), loads its
-# env file, starts a local chat model server, lints template.yaml with cfn-lint, runs `cargo test --workspace --all-targets`,
+# env file, starts a local chat model server, checks template.yaml (cfn-lint, `sam validate --lint`,
+# infra/stack/template_check.py on SAM's transform), runs `cargo test --workspace --all-targets`,
 # then builds the function binaries and runs each with its events/ fixture as `sam local invoke`
 # would, without Docker (infra/stack/local_invoke.py), and stops the test stack on exit.
 # Exits non-zero if cargo test, cfn-lint (errors) or a local invoke fail.
@@ -58,6 +59,14 @@ if [[ -f template.yaml ]]; then
   if (( lint_status != 0 )); then
     echo "infra/test.sh: cfn-lint found errors in template.yaml (exit $lint_status)" >&2
   fi
+  # SAM's own validation (its transform and its cfn-lint), offline.
+  echo "infra/test.sh: sam validate --lint"
+  AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 .local/venv/bin/sam validate --lint \
+    --template template.yaml 7>&- || lint_status=$?
+  # The transformed template, per deploy scenario: functions in the VPC,
+  # no secret in an environment, policies scoped to what each uses.
+  echo "infra/test.sh: infra/stack/template_check.py"
+  .local/venv/bin/python infra/stack/template_check.py 7>&- || lint_status=$?
 else
   echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
   echo "!!! infra/test.sh: template.yaml not found: SKIPPING cfn-lint        !!!" >&2
@@ -92,7 +101,7 @@ if (( invoke_status != 0 )); then
   exit 1
 fi
 if (( lint_status != 0 )); then
-  echo "infra/test.sh: cargo test passed, but cfn-lint failed" >&2
+  echo "infra/test.sh: cargo test passed, but the template checks (cfn-lint, sam validate, template_check.py) failed" >&2
   exit 1
 fi
 exit 0
