@@ -422,7 +422,7 @@ write_env() {
   local sam=()
   for kv in "${vars[@]}"; do
     case "${kv%%=*}" in
-      DATABASE_URL | AWS_ENDPOINT_URL | BUCKET_NAME | INGEST_QUEUE_URL | JWT_*) sam+=("$kv") ;;
+      DATABASE_URL | DATABASE_ADMIN_URL | AWS_ENDPOINT_URL | BUCKET_NAME | INGEST_QUEUE_URL | JWT_*) sam+=("$kv") ;;
     esac
   done
   "$PY" "$UTIL" sam-env "$P/sam-env.json" "${sam[@]}" || die "could not write $P/sam-env.json"
