@@ -27,7 +27,7 @@
 //!      schema's may). Owning them exempts it from no row-level security.
 //!
 //!    The password goes to the server as a SCRAM-SHA-256 verifier
-//!    computed here (as psql's `\password` does): the plain password
+//!    computed here (postgres-protocol, as psql's `\password` does): the plain password
 //!    never appears in a statement that the server log or
 //!    `pg_stat_statements` could keep.
 //! 2. **App step**, connected as the app role: the pending migrations, one
@@ -44,9 +44,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrate;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -520,13 +518,12 @@ async fn ensure_app_role(
         );
     }
     let password = match &app.password {
-        Some(password) => {
-            let salt: [u8; 16] = rand::random();
-            format!(
-                " PASSWORD {}",
-                quote_literal(&scram_verifier(password, &salt, 4096))
-            )
-        }
+        Some(password) => format!(
+            " PASSWORD {}",
+            quote_literal(&postgres_protocol::password::scram_sha_256(
+                password.as_bytes()
+            ))
+        ),
         None => String::new(),
     };
     let (verb, change) = match existing {
@@ -809,63 +806,6 @@ pub fn quote_literal(value: &str) -> String {
     }
 }
 
-/// The SCRAM-SHA-256 verifier Postgres stores for `password` (RFC 5802,
-/// 7677; SASLprep as Postgres applies it: a password it refuses is used
-/// as it is).
-pub fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
-    let (stored_key, server_key) = scram_keys(password, salt, iterations);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    format!(
-        "SCRAM-SHA-256${iterations}:{}${}:{}",
-        b64.encode(salt),
-        b64.encode(stored_key),
-        b64.encode(server_key)
-    )
-}
-
-/// `(StoredKey, ServerKey)`.
-fn scram_keys(password: &str, salt: &[u8], iterations: u32) -> ([u8; 32], [u8; 32]) {
-    let prepared = stringprep::saslprep(password)
-        .map(|p| p.into_owned())
-        .unwrap_or_else(|_| password.to_owned());
-    let salted = hi(prepared.as_bytes(), salt, iterations);
-    let client_key = hmac_sha256(&salted, b"Client Key");
-    (
-        Sha256::digest(client_key).into(),
-        hmac_sha256(&salted, b"Server Key"),
-    )
-}
-
-/// PBKDF2-HMAC-SHA-256 of one block: RFC 5802's `Hi`.
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut first = salt.to_vec();
-    first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac_sha256(password, &first);
-    let mut out = u;
-    for _ in 1..iterations {
-        u = hmac_sha256(password, &u);
-        out.iter_mut().zip(u).for_each(|(o, b)| *o ^= b);
-    }
-    out
-}
-
-/// HMAC-SHA-256 (RFC 2104).
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,34 +815,6 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    #[test]
-    fn scram_keys_answer_rfc_7677s_exchange() {
-        // RFC 7677 section 3: user "user", password "pencil".
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let salt = b64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
-        let (stored_key, server_key) = scram_keys("pencil", &salt, 4096);
-        let auth_message = "n=user,r=rOprNGfwEbeRWgbNEkqO,\
-            r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,\
-            c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-        let server_signature = hmac_sha256(&server_key, auth_message.as_bytes());
-        assert_eq!(
-            b64.encode(server_signature),
-            "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
-        );
-        // The client's proof, checked as the server checks it.
-        let proof = b64
-            .decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
-            .unwrap();
-        let client_signature = hmac_sha256(&stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof
-            .iter()
-            .zip(client_signature)
-            .map(|(p, s)| p ^ s)
-            .collect();
-        let digest: [u8; 32] = Sha256::digest(&client_key).into();
-        assert_eq!(digest, stored_key);
     }
 
     #[test]

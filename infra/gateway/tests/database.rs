@@ -271,7 +271,7 @@ async fn a_first_deploy_creates_the_app_role_and_schema_and_later_ones_change_no
     let salt = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, salt).unwrap();
     assert_eq!(
         stored,
-        common::migrate::scram_verifier(&scratch.password, &salt, iterations.parse().unwrap())
+        scram_verifier(&scratch.password, &salt, iterations.parse().unwrap())
     );
 
     // The app role owns every table (so FORCE ROW LEVEL SECURITY binds it).
@@ -601,4 +601,31 @@ async fn the_answer_is_sent_again_until_it_is_taken() {
         body["Reason"].as_str().unwrap().contains("StackId"),
         "{body}"
     );
+}
+
+/// The SCRAM-SHA-256 verifier Postgres stores for `password` (RFC 5802,
+/// 7677), computed with aws-lc-rs: another implementation than the one
+/// the migration uses (postgres-protocol). The test password is ASCII, so
+/// SASLprep leaves it as it is.
+fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
+    use aws_lc_rs::{digest, hmac, pbkdf2};
+    let mut salted = [0u8; 32];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::new(iterations).unwrap(),
+        salt,
+        password.as_bytes(),
+        &mut salted,
+    );
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+    let client_key = hmac::sign(&key, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    let server_key = hmac::sign(&key, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        base64::Engine::encode(&b64, salt),
+        base64::Engine::encode(&b64, stored_key.as_ref()),
+        base64::Engine::encode(&b64, server_key.as_ref()),
+    )
 }
