@@ -2,6 +2,15 @@
 
 use crate::ids::{DocumentId, WorkspaceId};
 
+/// The key prefix under which every file of one workspace lives.
+pub fn workspace_prefix(workspace: WorkspaceId) -> String {
+    format!("workspaces/{workspace}/")
+}
+
+/// The most keys one DeleteObjects call takes (an S3 limit), and so the
+/// most one [`Bucket::delete_batch`] lists.
+pub const DELETE_BATCH: usize = 1_000;
+
 /// The key prefix under which every file of one document lives.
 pub fn document_prefix(workspace: WorkspaceId, document: DocumentId) -> String {
     format!("workspaces/{workspace}/documents/{document}/")
@@ -42,28 +51,76 @@ impl<'a> Bucket<'a> {
     ) -> anyhow::Result<usize> {
         let prefix = document_prefix(workspace, document);
         let mut removed = 0;
-        let mut pages = self
+        loop {
+            let batch = self.delete_batch(&prefix).await?;
+            if batch == 0 {
+                return Ok(removed);
+            }
+            removed += batch;
+        }
+    }
+
+    /// Removes the first objects under `prefix` that one listing returns
+    /// (at most [`DELETE_BATCH`], one DeleteObjects call); how many. Zero:
+    /// nothing is left under it. Idempotent, and resumable at any point:
+    /// each call lists afresh what is still there.
+    pub async fn delete_batch(&self, prefix: &str) -> anyhow::Result<usize> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let page = self
             .s3
             .list_objects_v2()
             .bucket(self.name)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(s3_error)?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                self.s3
-                    .delete_object()
-                    .bucket(self.name)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(s3_error)?;
-                removed += 1;
-            }
+            .prefix(prefix)
+            .max_keys(DELETE_BATCH as i32)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let mut objects = Vec::new();
+        for key in page.contents().iter().filter_map(|o| o.key()) {
+            // S3 lists only keys under the prefix; a key outside it would
+            // be another document's or workspace's, never to be touched.
+            anyhow::ensure!(key.starts_with(prefix), "listing {prefix} returned {key}");
+            objects.push(ObjectIdentifier::builder().key(key).build()?);
         }
-        Ok(removed)
+        let n = objects.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()?;
+        let answer = self
+            .s3
+            .delete_objects()
+            .bucket(self.name)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        // Quiet: only the keys S3 could not delete are reported.
+        if let Some(error) = answer.errors().first() {
+            anyhow::bail!(
+                "S3 did not delete {} of {n} objects under {prefix}, {:?} first: {} {}",
+                answer.errors().len(),
+                error.key().unwrap_or_default(),
+                error.code().unwrap_or_default(),
+                error.message().unwrap_or_default()
+            );
+        }
+        Ok(n)
+    }
+
+    /// Removes the object at `key`; removing one that is gone succeeds.
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.s3
+            .delete_object()
+            .bucket(self.name)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(s3_error)
     }
 
     /// A presigned `PUT` for `key`, bound to its content type and exact
