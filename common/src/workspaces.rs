@@ -347,9 +347,19 @@ pub async fn update(mut access: Access, changes: WorkspaceChanges) -> Result<Wor
     Ok(workspace)
 }
 
-/// Soft-deletes the workspace (owner only); it disappears for everyone at once.
+/// Soft-deletes the workspace (owner only); it disappears for everyone at
+/// once. Its files and chunks are removed afterwards by the
+/// `workspaces-purge` schedule (`purge`).
 pub async fn delete(mut access: Access) -> Result<()> {
     access.require(access.role == Role::Owner, "delete this workspace")?;
+    // The workspace's vector-flag lock, exclusively: chunk stores under
+    // way (they hold it shared) commit first, and any later one finds the
+    // workspace deleted and stores nothing (`ingest::store::replace_all`).
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(crate::db::VECTOR_FLAG_LOCK)
+        .bind(access.workspace)
+        .execute(&mut *access.tx)
+        .await?;
     sqlx::query("UPDATE workspaces SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL")
         .bind(access.workspace)
         .execute(&mut *access.tx)

@@ -74,7 +74,8 @@ macro_rules! sequencer_later_sql {
 /// document of the message's kind and file (uploads: the same key, and no
 /// later sequencer already ingested) whose content is not already
 /// ingested (inline: the current hash; uploads: the object's ETag) and
-/// that no other delivery holds a live lease on.
+/// that no other delivery holds a live lease on. Nothing is claimed in a
+/// deleted workspace (`workspace_deleted`): its documents are refused.
 ///
 /// `doc.id = ANY($2)` (here and in [`READY_SQL`]) bounds the documents
 /// read by the batch, whatever the planner's statistics say. Without it,
@@ -88,6 +89,8 @@ const CLAIM_SQL: &str = concat!(
      ), first AS (
          SELECT DISTINCT ON (id) * FROM m
          ORDER BY id, lpad(upper(sequencer), 64, '0') COLLATE \"C\" DESC NULLS LAST, n
+     ), w AS (
+         SELECT max_document_chunks, deleted_at IS NOT NULL AS deleted FROM workspaces WHERE id = $1
      ), d AS (
          SELECT id, source, status, content, content_type, size, s3_key, content_sha256,
                 ingested_sha256, object_etag, object_sequencer, deleted_at IS NOT NULL AS deleted
@@ -97,7 +100,7 @@ const CLAIM_SQL: &str = concat!(
                 processing_until = now() + interval '10 minutes'
          FROM first m
          WHERE doc.workspace_id = $1 AND doc.id = ANY($2) AND doc.id = m.id
-           AND doc.deleted_at IS NULL
+           AND doc.deleted_at IS NULL AND NOT coalesce((SELECT deleted FROM w), false)
            AND (doc.status <> 'processing' OR doc.processing_until IS NULL
                 OR doc.processing_until < now())
            AND CASE WHEN m.upload THEN doc.source = 'upload' AND doc.s3_key = m.key
@@ -113,7 +116,8 @@ const CLAIM_SQL: &str = concat!(
      )
      SELECT m.n, d.source, d.status, d.content, d.content_type, d.size, d.s3_key,
             d.content_sha256, d.ingested_sha256, d.object_etag, d.object_sequencer, d.deleted,
-            (SELECT max_document_chunks FROM workspaces WHERE id = $1) AS max_document_chunks,
+            (SELECT max_document_chunks FROM w) AS max_document_chunks,
+            coalesce((SELECT deleted FROM w), false) AS workspace_deleted,
             EXISTS (SELECT 1 FROM claimed c WHERE c.n = m.n) AS claimed
      FROM m JOIN d ON d.id = m.id"
 );
@@ -126,6 +130,8 @@ pub struct Claim {
     /// `processing`, one more attempt, leased to this delivery for ten
     /// minutes. When false nothing was written.
     pub claimed: bool,
+    /// The workspace is deleted: nothing of it is claimed or ingested.
+    pub workspace_deleted: bool,
 }
 
 impl Claim {
@@ -135,6 +141,7 @@ impl Claim {
         let target = &self.target;
         let ready = target.status == Status::Ready;
         match ingest {
+            _ if self.workspace_deleted => "the workspace was deleted",
             _ if target.deleted => "the document was deleted",
             Ingest::Inline if target.source != Source::Inline => "not an inline document",
             Ingest::Inline
@@ -285,6 +292,29 @@ pub async fn mark_failed(
     tx.commit().await
 }
 
+/// Fails documents of a deleted workspace with `reason`, whatever their
+/// state (claimed or not): nothing of the workspace is ingested any more.
+pub async fn fail_refused(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    documents: &[DocumentId],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = documents.iter().map(|d| d.0).collect();
+    let mut tx = tenant_tx(db, None, Some(workspace)).await?;
+    sqlx::query(
+        "UPDATE documents SET status = 'failed', error = $3, processing_until = NULL
+         WHERE workspace_id = $1 AND id = ANY($2) AND deleted_at IS NULL
+           AND (status <> 'failed' OR error IS DISTINCT FROM $3)",
+    )
+    .bind(workspace)
+    .bind(&ids)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
 /// Fails the documents whose ingestion lease lapsed more than
 /// `older_than` ago, at most `limit`: their worker crashed or ran out of
 /// time on every delivery and their message has gone to the DLQ (see
@@ -411,6 +441,7 @@ const READY_SQL: &str = concat!(
          FROM m
          WHERE doc.workspace_id = $1 AND doc.id = ANY($2) AND doc.id = m.id
            AND doc.deleted_at IS NULL
+           AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = $1 AND w.deleted_at IS NULL)
            AND CASE WHEN m.key IS NULL THEN doc.content_sha256 = m.sha
                     ELSE doc.s3_key = m.key AND NOT coalesce(",
     sequencer_later_sql!("doc.object_sequencer", "m.sequencer"),
@@ -424,17 +455,32 @@ const READY_SQL: &str = concat!(
      SELECT id FROM ready"
 );
 
+/// What [`replace_all`] stored.
+#[derive(Debug, PartialEq)]
+pub struct Stored {
+    /// Per document, whether it was stored.
+    pub documents: Vec<bool>,
+    /// The workspace was deleted: nothing was stored.
+    pub workspace_deleted: bool,
+}
+
 /// Replaces the chunks of documents of one workspace and marks them
 /// `ready`, all in one transaction of two statements ([`READY_SQL`], then
 /// the chunks), where each document still holds what its chunks were made
-/// from. Returns, per document, whether it was stored; false (nothing
-/// written for it) when it was deleted or its content moved on meanwhile:
-/// a newer message carries the newer state.
+/// from and the workspace is not deleted. Returns, per document, whether
+/// it was stored; false (nothing written for it) when it or its workspace
+/// was deleted or its content moved on meanwhile: a newer message carries
+/// the newer state.
+///
+/// The transaction holds the workspace's vector-flag lock shared from its
+/// start ([`crate::db::chunk_writer_tx`]), and deleting a workspace takes
+/// it exclusively: a store that found the workspace live commits before
+/// the deletion does, and one that starts later finds it deleted.
 pub async fn replace_all(
     db: &PgPool,
     workspace: WorkspaceId,
     documents: &[Ingested],
-) -> Result<Vec<bool>, sqlx::Error> {
+) -> Result<Stored, sqlx::Error> {
     let mut tx = crate::db::chunk_writer_tx(db, workspace).await?;
     let n = documents.len();
     let (mut ids, mut hashes, mut keys, mut sequencers, mut etags, mut sizes) = (
@@ -481,6 +527,22 @@ pub async fn replace_all(
         .fetch_all(&mut *tx)
         .await?;
     let stored: Vec<bool> = ids.iter().map(|id| ready.contains(id)).collect();
+    if ready.len() < ids.len() {
+        // Why some were not: only then is the workspace read again.
+        let deleted: bool = sqlx::query_scalar(
+            "SELECT coalesce((SELECT deleted_at IS NOT NULL FROM workspaces WHERE id = $1), false)",
+        )
+        .bind(workspace)
+        .fetch_one(&mut *tx)
+        .await?;
+        if deleted {
+            tx.commit().await?;
+            return Ok(Stored {
+                documents: stored,
+                workspace_deleted: true,
+            });
+        }
+    }
     let rows = documents
         .iter()
         .zip(&stored)
@@ -528,7 +590,10 @@ pub async fn replace_all(
         .await?;
     }
     tx.commit().await?;
-    Ok(stored)
+    Ok(Stored {
+        documents: stored,
+        workspace_deleted: false,
+    })
 }
 
 #[cfg(test)]

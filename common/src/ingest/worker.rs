@@ -4,7 +4,8 @@
 //!
 //! Per batch ([`ingest_batch`]): claim the documents its records ask for
 //! (unknown keys, test events and deleted documents are acknowledged and
-//! logged; what is already ingested is skipped), read each one's bytes,
+//! logged; what is already ingested is skipped; documents of a deleted
+//! workspace are failed and their uploaded objects removed), read each one's bytes,
 //! extract and chunk them in a child process ([`super::extractor`]),
 //! embed, and replace the documents' chunks several per transaction. A
 //! problem with the file fails the document with a readable error and is
@@ -152,7 +153,14 @@ pub async fn ingest_batch(state: &State, messages: Vec<Message>) -> Vec<String> 
     let claims = claim_jobs(state, &jobs).await;
     let mut claimed = Vec::new();
     let mut leased = vec![false; jobs.len()];
+    let mut refused = Vec::new();
     for (i, claim) in claims.into_iter().enumerate() {
+        if let Ok(Some(claim)) = &claim
+            && claim.workspace_deleted
+        {
+            refused.push(i);
+            continue;
+        }
         match claim.map(|c| claimed_target(c, jobs[i].ingest())) {
             Ok(Ok(target)) => {
                 leased[i] = true;
@@ -161,6 +169,9 @@ pub async fn ingest_batch(state: &State, messages: Vec<Message>) -> Vec<String> 
             Ok(Err(skipped)) => results[i] = Some(Ok(skipped)),
             Err(retry) => results[i] = Some(Err(retry)),
         }
+    }
+    for (i, result) in refuse(state, &jobs, refused).await {
+        results[i] = Some(result);
     }
 
     prepare_and_store(state, &jobs, claimed, &mut results).await;
@@ -466,10 +477,13 @@ async fn store_jobs(
         |(ws, group)| async move {
             let (members, documents): (Vec<usize>, Vec<Ingested>) = group.into_iter().unzip();
             let error = match store::replace_all(&state.db, ws, &documents).await {
+                Ok(stored) if stored.workspace_deleted => {
+                    return refuse(state, jobs, members).await;
+                }
                 Ok(stored) => {
                     return members
                         .into_iter()
-                        .zip(stored.into_iter().zip(&documents))
+                        .zip(stored.documents.into_iter().zip(&documents))
                         .map(|(i, (stored, doc))| (i, stored_outcome(stored, doc)))
                         .collect();
                 }
@@ -483,16 +497,93 @@ async fn store_jobs(
             let mut results = Vec::new();
             for (i, doc) in members.into_iter().zip(&documents) {
                 let one = store::replace_all(&state.db, ws, std::slice::from_ref(doc)).await;
-                results.push(match one {
-                    Ok(stored) => (i, stored_outcome(stored.first() == Some(&true), doc)),
-                    Err(error) => (i, store_failed(state, ws, doc, error).await),
-                });
+                match one {
+                    Ok(stored) if stored.workspace_deleted => {
+                        results.extend(refuse(state, jobs, vec![i]).await);
+                    }
+                    Ok(stored) => {
+                        let stored = stored.documents.first() == Some(&true);
+                        results.push((i, stored_outcome(stored, doc)));
+                    }
+                    Err(error) => results.push((i, store_failed(state, ws, doc, error).await)),
+                }
             }
             results
         },
     ))
     .await;
     groups.into_iter().flatten().collect()
+}
+
+/// Why a document of a deleted workspace failed.
+pub const WORKSPACE_DELETED: &str =
+    "the workspace was deleted: nothing of it is ingested any more, and its file was removed";
+
+/// Refuses the jobs of deleted workspaces (a claim or a store found the
+/// workspace deleted): their documents fail with [`WORKSPACE_DELETED`]
+/// and the uploaded objects their records name are removed, so a file
+/// PUT after the deletion, with a URL signed before it, is neither
+/// ingested nor kept. The record is acknowledged; a failure of the
+/// database or S3 retries it (refusing again changes nothing twice).
+async fn refuse(state: &State, jobs: &[Job], refused: Vec<usize>) -> Vec<(usize, JobResult)> {
+    let groups = by_workspace(jobs, refused.into_iter().map(|i| (i, ())));
+    let mut results = Vec::new();
+    for (ws, members) in groups {
+        let members: Vec<usize> = members.into_iter().map(|(i, ())| i).collect();
+        let documents: Vec<DocumentId> = members.iter().map(|&i| jobs[i].document).collect();
+        tracing::warn!(workspace = %ws, documents = documents.len(),
+            "documents of a deleted workspace refused");
+        if let Err(error) = store::fail_refused(&state.db, ws, &documents, WORKSPACE_DELETED).await
+        {
+            let error = anyhow::Error::from(error);
+            results.extend(
+                members
+                    .into_iter()
+                    .map(|i| (i, Err(Retry(anyhow::anyhow!("refusing: {error:#}"))))),
+            );
+            continue;
+        }
+        for i in members {
+            let removed = match &jobs[i].work {
+                Work::Inline => Ok(()),
+                Work::Upload(object) => remove_refused(state, ws, object).await,
+            };
+            results.push((
+                i,
+                match removed {
+                    Ok(()) => Ok(Outcome::Skipped(
+                        "the workspace was deleted; the document failed, its file is removed",
+                    )),
+                    Err(error) => Err(Retry(error)),
+                },
+            ));
+        }
+    }
+    results
+}
+
+/// Removes an uploaded object of deleted workspace `workspace`; only ever
+/// one under that workspace's own prefix (where the key named it).
+async fn remove_refused(
+    state: &State,
+    workspace: WorkspaceId,
+    object: &CreatedObject,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        object
+            .key
+            .starts_with(&crate::storage::workspace_prefix(workspace)),
+        "{} is not a file of workspace {workspace}",
+        object.key
+    );
+    let name = state
+        .config
+        .bucket_name
+        .as_deref()
+        .unwrap_or(&object.bucket);
+    Bucket::new(state.s3().await, name)
+        .delete(&object.key)
+        .await
 }
 
 /// One document the database would not store: failed for good when it

@@ -11,6 +11,8 @@ use ragway_gateway::{Gateway, registry, template};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+pub mod uploads;
+
 pub const ISSUER: &str = "http://ragway.test";
 pub const KID: &str = "test-key-1";
 pub const PREVIOUS_KID: &str = "test-key-0";
