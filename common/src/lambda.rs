@@ -21,7 +21,8 @@ pub type SqsHandler = for<'a> fn(
 ) -> BoxFuture<'a, aws_lambda_events::sqs::SqsBatchResponse>;
 
 /// A scheduled job (EventBridge schedule). An error fails the invocation,
-/// so the scheduler's retry policy applies.
+/// so the scheduler's retry policy applies. [`remaining_time`] gives the
+/// invocation's deadline.
 pub type ScheduleHandler =
     for<'a> fn(&'a State, serde_json::Value) -> BoxFuture<'a, Result<(), crate::error::ApiError>>;
 
@@ -55,7 +56,8 @@ tokio::task_local! {
 
 /// Time left before the invocation being handled is cut off: Lambda's
 /// deadline for the function's timeout, or what [`with_deadline`] set
-/// (the local gateway does so for queue consumers). `None` outside both.
+/// (the local gateway does so for queue consumers and schedules). `None`
+/// outside both.
 pub fn remaining_time() -> Option<Duration> {
     DEADLINE
         .try_with(|deadline| deadline.saturating_duration_since(Instant::now()))
@@ -187,9 +189,10 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
                 let state = app_state().await?;
                 lambda_runtime::run(lambda_runtime::service_fn(
                     move |event: LambdaEvent<serde_json::Value>| async move {
+                        let work = handler(state, event.payload);
                         // The whole cause chain: the invocation's error is
                         // all a failed schedule leaves in the logs.
-                        handler(state, event.payload).await.map_err(|e| {
+                        with_deadline(invocation_deadline(&event.context), work).await.map_err(|e| {
                             let chain = e.chain();
                             tracing::error!(function = function.name, error = %chain, "scheduled run failed");
                             lambda_runtime::Error::from(chain)

@@ -150,6 +150,7 @@ impl Gateway {
                         schedules.push(schedule::Schedule {
                             binary: function.binary.clone(),
                             every,
+                            timeout: function.timeout.map(std::time::Duration::from_secs),
                             handler,
                         });
                     }

@@ -7,11 +7,12 @@ use common::State;
 use common::lambda::ScheduleHandler;
 use serde_json::{Value, json};
 
-/// A scheduled function and its period.
+/// A scheduled function, its period and its function's `Timeout`.
 #[derive(Clone)]
 pub struct Schedule {
     pub binary: String,
     pub every: Duration,
+    pub timeout: Option<Duration>,
     pub handler: ScheduleHandler,
 }
 
@@ -52,7 +53,17 @@ pub async fn run(state: Arc<State>, schedule: Schedule) {
     loop {
         timer.tick().await;
         let event = scheduled_event(&schedule.binary, &state.config.aws_region);
-        match (schedule.handler)(&state, event).await {
+        let run = (schedule.handler)(&state, event);
+        // As Lambda would: the handler sees its deadline through
+        // `common::lambda::remaining_time` (not enforced here).
+        let run = match schedule.timeout {
+            Some(timeout) => {
+                let deadline = std::time::Instant::now() + timeout;
+                common::lambda::with_deadline(deadline, run).await
+            }
+            None => run.await,
+        };
+        match run {
             Ok(()) => tracing::info!(function = %schedule.binary, "scheduled run"),
             Err(e) => {
                 tracing::warn!(function = %schedule.binary, error = %e.chain(), "scheduled run failed")
