@@ -23,6 +23,7 @@ pub mod lambda;
 pub mod metrics;
 pub mod migrate;
 pub mod pagination;
+pub mod purge;
 pub mod rate_limit;
 pub mod retrieval;
 pub mod secrets;

@@ -563,6 +563,8 @@ class Run:
             elif kind == "schedule":
                 inv, reply = self.call(binary, event)
                 result = "ok"
+                if after:
+                    learn(after, reply)
             elif kind == "custom-resource":
                 result = self.custom_resource(binary, event)
             else:
@@ -679,7 +681,8 @@ class Run:
         self.run("ingest-requeue")
         self.run("ingest-indexer")
 
-        last = ["members-remove", "chat-delete", "documents-delete", "workspaces-delete", "auth-logout"]
+        last = ["members-remove", "chat-delete", "documents-delete", "workspaces-delete", "workspaces-purge",
+                "auth-logout"]
         # Functions this list does not know yet: their fixture, any reply below 500.
         for binary in sorted(self.h.functions):
             if binary not in self.done and binary not in last:
@@ -688,6 +691,8 @@ class Run:
         self.run("chat-delete", 204)
         self.run("documents-delete", 204)
         self.run("workspaces-delete", 204)
+        # The deleted workspace's files (the upload above) are removed.
+        self.run("workspaces-purge", after=self.check_purged)
         self.run("auth-logout", 204)
 
     def put_upload(self, upload):
@@ -727,6 +732,23 @@ class Run:
         document = got[1]
         if document.get("status") != "ready":
             raise Failure(f"the uploaded document is {document.get('status')}: {document.get('error')}")
+
+    def check_purged(self, _reply):
+        """The deleted workspace's upload is gone from the bucket (asked
+        of the emulator without credentials, as moto allows)."""
+        if self.upload is None:
+            raise Failure("no uploaded file (uploads-create failed)")
+        env = self.h.functions["workspaces-purge"]["env"]
+        key = self.upload[0]
+        url = f"{env['AWS_ENDPOINT_URL'].rstrip('/')}/{env['BUCKET_NAME']}/{urllib.parse.quote(key)}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10):
+                pass
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return
+            raise Failure(f"HEAD {key}: {e.code}") from None
+        raise Failure(f"{key} of the deleted workspace is still in the bucket")
 
 
 def pdf_of_size(size, text):

@@ -1,4 +1,5 @@
-//! Workspaces: create, list, read, rename or re-limit, delete.
+//! Workspaces: create, list, read, rename or re-limit, delete; and the
+//! schedule that removes what deleted ones leave behind (`workspaces-purge`).
 
 use common::State;
 use common::http::{json, json_body, no_content, path_param, respond};
@@ -13,6 +14,7 @@ pub const FUNCTIONS: &[Function] = &[
     common::http_function!("workspaces-get", get),
     common::http_function!("workspaces-update", update),
     common::http_function!("workspaces-delete", delete),
+    common::schedule_function!("workspaces-purge", purge),
 ];
 
 /// `POST /workspaces` → 201; the caller becomes its owner.
@@ -73,4 +75,40 @@ pub async fn delete(state: &State, req: Request) -> Response<Body> {
         Ok(no_content())
     })
     .await
+}
+
+/// A deleted workspace is marked purged only this long after its
+/// deletion: an upload URL signed just before it is valid for up to
+/// `UPLOAD_URL_TTL_SECONDS` (at most 15 minutes), and a large file's PUT
+/// may take a while longer to complete.
+const PURGE_SETTLE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Most deleted workspaces one run looks at.
+const PURGE_WORKSPACES: i32 = 1_000;
+/// No batch starts with less than this left of the invocation.
+const PURGE_RESERVE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Scheduled: removes the uploaded files and the chunks of deleted
+/// workspaces (`common::purge`), until its time is short; the next run
+/// goes on from there.
+pub async fn purge(state: &State, _event: serde_json::Value) -> common::Result<()> {
+    let bucket = state.bucket().await.map_err(common::ApiError::Internal)?;
+    let out_of_time = || common::lambda::remaining_time().is_some_and(|left| left < PURGE_RESERVE);
+    let report = common::purge::purge_deleted(
+        &state.db,
+        bucket,
+        PURGE_SETTLE,
+        PURGE_WORKSPACES,
+        out_of_time,
+    )
+    .await
+    .map_err(common::ApiError::Internal)?;
+    tracing::info!(
+        workspaces = report.workspaces,
+        files = report.files,
+        chunks = report.chunks,
+        purged = ?report.purged,
+        stopped = report.stopped,
+        "deleted workspaces purged"
+    );
+    Ok(())
 }

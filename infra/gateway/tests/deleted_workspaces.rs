@@ -1,7 +1,8 @@
 //! Deleting a workspace deletes (issue 23): a file PUT with an upload URL
 //! signed before the deletion is refused by the worker and removed, as is
 //! any document of the workspace whose ingestion comes after, or is
-//! under way at, the deletion.
+//! under way at, the deletion; and the `workspaces-purge` schedule
+//! removes every file and chunk of a deleted workspace, never another's.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,18 @@ async fn assert_refused(pool: &PgPool, ws: &str, document: &str) {
         "{document}: {error:?}"
     );
     assert_eq!(chunks, 0, "{document} has no chunks");
+}
+
+/// The scheduled purge's handler, as the registry holds it.
+fn purge_handler() -> common::lambda::ScheduleHandler {
+    let function = ragway_gateway::registry()
+        .into_iter()
+        .find(|f| f.name == "workspaces-purge")
+        .expect("a workspaces-purge function");
+    match function.handler {
+        common::lambda::Handler::Schedule(handler) => handler,
+        _ => panic!("workspaces-purge is not a schedule"),
+    }
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -161,4 +174,77 @@ async fn deleting_a_workspace_waits_for_a_chunk_store_under_way(pool: PgPool) {
     );
     store.commit().await.unwrap();
     assert_eq!(delete.await.status, 204);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_purge_removes_every_file_and_chunk_of_a_deleted_workspace_and_none_of_others(
+    pool: PgPool,
+) {
+    let s = uploads::stack(pool.clone(), &[]).await;
+    let (token, ws) = tenant(&s, "owner@example.com", "Doomed").await;
+    let (their_token, theirs) = tenant(&s, "neighbour@example.com", "Alive").await;
+    let mine = s.upload(&token, &ws, "mine.txt", TEXT).await;
+    let neighbour = s.upload(&their_token, &theirs, "theirs.txt", TEXT).await;
+    assert_eq!(s.drain().await.failed, 0);
+    assert!(chunk_count(&pool, &ws).await > 0);
+
+    // More files than one DeleteObjects takes, under the deleted
+    // workspace's prefix; and keys the purge must never touch: the
+    // neighbour's, one that merely starts with the deleted id, and one
+    // outside workspaces/.
+    let prefix = format!("workspaces/{ws}/");
+    let many: Vec<String> = (0..1_050)
+        .map(|i| format!("{prefix}documents/{mine}/extra-{i:04}.txt"))
+        .collect();
+    s.put_objects(&many).await;
+    let kept = vec![
+        format!("workspaces/{theirs}/documents/{neighbour}/more.txt"),
+        format!("workspaces/{ws}x/documents/{mine}/lookalike.txt"),
+        format!("elsewhere/{ws}/documents/{mine}/outside.txt"),
+    ];
+    // (Their notifications, which name no document's file, stay queued.)
+    s.put_objects(&kept).await;
+    let theirs_before = s.keys(&format!("workspaces/{theirs}/")).await;
+    let their_chunks = chunk_count(&pool, &theirs).await;
+    assert_eq!(theirs_before.len(), 2);
+
+    delete_workspace(&s, &token, &ws).await;
+    let run = purge_handler();
+    // With less time left than a batch may need, a run starts nothing.
+    let short = Instant::now() + Duration::from_secs(10);
+    common::lambda::with_deadline(short, run(&s.state, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(s.keys(&prefix).await.len(), 1_051);
+
+    let long = Instant::now() + Duration::from_secs(300);
+    common::lambda::with_deadline(long, run(&s.state, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(s.keys(&prefix).await, Vec::<String>::new());
+    assert_eq!(chunk_count(&pool, &ws).await, 0);
+    // The document rows stay (README: Deleting a workspace).
+    let (status, _, _) = document_state(&pool, &ws, &mine).await;
+    assert_eq!(status, "ready");
+
+    // Nothing of anyone else's.
+    assert_eq!(
+        s.keys(&format!("workspaces/{theirs}/")).await,
+        theirs_before
+    );
+    assert_eq!(chunk_count(&pool, &theirs).await, their_chunks);
+    for key in &kept {
+        assert_eq!(s.keys(key).await, vec![key.clone()], "{key} is kept");
+    }
+    let reply = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{theirs}/query"),
+            Some(&their_token),
+            Some(json!({ "question": "where were the trial sites", "answer": false })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!reply.body["citations"].as_array().unwrap().is_empty());
 }
