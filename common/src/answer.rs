@@ -195,9 +195,9 @@ fn ms(since: Instant) -> f64 {
 
 /// Retrieves, reserves, generates and settles. No transaction stays open
 /// across a provider call: a remote embedder embeds the question between
-/// the membership check's transaction and retrieval's, and `access` is
-/// committed before the model is called (the reservation must be durable
-/// first).
+/// the membership check's transaction and retrieval's, and the tokens are
+/// reserved in `access`'s transaction, which is committed before the model
+/// is called (the reservation must be durable first).
 pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answered> {
     let started = Instant::now();
     let options = ask.options;
@@ -288,21 +288,23 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
     // The commit records what the provider really counted.
     let prompt = crate::chat::estimate_prompt_tokens(&request);
     let estimate = prompt + prompt / 4 + u64::from(options.max_tokens);
-    let (workspace, caller, limit) = (access.workspace, access.caller, access.daily_token_limit);
-    access.commit().await?;
     // Built before anything is reserved: a model that cannot be built must
-    // not leave tokens held until the sweeper's TTL.
+    // not leave tokens held until the sweeper's TTL. Cached after the
+    // container's first build, so the open transaction rarely waits on it.
     let model = state.chat_model().await?;
+    // Reserved in the membership's transaction, against the limit as it is
+    // now (not as read with the membership), and committed at once: the
+    // reservation is durable and its locks released before the model runs.
     let reservation = budget::reserve(
-        &state.db,
-        workspace,
-        caller,
-        limit,
+        &mut access.tx,
+        access.workspace,
+        access.caller,
         ask.purpose,
         estimate,
         state.config.query.reservation_ttl,
     )
     .await?;
+    access.commit().await?;
 
     let t = Instant::now();
     let outcome = model.complete(&request).await;

@@ -2,17 +2,29 @@
 //! the provider's real usage after, release on failure; a scheduled sweeper
 //! releases reservations whose function died before settling them.
 //!
-//! Invariant: for every workspace and UTC day, `tokens_used +
-//! tokens_reserved <= daily_token_limit` after every reservation (the
-//! reserve is one conditional upsert). Commits record what the provider
-//! really used, which the caller keeps within its reservation by capping
-//! the answer at `max_tokens`.
+//! Invariant: for every workspace and UTC day, no reservation is granted
+//! unless `tokens_used + tokens_reserved` with it stays within the
+//! workspace's `daily_token_limit` as it is when the reservation is made.
+//! The reserve reads the limit in its own statement, holding the
+//! workspace's row share-locked, and a limit change (an `UPDATE` of that
+//! row) waits for reserves under way and they for it: whichever commits
+//! first, the other sees it. Lowering the limit below what is already used
+//! and reserved refuses every reservation until the day's total is back
+//! under it; it never lets the total grow past it.
+//!
+//! Commits record what the provider really used, even beyond the
+//! reservation (those tokens were spent and billed; recording less would
+//! understate them), and a reservation the sweeper expired still counts
+//! when its call ends late. Only these can take the total past the limit,
+//! by what they overran, and no reservation fits while it is past. The
+//! caller keeps overruns rare: the answer is capped at `max_tokens` and
+//! the prompt estimate carries a margin.
 
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Result};
@@ -53,57 +65,68 @@ pub struct DayUsage {
     pub requests: i32,
 }
 
-/// The reserve: creates the day's row or adds to it, only while the day's
-/// used + reserved + amount stays within `$7` (the workspace's limit, read
-/// with the membership check), and records the reservation, in one
-/// statement. An INSERT whose SELECT finds the amount over the limit
+/// The reserve, in one statement: reads the workspace's current limit,
+/// share-locking its row (a concurrent limit change, an `UPDATE` of the
+/// row, is waited for and then read, or waits for this transaction), then
+/// creates the day's row or adds to it only while the day's used +
+/// reserved + amount stays within that limit, and records the
+/// reservation. An INSERT whose SELECT finds the amount over the limit
 /// inserts nothing; a conflicting one updates only under the same
 /// condition, holding the row lock, so concurrent reserves never
-/// overspend.
+/// overspend. Returns the limit (NULL: no such live workspace) and the
+/// reservation's id (NULL: over budget).
 pub const RESERVE_SQL: &str = "
-WITH up AS (
+WITH w AS (
+    SELECT daily_token_limit FROM workspaces
+    WHERE id = $1 AND deleted_at IS NULL
+    FOR SHARE
+), up AS (
     INSERT INTO workspace_daily_usage AS u (workspace_id, day, tokens_reserved, requests)
-    SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2, 1
-    WHERE $2 <= $7
+    SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2, 1 FROM w
+    WHERE $2 <= w.daily_token_limit
     ON CONFLICT (workspace_id, day) DO UPDATE
         SET tokens_reserved = u.tokens_reserved + EXCLUDED.tokens_reserved,
             requests = u.requests + 1
-        WHERE u.tokens_used + u.tokens_reserved + EXCLUDED.tokens_reserved <= $7
+        WHERE u.tokens_used + u.tokens_reserved + EXCLUDED.tokens_reserved
+              <= (SELECT daily_token_limit FROM w)
     RETURNING u.day
+), held AS (
+    INSERT INTO token_reservations (id, workspace_id, day, user_id, purpose, amount, expires_at)
+    SELECT $3, $1, up.day, $4, $5, $2, now() + make_interval(secs => $6)
+    FROM up
+    RETURNING id
 )
-INSERT INTO token_reservations (id, workspace_id, day, user_id, purpose, amount, expires_at)
-SELECT $3, $1, up.day, $4, $5, $2, now() + make_interval(secs => $6)
-FROM up
-RETURNING id";
+SELECT (SELECT daily_token_limit FROM w), (SELECT id FROM held)";
 
-/// Reserves `amount` tokens of today's budget against `limit` (the
-/// workspace's `daily_token_limit`, from [`Access`](crate::workspaces::Access)),
-/// in one prepared statement, a transaction of its own. Call it only after
-/// the caller's membership is checked. Over budget: 429 with `Retry-After`
-/// until the next UTC day.
+/// Reserves `amount` tokens of today's budget against the workspace's
+/// limit as it is now. `conn` is in a transaction scoped to the workspace
+/// (the caller's [`Access`](crate::workspaces::Access) after its membership
+/// check: row-level security shows the workspace's row only there); the
+/// reservation and its locks last until that transaction commits, so
+/// commit it at once, before any slow call. Over budget: 429 with
+/// `Retry-After` until the next UTC day.
 pub async fn reserve(
-    db: &PgPool,
+    conn: &mut PgConnection,
     workspace: WorkspaceId,
     user: UserId,
-    limit: i64,
     purpose: Purpose,
     amount: u64,
     ttl: Duration,
 ) -> Result<Reservation> {
     let amount = i64::try_from(amount.max(1)).unwrap_or(i64::MAX);
     let id = Uuid::now_v7();
-    let row: Option<(Uuid,)> = sqlx::query_as(RESERVE_SQL)
+    let (limit, reserved): (Option<i64>, Option<Uuid>) = sqlx::query_as(RESERVE_SQL)
         .bind(workspace)
         .bind(amount)
         .bind(id)
         .bind(user)
         .bind(purpose.as_str())
         .bind(ttl.as_secs_f64())
-        .bind(limit)
-        .fetch_optional(db)
+        .fetch_one(conn)
         .await?;
-    match row {
-        Some(_) => {
+    match (limit, reserved) {
+        (None, _) => Err(ApiError::not_found("workspace")),
+        (Some(_), Some(_)) => {
             crate::metrics::emit(
                 &[("TokensReserved", crate::metrics::Unit::Count, amount as f64)],
                 &[("Purpose", purpose.as_str())],
@@ -114,7 +137,7 @@ pub async fn reserve(
                 amount,
             })
         }
-        None => {
+        (Some(_), None) => {
             crate::metrics::throttled("budget");
             Err(ApiError::TooManyRequests {
                 detail: format!(

@@ -136,7 +136,7 @@ macro_rules! workspace_columns {
 /// The membership check that scopes a transaction to a workspace (`$1`
 /// workspace, `$2` user); public so benchmarks run exactly this SQL.
 pub const MEMBERSHIP_SQL: &str =
-    "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true), w.daily_token_limit
+    "SELECT m.role, set_config('app.workspace_id', m.workspace_id::text, true)
      FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
      WHERE m.workspace_id = $1 AND m.user_id = $2 AND w.deleted_at IS NULL";
 
@@ -146,8 +146,6 @@ pub struct Access {
     pub caller: UserId,
     pub workspace: WorkspaceId,
     pub role: Role,
-    /// The workspace's daily token budget, as read with the membership.
-    pub daily_token_limit: i64,
 }
 
 impl Access {
@@ -158,18 +156,17 @@ impl Access {
         // The target list runs only for a matching row, so the transaction
         // is scoped to the workspace exactly when the caller is a member,
         // in the same round trip as the membership check.
-        let row: Option<(Role, String, i64)> = sqlx::query_as(MEMBERSHIP_SQL)
+        let row: Option<(Role, String)> = sqlx::query_as(MEMBERSHIP_SQL)
             .bind(workspace)
             .bind(caller.user_id)
             .fetch_optional(&mut *tx)
             .await?;
-        let (role, _, daily_token_limit) = row.ok_or_else(|| ApiError::not_found("workspace"))?;
+        let (role, _) = row.ok_or_else(|| ApiError::not_found("workspace"))?;
         Ok(Self {
             tx,
             caller: caller.user_id,
             workspace,
             role,
-            daily_token_limit,
         })
     }
 
@@ -192,7 +189,6 @@ impl Access {
             caller,
             workspace,
             role,
-            daily_token_limit,
         } = self;
         tx.commit().await?;
         let value = call.await;
@@ -202,7 +198,6 @@ impl Access {
             caller,
             workspace,
             role,
-            daily_token_limit,
         };
         Ok((access, value))
     }
@@ -331,6 +326,8 @@ pub async fn update(mut access: Access, changes: WorkspaceChanges) -> Result<Wor
             "nothing to change: give name, daily_token_limit or max_document_chunks",
         ));
     }
+    // The row lock this takes orders a limit change with reserves under way
+    // (budget::RESERVE_SQL share-locks the row): each sees the other.
     sqlx::query(
         "UPDATE workspaces SET name = COALESCE($2, name), daily_token_limit = COALESCE($3, daily_token_limit),
                 max_document_chunks = COALESCE($4, max_document_chunks), updated_at = now()

@@ -550,14 +550,11 @@ async fn reserve(
     amount: u64,
     ttl: Duration,
 ) -> common::Result<budget::Reservation> {
-    // The limit as the handler has it: read with the membership check.
+    // As the handlers reserve: in a transaction scoped to the workspace.
     let mut tx = common::db::tenant_tx(&state.db, Some(user), Some(ws)).await?;
-    let (limit,): (i64,) = sqlx::query_as("SELECT daily_token_limit FROM workspaces WHERE id = $1")
-        .bind(ws)
-        .fetch_one(&mut *tx)
-        .await?;
+    let reservation = budget::reserve(&mut tx, ws, user, Purpose::Query, amount, ttl).await?;
     tx.commit().await?;
-    budget::reserve(&state.db, ws, user, limit, Purpose::Query, amount, ttl).await
+    Ok(reservation)
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

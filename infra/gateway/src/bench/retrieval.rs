@@ -252,7 +252,7 @@ async fn direct(
             .pop()
     };
     let mut tx = common::db::tenant_tx(&state.db, Some(user), None).await?;
-    let member: Option<(String, String, i64)> = sqlx::query_as(common::workspaces::MEMBERSHIP_SQL)
+    let member: Option<(String, String)> = sqlx::query_as(common::workspaces::MEMBERSHIP_SQL)
         .bind(workspace)
         .bind(user)
         .fetch_optional(&mut *tx)
@@ -620,17 +620,20 @@ async fn budget_run(
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // The handlers reserve in the membership check's
+                // transaction; here the reserve has one of its own.
+                let mut tx = common::db::tenant_tx(&pool, Some(user), Some(workspace)).await?;
                 let r = budget::reserve(
-                    &pool,
+                    &mut tx,
                     workspace,
                     user,
-                    limit,
                     Purpose::Query,
                     600,
                     Duration::from_secs(300),
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("reserve: {e}"))?;
+                tx.commit().await?;
                 let used = 300 + (n + c as u64) % 200;
                 budget::commit(&pool, &r, used - 50, 50, "bench")
                     .await

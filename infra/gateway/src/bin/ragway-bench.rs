@@ -359,7 +359,7 @@ impl Tenant {
     ) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let begin = common::db::begin_statement(Some(self.user.into()), None);
         let mut tx = pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
-        let member: Option<(String, String, i64)> = sqlx::query_as(MEMBERSHIP)
+        let member: Option<(String, String)> = sqlx::query_as(MEMBERSHIP)
             .bind(self.workspace)
             .bind(self.user)
             .fetch_optional(&mut *tx)
