@@ -252,5 +252,13 @@ async fn every_schedule_fixture_runs_through_its_handler(pool: PgPool) {
         ran.push(function.name);
     }
     ran.sort();
-    assert_eq!(ran, ["ingest-indexer", "ingest-requeue", "usage-sweeper"]);
+    assert_eq!(
+        ran,
+        [
+            "ingest-indexer",
+            "ingest-requeue",
+            "usage-sweeper",
+            "workspaces-purge"
+        ]
+    );
 }
