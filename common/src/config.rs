@@ -133,6 +133,26 @@ impl IngestConfig {
 /// otherwise (also read by `ragway-migrate`, which has no full config).
 pub const DEFAULT_HNSW_EF_CONSTRUCTION: u32 = 128;
 
+/// How failed logins are held up (`common::auth::throttle`): each counter
+/// lets `failures` through, then makes the next attempt wait 1 s, doubling
+/// with every further failure up to its ceiling.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    /// Failures for one email from one source.
+    pub pair_failures: u32,
+    /// Failures from one source, over every email.
+    pub source_failures: u32,
+    /// Failures for one email from the sources it has not logged in from.
+    pub account_failures: u32,
+    /// Ceiling of the per-pair and per-source waits.
+    pub max_delay: Duration,
+    /// Ceiling of the per-account wait, short: the owner on a new source
+    /// waits it too.
+    pub account_max_delay: Duration,
+    /// Failures are forgotten this long after a counter's last one.
+    pub failure_memory: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
     /// Query and chat requests per user per minute (each route counted apart).
@@ -295,9 +315,10 @@ pub struct Config {
     pub external_issuers: Vec<ExternalIssuer>,
     pub jwks_cache_ttl: Duration,
     pub jwks_min_refetch_interval: Duration,
-    pub auth_rate_limit_per_email: u32,
+    /// Sign-ups per source IP per fixed window.
     pub auth_rate_limit_per_ip: u32,
     pub auth_rate_limit_window: Duration,
+    pub login_limits: LoginLimits,
     pub password_min_length: usize,
     pub default_daily_token_limit: i64,
     pub max_request_bytes: usize,
@@ -344,9 +365,20 @@ impl Config {
             external_issuers: vars.json_or("AUTH_EXTERNAL_ISSUERS")?,
             jwks_cache_ttl: secs(vars.parse_or("JWKS_CACHE_TTL_SECONDS", 600)?),
             jwks_min_refetch_interval: secs(vars.parse_or("JWKS_MIN_REFETCH_SECONDS", 30)?),
-            auth_rate_limit_per_email: vars.parse_or("AUTH_RATE_LIMIT_PER_EMAIL", 10)?,
             auth_rate_limit_per_ip: vars.parse_or("AUTH_RATE_LIMIT_PER_IP", 100)?,
             auth_rate_limit_window: secs(vars.parse_or("AUTH_RATE_LIMIT_WINDOW_SECONDS", 300)?),
+            login_limits: LoginLimits {
+                pair_failures: vars.parse_or("AUTH_RATE_LIMIT_PAIR_FAILURES", 5)?,
+                source_failures: vars.parse_or("AUTH_RATE_LIMIT_SOURCE_FAILURES", 50)?,
+                account_failures: vars.parse_or("AUTH_RATE_LIMIT_ACCOUNT_FAILURES", 200)?,
+                max_delay: secs(vars.parse_or("AUTH_RATE_LIMIT_MAX_DELAY_SECONDS", 900)?),
+                account_max_delay: secs(
+                    vars.parse_or("AUTH_RATE_LIMIT_ACCOUNT_MAX_DELAY_SECONDS", 60)?,
+                ),
+                failure_memory: secs(
+                    vars.parse_or("AUTH_RATE_LIMIT_FAILURE_MEMORY_SECONDS", 3600)?,
+                ),
+            },
             password_min_length: vars.parse_or("PASSWORD_MIN_LENGTH", 10)?,
             default_daily_token_limit: vars.parse_or("DEFAULT_DAILY_TOKEN_LIMIT", 100_000)?,
             max_request_bytes: vars.parse_or("MAX_REQUEST_BYTES", 1024 * 1024)?,
@@ -458,6 +490,27 @@ impl Config {
         }
         if self.access_token_ttl.is_zero() || self.access_token_ttl > Duration::from_secs(86_400) {
             return bad("ACCESS_TOKEN_TTL_SECONDS", "must be between 1 and 86400");
+        }
+        let login = &self.login_limits;
+        if login.pair_failures == 0 || login.source_failures == 0 || login.account_failures == 0 {
+            return bad(
+                "AUTH_RATE_LIMIT_PAIR_FAILURES",
+                "AUTH_RATE_LIMIT_PAIR_FAILURES, _SOURCE_FAILURES and _ACCOUNT_FAILURES must be positive",
+            );
+        }
+        if login.max_delay.is_zero() || login.account_max_delay.is_zero() {
+            return bad(
+                "AUTH_RATE_LIMIT_MAX_DELAY_SECONDS",
+                "AUTH_RATE_LIMIT_MAX_DELAY_SECONDS and _ACCOUNT_MAX_DELAY_SECONDS must be positive",
+            );
+        }
+        // Counters forgotten before their longest wait is over would give
+        // a patient attacker a fresh allowance after every wait.
+        if login.failure_memory <= login.max_delay.max(login.account_max_delay) {
+            return bad(
+                "AUTH_RATE_LIMIT_FAILURE_MEMORY_SECONDS",
+                "must be longer than the longest delay",
+            );
         }
         if self.password_min_length < 8 {
             return bad("PASSWORD_MIN_LENGTH", "must be at least 8");
@@ -695,6 +748,31 @@ mod tests {
         assert_eq!(config.database_max_connections, 2);
         assert_eq!(config.access_token_ttl, Duration::from_secs(900));
         assert!(config.external_issuers.is_empty());
+    }
+
+    #[test]
+    fn login_failures_are_remembered_longer_than_their_longest_wait() {
+        let login = Config::from_map(&base()).unwrap().login_limits;
+        assert_eq!(
+            (
+                login.pair_failures,
+                login.source_failures,
+                login.account_failures
+            ),
+            (5, 50, 200)
+        );
+        let mut vars = base();
+        vars.insert("AUTH_RATE_LIMIT_MAX_DELAY_SECONDS".into(), "3600".into());
+        let error = Config::from_map(&vars).unwrap_err();
+        assert_eq!(error.var, "AUTH_RATE_LIMIT_FAILURE_MEMORY_SECONDS");
+        vars.insert(
+            "AUTH_RATE_LIMIT_FAILURE_MEMORY_SECONDS".into(),
+            "7200".into(),
+        );
+        assert!(Config::from_map(&vars).is_ok());
+        vars.insert("AUTH_RATE_LIMIT_PAIR_FAILURES".into(), "0".into());
+        let error = Config::from_map(&vars).unwrap_err();
+        assert_eq!(error.var, "AUTH_RATE_LIMIT_PAIR_FAILURES");
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl Unit {
     }
 }
 
-/// A refused request (429), by why: `budget` or `rate_limit`.
+/// A refused request (429), by why: `budget`, `rate_limit` or `login`.
 pub fn throttled(reason: &str) {
     emit(&[("Throttled", Unit::Count, 1.0)], &[("Reason", reason)]);
 }

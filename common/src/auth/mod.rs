@@ -4,6 +4,7 @@
 pub mod jwt;
 pub mod passwords;
 mod sessions;
+pub mod throttle;
 mod users;
 
 use std::collections::HashMap;
@@ -54,8 +55,9 @@ pub struct Auth {
     verifier: TokenVerifier,
     password_min_length: usize,
     refresh_ttl: std::time::Duration,
-    email_limit: rate_limit::Rule,
-    ip_limit: rate_limit::Rule,
+    /// Sign-ups per source IP.
+    signup_limit: rate_limit::Rule,
+    login_limits: crate::config::LoginLimits,
     /// issuer + subject → local user id; the mapping never changes once made.
     external_users: Mutex<HashMap<(String, String), UserId>>,
 }
@@ -72,14 +74,11 @@ impl Auth {
             verifier,
             password_min_length: config.password_min_length,
             refresh_ttl: config.refresh_token_ttl,
-            email_limit: rate_limit::Rule {
-                limit: config.auth_rate_limit_per_email,
-                window: config.auth_rate_limit_window,
-            },
-            ip_limit: rate_limit::Rule {
+            signup_limit: rate_limit::Rule {
                 limit: config.auth_rate_limit_per_ip,
                 window: config.auth_rate_limit_window,
             },
+            login_limits: config.login_limits,
             external_users: Mutex::new(HashMap::new()),
         })
     }
@@ -138,16 +137,24 @@ impl Auth {
         source_ip: &str,
     ) -> Result<TokenPair> {
         let email = users::normalize_email(&credentials.email)?;
-        self.throttle(db, "signup", &email, source_ip).await?;
+        // Per source only: a per-email limit would let anyone hold up
+        // someone else's sign-up.
+        let source = throttle::source_of(source_ip);
+        rate_limit::hit(db, &format!("signup:ip:{source}"), self.signup_limit).await?;
         passwords::check_policy(&credentials.password, &email, self.password_min_length)?;
         let hash = passwords::hash(credentials.password).await?;
         let user_id = users::create_local(db, &email, &hash).await?;
         tracing::info!(%user_id, "account created");
+        // The account works without it; its first login makes it known.
+        if let Err(error) = throttle::remember_source(db, user_id, source_ip).await {
+            tracing::warn!(%error, "remembering the sign-up's source failed");
+        }
         self.start_session(db, user_id, &email).await
     }
 
     /// Checks credentials; unknown email and wrong password give the same
-    /// answer after the same work.
+    /// answer after the same work. Failures hold up further attempts
+    /// ([`throttle`]): 429 with `Retry-After` while they wait.
     #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
@@ -155,22 +162,42 @@ impl Auth {
         credentials: Credentials,
         source_ip: &str,
     ) -> Result<TokenPair> {
-        let email = users::normalize_email(&credentials.email)
-            .map_err(|_| ApiError::Unauthorized("invalid email or password".into()))?;
-        self.throttle(db, "login", &email, source_ip).await?;
-        if credentials.password.len() > passwords::MAX_PASSWORD_BYTES {
-            return Err(ApiError::Unauthorized("invalid email or password".into()));
+        let refused = || ApiError::Unauthorized("invalid email or password".into());
+        let email = users::normalize_email(&credentials.email).map_err(|_| refused())?;
+        let attempt = throttle::begin(db, &self.login_limits, &email, source_ip).await?;
+        // An error here leaves the attempt pending until its mark lapses.
+        let user = self
+            .check_password(db, &email, credentials.password)
+            .await?;
+        match user {
+            Some(user_id) => {
+                attempt.succeeded(db, user_id).await?;
+                self.start_session(db, user_id, &email).await
+            }
+            None => {
+                attempt.failed(db).await?;
+                Err(refused())
+            }
         }
-        let account = users::find_local_by_email(db, &email).await?;
+    }
+
+    /// The account whose password this is, if any.
+    async fn check_password(
+        &self,
+        db: &PgPool,
+        email: &str,
+        password: String,
+    ) -> Result<Option<UserId>> {
+        if password.len() > passwords::MAX_PASSWORD_BYTES {
+            return Ok(None);
+        }
+        let account = users::find_local_by_email(db, email).await?;
         let (user_id, stored) = match account {
             Some((id, hash)) => (Some(id), Some(hash)),
             None => (None, None),
         };
-        let valid = passwords::verify(credentials.password, stored).await?;
-        match (valid, user_id) {
-            (true, Some(user_id)) => self.start_session(db, user_id, &email).await,
-            _ => Err(ApiError::Unauthorized("invalid email or password".into())),
-        }
+        let valid = passwords::verify(password, stored).await?;
+        Ok(user_id.filter(|_| valid))
     }
 
     /// Rotates a refresh token: the presented one is spent, a new pair is
@@ -211,17 +238,6 @@ impl Auth {
             token_type: "Bearer".into(),
             expires_in: self.signer.ttl().as_secs(),
         })
-    }
-
-    async fn throttle(
-        &self,
-        db: &PgPool,
-        action: &str,
-        email: &str,
-        source_ip: &str,
-    ) -> Result<()> {
-        rate_limit::hit(db, &format!("{action}:ip:{source_ip}"), self.ip_limit).await?;
-        rate_limit::hit(db, &format!("{action}:email:{email}"), self.email_limit).await
     }
 }
 

@@ -55,8 +55,10 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
         json!([{ "kid": PREVIOUS_KID, "public_key": fixture("test-ed25519-previous.pub.pem") }])
             .to_string(),
     );
-    vars.insert("AUTH_RATE_LIMIT_PER_EMAIL".into(), "1000".into());
     vars.insert("AUTH_RATE_LIMIT_PER_IP".into(), "1000".into());
+    vars.insert("AUTH_RATE_LIMIT_PAIR_FAILURES".into(), "1000".into());
+    vars.insert("AUTH_RATE_LIMIT_SOURCE_FAILURES".into(), "1000".into());
+    vars.insert("AUTH_RATE_LIMIT_ACCOUNT_FAILURES".into(), "1000".into());
     vars.insert("MAX_REQUEST_BYTES".into(), "65536".into());
     // The worker runs in the test binary, which cannot serve as the
     // extraction child: the gateway binary does.
