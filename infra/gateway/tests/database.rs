@@ -182,23 +182,6 @@ fn answer_to(server: &TestServer, event: &Value) -> Value {
     body
 }
 
-async fn put_secret(name: &str, value: &str) -> String {
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(std::env::var("AWS_ENDPOINT_URL").unwrap())
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&aws)
-        .create_secret()
-        .name(format!("t-{name}-{}", uuid::Uuid::new_v4()))
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_first_deploy_creates_the_app_role_and_schema_and_later_ones_change_nothing() {
     let scratch = Scratch::new();
@@ -210,12 +193,12 @@ async fn a_first_deploy_creates_the_app_role_and_schema_and_later_ones_change_no
     // RDS's JSON shape (the master's holds no host), the host and database
     // from the environment. And a secret the function has no business
     // reading, which would fail it if it were read.
-    let app_secret = put_secret(
+    let app_secret = support::put_secret(
         "app",
         &json!({ "username": scratch.role, "password": scratch.password }).to_string(),
     )
     .await;
-    let admin_secret = put_secret(
+    let admin_secret = support::put_secret(
         "master",
         &json!({ "username": "postgres", "password": "Master-Secret-42" }).to_string(),
     )

@@ -8,27 +8,6 @@ use std::collections::HashMap;
 
 use common::config::Config;
 
-async fn secrets_client() -> aws_sdk_secretsmanager::Client {
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(std::env::var("AWS_ENDPOINT_URL").expect("load the test stack's env"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&aws)
-}
-
-async fn put_secret(client: &aws_sdk_secretsmanager::Client, name: &str, value: &str) -> String {
-    client
-        .create_secret()
-        .name(format!("t-{name}-{}", uuid::Uuid::new_v4()))
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned()
-}
-
 /// The function's environment as the template gives it: no DATABASE_URL,
 /// no JWT_SIGNING_KEY, their secrets' ARNs instead.
 fn function_env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -47,7 +26,6 @@ fn function_env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn a_function_connects_and_signs_with_what_its_secrets_hold() {
-    let client = secrets_client().await;
     let stack = reqwest::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
     // The host in the secret is the cluster's; functions go through the
     // proxy named by DATABASE_HOST.
@@ -59,9 +37,9 @@ async fn a_function_connects_and_signs_with_what_its_secrets_hold() {
         "dbname": stack.path().trim_start_matches('/'),
         "engine": "postgres",
     });
-    let db_arn = put_secret(&client, "db", &rds.to_string()).await;
+    let db_arn = support::put_secret("db", &rds.to_string()).await;
     let key = support::fixture("test-ed25519.pem");
-    let key_arn = put_secret(&client, "jwt", &key).await;
+    let key_arn = support::put_secret("jwt", &key).await;
 
     let mut vars = function_env(&[
         ("DATABASE_URL_SECRET_ARN", &db_arn),
@@ -98,8 +76,7 @@ async fn a_missing_secret_fails_the_cold_start_naming_it() {
 
 #[tokio::test]
 async fn a_secret_that_is_not_a_database_login_is_refused_without_its_value() {
-    let client = secrets_client().await;
-    let arn = put_secret(&client, "bad-db", r#"{"user":"x","pass":"hunter2"}"#).await;
+    let arn = support::put_secret("bad-db", r#"{"user":"x","pass":"hunter2"}"#).await;
     let mut vars = function_env(&[("DATABASE_URL_SECRET_ARN", &arn)]);
     let err = common::secrets::resolve(&mut vars).await.unwrap_err();
     let message = format!("{err:#}");

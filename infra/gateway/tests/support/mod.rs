@@ -289,3 +289,22 @@ async fn read(response: reqwest::Response) -> Reply {
         body,
     }
 }
+
+/// Stores `value` as a new secret `t-{name}-{uuid}` in the test stack's
+/// Secrets Manager (moto); returns its ARN.
+pub async fn put_secret(name: &str, value: &str) -> String {
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(std::env::var("AWS_ENDPOINT_URL").expect("load the test stack's env"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&aws)
+        .create_secret()
+        .name(format!("t-{name}-{}", uuid::Uuid::new_v4()))
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned()
+}
