@@ -28,48 +28,16 @@ struct Stack {
 }
 
 async fn stack(pool: PgPool) -> Stack {
-    let probe = state(pool.clone(), config(&[]));
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let sqs_client = probe.sqs().await;
-    let queue = support::test_queue(&probe, "ingest", &suffix).await;
-    let bucket = format!("t-uploads-{suffix}");
-    let s3 = probe.s3().await;
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    s3.put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            aws_sdk_s3::types::NotificationConfiguration::builder()
-                .queue_configurations(
-                    aws_sdk_s3::types::QueueConfiguration::builder()
-                        .queue_arn(format!(
-                            "arn:aws:sqs:us-east-1:123456789012:t-ingest-{suffix}"
-                        ))
-                        .events(aws_sdk_s3::types::Event::S3ObjectCreated)
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    // Configuring the notification queues an s3:TestEvent; start empty.
-    sqs_client
-        .purge_queue()
-        .queue_url(&queue)
-        .send()
-        .await
-        .unwrap();
-    let state = state(
+    let support::uploads::Uploads {
+        state,
+        api,
+        queue,
+        bucket,
+    } = support::uploads::stack(
         pool,
-        config(&[
-            ("BUCKET_NAME", &bucket),
-            ("INGEST_QUEUE_URL", &queue),
-            ("CHUNK_TOKENS", "60"),
-            ("CHUNK_OVERLAP_TOKENS", "10"),
-        ]),
-    );
-    let api = gateway(state.clone()).await;
+        &[("CHUNK_TOKENS", "60"), ("CHUNK_OVERLAP_TOKENS", "10")],
+    )
+    .await;
     let (token, _, _) = api.signup("ingest@example.com").await;
     let ws = api.create_workspace(&token, "Library").await;
     Stack {
