@@ -69,6 +69,22 @@ pub async fn stack(pool: PgPool, settings: &[(&str, &str)]) -> Uploads {
 }
 
 impl Uploads {
+    /// Asserts that `question` in `workspace` is answered with citations
+    /// (retrieval only): what a live neighbour must still get.
+    pub async fn assert_cites(&self, workspace: &str, token: &str, question: &str) {
+        let reply = self
+            .api
+            .send(
+                "POST",
+                &format!("/workspaces/{workspace}/query"),
+                Some(token),
+                Some(json!({ "question": question, "answer": false })),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(!reply.body["citations"].as_array().unwrap().is_empty());
+    }
+
     /// Runs the ingest worker over whatever is queued until it is empty.
     pub async fn drain(&self) -> ragway_gateway::sqs::PollOutcome {
         super::drain(&self.state, &self.queue).await
