@@ -3,7 +3,7 @@
 //! hands events to the Lambda runtime. The local gateway reads the same
 //! tables, so Lambda and local runs call the very same handler.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
@@ -49,25 +49,8 @@ pub struct Function {
     pub handler: Handler,
 }
 
-tokio::task_local! {
-    /// When the invocation being handled is cut off.
-    static DEADLINE: Instant;
-}
-
-/// Time left before the invocation being handled is cut off: Lambda's
-/// deadline for the function's timeout, or what [`with_deadline`] set
-/// (the local gateway does so for queue consumers and schedules). `None`
-/// outside both.
-pub fn remaining_time() -> Option<Duration> {
-    DEADLINE
-        .try_with(|deadline| deadline.saturating_duration_since(Instant::now()))
-        .ok()
-}
-
-/// Runs `work` as an invocation cut off at `deadline` ([`remaining_time`]).
-pub async fn with_deadline<F: Future>(deadline: Instant, work: F) -> F::Output {
-    DEADLINE.scope(deadline, work).await
-}
+// Where the worker and the schedules read it, below this module.
+pub use crate::deadline::{remaining_time, with_deadline};
 
 /// Wraps an `async fn(&State, Request) -> Response<Body>` as an [`HttpHandler`].
 #[macro_export]

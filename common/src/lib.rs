@@ -10,6 +10,7 @@ pub mod conditional;
 pub mod config;
 pub mod conversations;
 pub mod db;
+pub mod deadline;
 pub mod documents;
 pub mod embed;
 pub mod error;

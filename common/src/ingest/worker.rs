@@ -284,7 +284,7 @@ async fn prepare_and_store(
 ) {
     let mut prepared = futures::stream::iter(claimed)
         .map(|(i, target)| async move {
-            if let Some(left) = crate::lambda::remaining_time()
+            if let Some(left) = crate::deadline::remaining_time()
                 && left < START_RESERVE
             {
                 return (i, Err(Err(Retry(NotStarted { left }.into()))));
@@ -696,7 +696,7 @@ async fn prepare(state: &State, bytes: Bytes, target: &Target, upload: bool) -> 
         len: 0,
     };
     let backstop = std::time::Duration::from_secs(cpu_seconds) * EXTRACT_WALL_FACTOR;
-    let left = crate::lambda::remaining_time().map(|left| left.saturating_sub(EXTRACT_MARGIN));
+    let left = crate::deadline::remaining_time().map(|left| left.saturating_sub(EXTRACT_MARGIN));
     let pool = match extractors(state) {
         Ok(pool) => pool,
         Err(retry) => return Prepared::Retry(retry),
