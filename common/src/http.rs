@@ -377,6 +377,14 @@ mod properties {
             parsed::<crate::workspaces::WorkspaceChanges>(&bytes)?;
             parsed::<crate::workspaces::NewMember>(&bytes)?;
             parsed::<crate::auth::RefreshRequest>(&bytes)?;
+            if let Some(p) = parsed::<crate::auth::ProfileChanges>(&bytes)?
+                && let Some(name) = p.display_name
+                && let Err(error) = crate::auth::check_display_name(&name)
+            {
+                client_error(&error)?;
+            }
+            parsed::<crate::auth::Signup>(&bytes)?;
+            parsed::<crate::auth::AccountDeletion>(&bytes)?;
             parsed::<serde_json::Value>(&bytes)?;
         }
 

@@ -49,6 +49,7 @@ pub struct Workspace {
 pub struct Member {
     pub user_id: UserId,
     pub email: Option<String>,
+    pub display_name: Option<String>,
     pub role: Role,
     pub created_at: DateTime<Utc>,
 }
@@ -373,9 +374,59 @@ pub async fn delete(mut access: Access) -> Result<()> {
     access.commit().await
 }
 
+/// For an account being deleted, inside its transaction (begun with the
+/// user's RLS context): soft-deletes every live workspace it owns, as
+/// [`delete`] does (a workspace has exactly one owner, so no other owner
+/// could carry it on), and removes all its memberships; workspaces where it
+/// is an admin or member keep going. Returns the deleted workspaces.
+pub async fn close_for_deleted_account(
+    tx: &mut Transaction<'static, Postgres>,
+    user: UserId,
+) -> Result<Vec<WorkspaceId>> {
+    let owned: Vec<WorkspaceId> = sqlx::query_scalar(
+        "SELECT m.workspace_id FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+         WHERE m.user_id = $1 AND m.role = 'owner' AND w.deleted_at IS NULL
+         ORDER BY m.workspace_id",
+    )
+    .bind(user)
+    .fetch_all(&mut **tx)
+    .await?;
+    for &workspace in &owned {
+        // Scope to the workspace (RLS), then the same steps as `delete`.
+        sqlx::query("SELECT set_config('app.workspace_id', $1::text, true)")
+            .bind(workspace)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+            .bind(crate::db::VECTOR_FLAG_LOCK)
+            .bind(workspace)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE workspaces SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL")
+            .bind(workspace)
+            .execute(&mut **tx)
+            .await?;
+        audit(
+            tx,
+            workspace,
+            user,
+            "workspace.deleted",
+            None,
+            serde_json::json!({ "reason": "account deleted" }),
+        )
+        .await?;
+    }
+    // Own membership rows are visible under the user's context.
+    sqlx::query("DELETE FROM workspace_members WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+    Ok(owned)
+}
+
 macro_rules! member_columns {
     () => {
-        "m.user_id, u.email, m.role, m.created_at"
+        "m.user_id, u.email, u.display_name, m.role, m.created_at"
     };
 }
 

@@ -25,7 +25,7 @@ binaries built (`cargo build --workspace --bins`; $CARGO_TARGET_DIR/debug).
 The fixtures' placeholders (REPLACE_WITH_*) and fixed ids are replaced in
 memory by real tokens, ids and entity tags made through the functions
 themselves in this run: auth-signup first, then workspaces, documents,
-uploads and chat; deletes and logout last. HTTP functions must answer below
+uploads and chat; deletes, logout and account deletion last. HTTP functions must answer below
 500 and, where the fixture makes it clear, the status a client expects; SQS
 functions a batch response; scheduled functions without an error. A fixture
 that is a CloudFormation custom-resource event gets its ResponseURL pointed
@@ -632,6 +632,7 @@ class Run:
             self.setup("bob signs up", "auth-signup", bob, 201)
         self.run("auth-login", 200)
         self.run("auth-me", 200)
+        self.run("auth-update", 200)
 
         def rotated(_status, _headers, body):
             s["REPLACE_WITH_REFRESH_TOKEN"] = body["refresh_token"]  # the old one is spent
@@ -682,7 +683,7 @@ class Run:
         self.run("ingest-indexer")
 
         last = ["members-remove", "chat-delete", "documents-delete", "workspaces-delete", "workspaces-purge",
-                "auth-logout"]
+                "auth-logout", "auth-delete"]
         # Functions this list does not know yet: their fixture, any reply below 500.
         for binary in sorted(self.h.functions):
             if binary not in self.done and binary not in last:
@@ -694,6 +695,8 @@ class Run:
         # The deleted workspace's files (the upload above) are removed.
         self.run("workspaces-purge", after=self.check_purged)
         self.run("auth-logout", 204)
+        # Last of all: the account (its access token still valid) goes.
+        self.run("auth-delete", 204)
 
     def put_upload(self, upload):
         """The client's half of an upload: PUT the file to the presigned URL."""

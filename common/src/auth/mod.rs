@@ -37,6 +37,32 @@ pub struct TokenPair {
     pub expires_in: u64,
 }
 
+/// `POST /auth/signup`: credentials and an optional display name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signup {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// `PATCH /auth/me`: `display_name` a string to set, `null` to clear.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChanges {
+    pub display_name: Option<String>,
+}
+
+/// `DELETE /auth/me`: the current password of a built-in account; external
+/// accounts have none and send `{}` (their valid bearer token is the proof).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDeletion {
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
@@ -99,6 +125,18 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let caller = self.principal_caller(db, token).await?;
+        // One indexed lookup per request: a deleted account's unexpired
+        // tokens must stop working at once, not at their expiry.
+        if users::is_deleted(db, caller.user_id).await? {
+            return Err(ApiError::Unauthorized(
+                "the account no longer exists".into(),
+            ));
+        }
+        Ok(caller)
+    }
+
+    async fn principal_caller(&self, db: &PgPool, token: &str) -> Result<Caller> {
         match self.verifier.verify(token).await? {
             Principal::Local { user_id } => Ok(Caller { user_id }),
             Principal::External {
@@ -133,17 +171,22 @@ impl Auth {
     pub async fn signup(
         &self,
         db: &PgPool,
-        credentials: Credentials,
+        credentials: Signup,
         source_ip: &str,
     ) -> Result<TokenPair> {
         let email = users::normalize_email(&credentials.email)?;
+        let display_name = credentials
+            .display_name
+            .as_deref()
+            .map(users::check_display_name)
+            .transpose()?;
         // Per source only: a per-email limit would let anyone hold up
         // someone else's sign-up.
         let source = throttle::source_of(source_ip);
         rate_limit::hit(db, &format!("signup:ip:{source}"), self.signup_limit).await?;
         passwords::check_policy(&credentials.password, &email, self.password_min_length)?;
         let hash = passwords::hash(credentials.password).await?;
-        let user_id = users::create_local(db, &email, &hash).await?;
+        let user_id = users::create_local(db, &email, &hash, display_name.as_deref()).await?;
         tracing::info!(%user_id, "account created");
         // The account works without it; its first login makes it known.
         if let Err(error) = throttle::remember_source(db, user_id, source_ip).await {
@@ -221,6 +264,66 @@ impl Auth {
             .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".into()))
     }
 
+    /// Sets or clears the caller's display name; returns the new profile.
+    pub async fn update_profile(
+        &self,
+        db: &PgPool,
+        caller: Caller,
+        changes: ProfileChanges,
+    ) -> Result<UserProfile> {
+        let name = changes
+            .display_name
+            .as_deref()
+            .map(users::check_display_name)
+            .transpose()?;
+        if !users::set_display_name(db, caller.user_id, name.as_deref()).await? {
+            return Err(ApiError::Unauthorized(
+                "the account no longer exists".into(),
+            ));
+        }
+        self.profile(db, caller).await
+    }
+
+    /// Deletes the caller's account in one transaction: its owned workspaces
+    /// are soft-deleted (purged later like any deleted workspace), its
+    /// memberships removed, its refresh tokens revoked, and its row marked
+    /// deleted so [`Auth::caller`] refuses its access tokens from now on.
+    #[tracing::instrument(skip_all)]
+    pub async fn delete_account(
+        &self,
+        db: &PgPool,
+        caller: Caller,
+        request: AccountDeletion,
+    ) -> Result<()> {
+        let gone = || ApiError::Unauthorized("the account no longer exists".into());
+        let (issuer, stored) = users::credentials_of(db, caller.user_id)
+            .await?
+            .ok_or_else(gone)?;
+        if issuer.is_none() {
+            // Same refusal as a wrong login password, after the same work;
+            // 403, not 401: the bearer token itself is fine.
+            let password = request.password.unwrap_or_default();
+            let valid = password.len() <= passwords::MAX_PASSWORD_BYTES
+                && passwords::verify(password, stored).await?;
+            if !valid {
+                return Err(ApiError::Forbidden("invalid password".into()));
+            }
+        } else if request.password.is_some() {
+            return Err(ApiError::unprocessable(
+                "password",
+                "accounts of an external issuer have no password here; send {}",
+            ));
+        }
+        let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), None).await?;
+        let closed = crate::workspaces::close_for_deleted_account(&mut tx, caller.user_id).await?;
+        if !users::mark_deleted(&mut tx, caller.user_id).await? {
+            return Err(gone());
+        }
+        tx.commit().await?;
+        tracing::info!(user_id = %caller.user_id, workspaces = closed.len(), "account deleted");
+        Ok(())
+    }
+
     async fn start_session(&self, db: &PgPool, user_id: UserId, email: &str) -> Result<TokenPair> {
         let refresh_token = sessions::start(db, user_id, self.refresh_ttl).await?;
         self.pair(user_id, Some(email), refresh_token)
@@ -241,7 +344,7 @@ impl Auth {
     }
 }
 
-pub use users::normalize_email;
+pub use users::{check_display_name, normalize_email};
 
 /// Whether an account with this id exists.
 pub async fn user_exists(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<bool> {

@@ -168,7 +168,7 @@ pub(crate) async fn begin(
         "WITH known AS (
                  SELECT EXISTS (
                      SELECT 1 FROM login_sources s JOIN users u ON u.id = s.user_id
-                     WHERE u.email = $2 AND u.issuer IS NULL AND s.source = $3
+                     WHERE u.email = $2 AND u.issuer IS NULL AND u.deleted_at IS NULL AND s.source = $3
                        AND s.last_login_at > now() - make_interval(days => $4)) AS known
              ), counters AS (
                  INSERT INTO login_failures AS f (key)

@@ -12,6 +12,7 @@ use crate::ids::UserId;
 pub struct UserProfile {
     pub id: UserId,
     pub email: Option<String>,
+    pub display_name: Option<String>,
     /// `None` for built-in accounts, the issuer URL for external ones.
     pub issuer: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -38,15 +39,34 @@ pub fn normalize_email(raw: &str) -> Result<String> {
     Ok(email)
 }
 
-pub async fn create_local(db: &PgPool, email: &str, password_hash: &str) -> Result<UserId> {
+/// Trims a display name; 1-100 characters, none of them control characters.
+pub fn check_display_name(raw: &str) -> Result<String> {
+    let name = raw.trim();
+    let count = name.chars().count();
+    if count == 0 || count > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "display_name",
+            "display_name must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub async fn create_local(
+    db: &PgPool,
+    email: &str,
+    password_hash: &str,
+    display_name: Option<&str>,
+) -> Result<UserId> {
     let id = UserId::new();
     let inserted = sqlx::query(
-        "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
-         ON CONFLICT (email) WHERE issuer IS NULL DO NOTHING",
+        "INSERT INTO users (id, email, password_hash, display_name) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (email) WHERE issuer IS NULL AND deleted_at IS NULL DO NOTHING",
     )
     .bind(id)
     .bind(email)
     .bind(password_hash)
+    .bind(display_name)
     .execute(db)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -58,12 +78,13 @@ pub async fn create_local(db: &PgPool, email: &str, password_hash: &str) -> Resu
 }
 
 pub async fn find_local_by_email(db: &PgPool, email: &str) -> Result<Option<(UserId, String)>> {
-    Ok(
-        sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1 AND issuer IS NULL")
-            .bind(email)
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT id, password_hash FROM users
+             WHERE email = $1 AND issuer IS NULL AND deleted_at IS NULL",
     )
+    .bind(email)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// The local id of an external issuer's subject, created on first sight.
@@ -93,31 +114,95 @@ pub async fn upsert_external(
 }
 
 pub async fn profile(db: &PgPool, id: UserId) -> Result<Option<UserProfile>> {
-    Ok(
-        sqlx::query_as("SELECT id, email, issuer, created_at FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT id, email, display_name, issuer, created_at FROM users
+         WHERE id = $1 AND deleted_at IS NULL",
     )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Sets or clears the display name of a live account; false if there is none.
+pub async fn set_display_name(db: &PgPool, id: UserId, name: Option<&str>) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE users SET display_name = $2, updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(name)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Whether this id is an account that was deleted (an id never stored is
+/// not: external users get their row on first sight).
+pub async fn is_deleted(db: &PgPool, id: UserId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NOT NULL)",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?)
+}
+
+/// The account's issuer (None: built-in) and password hash, if it is live.
+pub async fn credentials_of(
+    db: &PgPool,
+    id: UserId,
+) -> Result<Option<(Option<String>, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT issuer, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Marks the account deleted and ends its sessions, inside the caller's
+/// transaction. Returns false if it was already gone.
+pub async fn mark_deleted(tx: &mut sqlx::PgConnection, id: UserId) -> Result<bool> {
+    let marked = sqlx::query(
+        "UPDATE users SET deleted_at = now(), updated_at = now(), display_name = NULL
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM login_sources WHERE user_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(marked)
 }
 
 /// A built-in account by email, for adding members.
 pub async fn find_by_email(db: impl sqlx::PgExecutor<'_>, email: &str) -> Result<Option<UserId>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND issuer IS NULL")
-            .bind(email)
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM users WHERE email = $1 AND issuer IS NULL AND deleted_at IS NULL",
     )
+    .bind(email)
+    .fetch_optional(db)
+    .await?)
 }
 
 pub async fn exists(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
-            .bind(id)
-            .fetch_one(db)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL)",
     )
+    .bind(id)
+    .fetch_one(db)
+    .await?)
 }
 
 #[cfg(test)]

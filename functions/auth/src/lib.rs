@@ -1,4 +1,5 @@
-//! Built-in accounts: sign-up, login, refresh, logout, whoami, and the JWKS
+//! Built-in accounts: sign-up, login, refresh, logout, whoami, profile
+//! changes, account deletion, and the JWKS
 //! that verifies our access tokens.
 
 use common::State;
@@ -13,6 +14,8 @@ pub const FUNCTIONS: &[Function] = &[
     common::http_function!("auth-refresh", refresh),
     common::http_function!("auth-logout", logout),
     common::http_function!("auth-me", me),
+    common::http_function!("auth-update", update),
+    common::http_function!("auth-delete", delete),
     common::http_function!("auth-jwks", jwks),
 ];
 
@@ -68,6 +71,35 @@ pub async fn me(state: &State, req: Request) -> Response<Body> {
         let caller = state.caller(&req).await?;
         let profile = state.auth.profile(&state.db, caller).await?;
         json_private(StatusCode::OK, &profile)
+    })
+    .await
+}
+
+/// `PATCH /auth/me` → the caller's account with its new display name.
+pub async fn update(state: &State, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let caller = state.caller(&req).await?;
+        let changes = json_body(&req, state.config.max_request_bytes)?;
+        let profile = state
+            .auth
+            .update_profile(&state.db, caller, changes)
+            .await?;
+        json_private(StatusCode::OK, &profile)
+    })
+    .await
+}
+
+/// `DELETE /auth/me` → 204; the account, its owned workspaces and its
+/// sessions are gone, and its tokens are refused from now on.
+pub async fn delete(state: &State, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let caller = state.caller(&req).await?;
+        let request = json_body(&req, state.config.max_request_bytes)?;
+        state
+            .auth
+            .delete_account(&state.db, caller, request)
+            .await?;
+        Ok(no_content())
     })
     .await
 }

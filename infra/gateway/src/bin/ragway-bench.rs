@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use common::State;
-use common::auth::Credentials;
+use common::auth::Signup;
 use common::config::Config;
 use common::documents::sync::start_after;
 use common::lambda::Handler;
@@ -160,9 +160,10 @@ async fn tenant(
         .auth
         .signup(
             pool,
-            Credentials {
+            Signup {
                 email: "bench@example.com".into(),
                 password: "benchmark password 1".into(),
+                display_name: None,
             },
             "127.0.0.1",
         )
