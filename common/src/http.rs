@@ -378,7 +378,7 @@ mod properties {
             parsed::<crate::workspaces::NewMember>(&bytes)?;
             parsed::<crate::auth::RefreshRequest>(&bytes)?;
             if let Some(p) = parsed::<crate::auth::ProfileChanges>(&bytes)?
-                && let Some(name) = p.display_name
+                && let Some(Some(name)) = p.display_name
                 && let Err(error) = crate::auth::check_display_name(&name)
             {
                 client_error(&error)?;

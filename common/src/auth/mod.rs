@@ -48,10 +48,19 @@ pub struct Signup {
 }
 
 /// `PATCH /auth/me`: `display_name` a string to set, `null` to clear.
+/// Outer `None`: the field was absent, which is refused rather than taken
+/// as `null` (an empty body must not wipe the name).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileChanges {
-    pub display_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub display_name: Option<Option<String>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// `DELETE /auth/me`: the current password of a built-in account; external
@@ -273,6 +282,12 @@ impl Auth {
     ) -> Result<UserProfile> {
         let name = changes
             .display_name
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "display_name",
+                    "give display_name: a string, or null to clear it",
+                )
+            })?
             .as_deref()
             .map(users::check_display_name)
             .transpose()?;

@@ -72,6 +72,10 @@ async fn display_name_at_signup_changed_refused_and_shown_to_members(pool: PgPoo
         )
         .await;
     bad_signup.problem(422);
+    // An absent field is not a null: refused, not cleared.
+    api.send("PATCH", "/auth/me", Some(&bob), Some(json!({})))
+        .await
+        .problem(422);
     let me = api.send("GET", "/auth/me", Some(&bob), None).await;
     assert_eq!(me.body["display_name"], "Bob B.", "refusals change nothing");
     let unauthenticated = api
