@@ -44,6 +44,24 @@ pub struct Purge {
     pub stopped: bool,
 }
 
+/// A deleted workspace is marked purged only this long after its
+/// deletion: an upload URL signed just before it is valid for up to
+/// `UPLOAD_URL_TTL_SECONDS` (at most 15 minutes), and a large file's PUT
+/// may take a while longer to complete.
+const SETTLE: Duration = Duration::from_secs(3600);
+/// Most deleted workspaces one run looks at.
+const WORKSPACES_PER_RUN: i32 = 1_000;
+/// No batch starts with less than this left of the invocation.
+const RESERVE: Duration = Duration::from_secs(30);
+
+/// One scheduled run: [`purge_deleted`] with the service's settings,
+/// stopping while the invocation still has [`RESERVE`] left.
+pub async fn run(state: &crate::State) -> anyhow::Result<Purge> {
+    let bucket = state.bucket().await?;
+    let out_of_time = || crate::deadline::remaining_time().is_some_and(|left| left < RESERVE);
+    purge_deleted(&state.db, bucket, SETTLE, WORKSPACES_PER_RUN, out_of_time).await
+}
+
 /// Removes the files and chunks of deleted workspaces not yet purged, at
 /// most `limit` workspaces, oldest deletion first, and marks purged those
 /// deleted more than `settle` ago of which nothing is left. `stop` is

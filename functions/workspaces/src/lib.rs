@@ -77,31 +77,13 @@ pub async fn delete(state: &State, req: Request) -> Response<Body> {
     .await
 }
 
-/// A deleted workspace is marked purged only this long after its
-/// deletion: an upload URL signed just before it is valid for up to
-/// `UPLOAD_URL_TTL_SECONDS` (at most 15 minutes), and a large file's PUT
-/// may take a while longer to complete.
-const PURGE_SETTLE: std::time::Duration = std::time::Duration::from_secs(3600);
-/// Most deleted workspaces one run looks at.
-const PURGE_WORKSPACES: i32 = 1_000;
-/// No batch starts with less than this left of the invocation.
-const PURGE_RESERVE: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Scheduled: removes the uploaded files and the chunks of deleted
 /// workspaces (`common::purge`), until its time is short; the next run
 /// goes on from there.
 pub async fn purge(state: &State, _event: serde_json::Value) -> common::Result<()> {
-    let bucket = state.bucket().await.map_err(common::ApiError::Internal)?;
-    let out_of_time = || common::lambda::remaining_time().is_some_and(|left| left < PURGE_RESERVE);
-    let report = common::purge::purge_deleted(
-        &state.db,
-        bucket,
-        PURGE_SETTLE,
-        PURGE_WORKSPACES,
-        out_of_time,
-    )
-    .await
-    .map_err(common::ApiError::Internal)?;
+    let report = common::purge::run(state)
+        .await
+        .map_err(common::ApiError::Internal)?;
     tracing::info!(
         workspaces = report.workspaces,
         files = report.files,
