@@ -296,6 +296,42 @@ pub struct ChatConfig {
     pub max_retries: u32,
 }
 
+/// How invitation emails leave (`MAIL_PROVIDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailProvider {
+    /// Writes each email to the function's log instead of sending it (the
+    /// default: the local stack and a deployment without a mail domain).
+    Log,
+    /// Amazon SES (v2 `SendEmail`) from `MAIL_FROM`, a verified identity.
+    Ses,
+}
+
+impl std::str::FromStr for MailProvider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "log" => Ok(Self::Log),
+            "ses" => Ok(Self::Ses),
+            other => Err(format!("{other:?} is not one of log, ses")),
+        }
+    }
+}
+
+/// Workspace invitations (`INVITATION*`, `MAIL_*` variables).
+#[derive(Debug, Clone)]
+pub struct InvitationConfig {
+    pub mail_provider: MailProvider,
+    /// The sender address; required for ses.
+    pub mail_from: Option<String>,
+    /// A page of the operator's front end that accepts invitations; the
+    /// email links to it with `?invitation=<id>&token=<token>`. Without
+    /// it the email gives the API call to make.
+    pub accept_url: Option<String>,
+    pub ttl: Duration,
+    pub per_inviter_per_hour: u32,
+    pub per_workspace_per_day: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Secret,
@@ -327,6 +363,7 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     pub chat: ChatConfig,
     pub query: QueryConfig,
+    pub invitations: InvitationConfig,
     pub bucket_name: Option<String>,
     pub ingest_queue_url: Option<String>,
     pub aws_endpoint_url: Option<String>,
@@ -443,6 +480,17 @@ impl Config {
                     })?,
                 default_max_tokens: vars.parse_or("QUERY_DEFAULT_MAX_TOKENS", 512)?,
                 max_tokens_limit: vars.parse_or("QUERY_MAX_TOKENS", 4096)?,
+            },
+            invitations: InvitationConfig {
+                mail_provider: vars.parse_or("MAIL_PROVIDER", MailProvider::Log)?,
+                mail_from: vars.optional("MAIL_FROM"),
+                accept_url: vars.optional("INVITATION_ACCEPT_URL"),
+                ttl: secs(
+                    vars.parse_or::<u64>("INVITATION_TTL_HOURS", 7 * 24)?
+                        .saturating_mul(3600),
+                ),
+                per_inviter_per_hour: vars.parse_or("INVITATIONS_PER_INVITER_PER_HOUR", 20)?,
+                per_workspace_per_day: vars.parse_or("INVITATIONS_PER_WORKSPACE_PER_DAY", 100)?,
             },
             bucket_name: vars.optional("BUCKET_NAME"),
             ingest_queue_url: vars.optional("INGEST_QUEUE_URL"),
@@ -649,6 +697,18 @@ impl Config {
                     "an external issuer may not reuse JWT_ISSUER",
                 );
             }
+        }
+        let invitations = &self.invitations;
+        if invitations.mail_provider == MailProvider::Ses && invitations.mail_from.is_none() {
+            return bad("MAIL_FROM", "is required when MAIL_PROVIDER is ses");
+        }
+        if invitations.ttl.is_zero() {
+            return bad("INVITATION_TTL_HOURS", "must be positive");
+        }
+        if let Some(url) = &invitations.accept_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return bad("INVITATION_ACCEPT_URL", "must be an http(s) URL");
         }
         Ok(())
     }

@@ -375,7 +375,14 @@ mod properties {
             parsed::<crate::documents::DocumentReplacement>(&bytes)?;
             parsed::<crate::workspaces::NewWorkspace>(&bytes)?;
             parsed::<crate::workspaces::WorkspaceChanges>(&bytes)?;
-            parsed::<crate::workspaces::NewMember>(&bytes)?;
+            if let Some(m) = parsed::<crate::invitations::MemberRequest>(&bytes)?
+                && let Ok(new) = m.into_invitation()
+                && let Err(error) = crate::auth::normalize_email(&new.email)
+            {
+                client_error(&error)?;
+            }
+            parsed::<crate::invitations::NewInvitation>(&bytes)?;
+            parsed::<crate::invitations::Acceptance>(&bytes)?;
             parsed::<crate::auth::RefreshRequest>(&bytes)?;
             if let Some(p) = parsed::<crate::auth::ProfileChanges>(&bytes)?
                 && let Some(Some(name)) = p.display_name

@@ -59,3 +59,7 @@ id_type!(
     /// One chunk of a document's text.
     ChunkId
 );
+id_type!(
+    /// An invitation to join a workspace.
+    InvitationId
+);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::{ApiError, Result};
 
@@ -17,6 +17,12 @@ pub struct Rule {
 /// Counts one hit for `key`; past the limit, a 429 problem whose
 /// `Retry-After` is the time left in the window.
 pub async fn hit(db: &PgPool, key: &str, rule: Rule) -> Result<()> {
+    hit_on(&mut *db.acquire().await?, key, rule).await
+}
+
+/// [`hit`] on `conn`: inside its transaction, the count belongs to that
+/// transaction (a request that fails later counts nothing).
+pub async fn hit_on(conn: &mut PgConnection, key: &str, rule: Rule) -> Result<()> {
     let window = rule.window.as_secs().max(1) as f64;
     let (hits, retry_after): (i32, f64) = sqlx::query_as(
         "WITH w AS (SELECT to_timestamp(floor(extract(epoch FROM now()) / $2) * $2) AS start)
@@ -27,14 +33,14 @@ pub async fn hit(db: &PgPool, key: &str, rule: Rule) -> Result<()> {
     )
     .bind(key)
     .bind(window)
-    .fetch_one(db)
+    .fetch_one(&mut *conn)
     .await?;
     if hits == 1 && rand::random::<u8>() < 3 {
         // About 1% of first hits sweep expired windows; the table stays small
         // without a scheduled job.
         // Windows are at most a day long, so older rows are dead for every rule.
         sqlx::query("DELETE FROM rate_limits WHERE window_start < now() - interval '1 day'")
-            .execute(db)
+            .execute(&mut *conn)
             .await?;
     }
     if hits as i64 > rule.limit as i64 {

@@ -20,6 +20,7 @@ pub struct State {
     sqs: OnceCell<aws_sdk_sqs::Client>,
     embedder: OnceCell<std::sync::Arc<dyn crate::embed::Embedder>>,
     chat_model: OnceCell<std::sync::Arc<dyn crate::chat::ChatModel>>,
+    mailer: OnceCell<std::sync::Arc<dyn crate::mail::Mailer>>,
 }
 
 impl State {
@@ -41,6 +42,7 @@ impl State {
             sqs: OnceCell::new(),
             embedder: OnceCell::new(),
             chat_model: OnceCell::new(),
+            mailer: OnceCell::new(),
         })
     }
 
@@ -85,6 +87,19 @@ impl State {
                     _ => None,
                 };
                 crate::chat::build(&self.config.chat, aws)
+            })
+            .await
+    }
+
+    /// The configured mail provider, built on first use.
+    pub async fn mailer(&self) -> anyhow::Result<&std::sync::Arc<dyn crate::mail::Mailer>> {
+        self.mailer
+            .get_or_try_init(|| async {
+                let aws = match self.config.invitations.mail_provider {
+                    crate::config::MailProvider::Ses => Some(self.aws().await),
+                    crate::config::MailProvider::Log => None,
+                };
+                crate::mail::build(&self.config.invitations, aws)
             })
             .await
     }

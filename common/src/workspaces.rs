@@ -75,22 +75,6 @@ pub struct WorkspaceChanges {
     pub max_document_chunks: Option<i32>,
 }
 
-/// Whom to add: an existing account by email or by id.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewMember {
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub user_id: Option<UserId>,
-    #[serde(default = "default_member_role")]
-    pub role: Role,
-}
-
-fn default_member_role() -> Role {
-    Role::Member
-}
-
 const MAX_NAME_CHARS: usize = 200;
 
 fn clean_name(name: &str) -> Result<String> {
@@ -203,7 +187,7 @@ impl Access {
         Ok((access, value))
     }
 
-    fn require(&self, allowed: bool, what: &str) -> Result<()> {
+    pub(crate) fn require(&self, allowed: bool, what: &str) -> Result<()> {
         if allowed {
             Ok(())
         } else {
@@ -214,7 +198,7 @@ impl Access {
     }
 }
 
-async fn audit(
+pub(crate) async fn audit(
     tx: &mut Transaction<'static, Postgres>,
     workspace: WorkspaceId,
     actor: UserId,
@@ -268,7 +252,7 @@ pub async fn create(
     Ok(workspace)
 }
 
-async fn fetch(
+pub(crate) async fn fetch(
     tx: &mut Transaction<'static, Postgres>,
     id: WorkspaceId,
     user: UserId,
@@ -362,6 +346,7 @@ pub async fn delete(mut access: Access) -> Result<()> {
         .bind(access.workspace)
         .execute(&mut *access.tx)
         .await?;
+    revoke_open_invitations(&mut access.tx, access.workspace).await?;
     audit(
         &mut access.tx,
         access.workspace,
@@ -372,6 +357,22 @@ pub async fn delete(mut access: Access) -> Result<()> {
     )
     .await?;
     access.commit().await
+}
+
+/// A deleted workspace's open invitations can no longer be accepted (nor
+/// are they listed to their invitees, who cannot see the workspace row).
+async fn revoke_open_invitations(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE workspace_invitations SET status = 'revoked', responded_at = now()
+         WHERE workspace_id = $1 AND status = 'pending'",
+    )
+    .bind(workspace)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// For an account being deleted, inside its transaction (begun with the
@@ -406,6 +407,7 @@ pub async fn close_for_deleted_account(
             .bind(workspace)
             .execute(&mut **tx)
             .await?;
+        revoke_open_invitations(tx, workspace).await?;
         audit(
             tx,
             workspace,
@@ -442,68 +444,6 @@ pub async fn members(mut access: Access) -> Result<Vec<Member>> {
     .await?;
     access.commit().await?;
     Ok(rows)
-}
-
-/// Adds an existing account as admin or member (owners and admins only).
-pub async fn add_member(mut access: Access, new: NewMember) -> Result<Member> {
-    access.require(access.role.manages_members(), "manage members")?;
-    if new.role == Role::Owner {
-        return Err(ApiError::unprocessable(
-            "role",
-            "a workspace has exactly one owner; add as admin or member",
-        ));
-    }
-    let user = match (&new.user_id, &new.email) {
-        // Inside the access transaction: one connection per request.
-        (Some(id), None) => crate::auth::user_exists(&mut *access.tx, *id)
-            .await?
-            .then_some(*id),
-        (None, Some(email)) => {
-            let email = crate::auth::normalize_email(email)?;
-            crate::auth::user_by_email(&mut *access.tx, &email).await?
-        }
-        _ => {
-            return Err(ApiError::unprocessable(
-                "email",
-                "give exactly one of email, user_id",
-            ));
-        }
-    }
-    .ok_or_else(|| ApiError::not_found("user"))?;
-    let inserted = sqlx::query(
-        "INSERT INTO workspace_members (workspace_id, user_id, role, added_by) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (workspace_id, user_id) DO NOTHING",
-    )
-    .bind(access.workspace)
-    .bind(user)
-    .bind(new.role)
-    .bind(access.caller)
-    .execute(&mut *access.tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
-        return Err(ApiError::Conflict("this user is already a member".into()));
-    }
-    audit(
-        &mut access.tx,
-        access.workspace,
-        access.caller,
-        "member.added",
-        Some(user),
-        serde_json::json!({ "role": new.role }),
-    )
-    .await?;
-    let member = sqlx::query_as(concat!(
-        "SELECT ",
-        member_columns!(),
-        " FROM workspace_members m JOIN users u ON u.id = m.user_id
-         WHERE m.workspace_id = $1 AND m.user_id = $2"
-    ))
-    .bind(access.workspace)
-    .bind(user)
-    .fetch_one(&mut *access.tx)
-    .await?;
-    access.commit().await?;
-    Ok(member)
 }
 
 /// Removes a member. Anyone may leave; the owner removes anyone else; an

@@ -69,6 +69,8 @@ DOCUMENT_ID = "0b4d3c2a-2222-4e5f-8a9b-0c1d2e3f4a5b"
 SESSION_ID = "0b4d3c2a-3333-4e5f-8a9b-0c1d2e3f4a5b"
 MEMBER_ID = "7d0e8f9a-2222-4b3c-9d8e-1f2a3b4c5d6e"
 UPLOAD_ID = "5a6b7c8d-3333-4e4f-8a0b-1c2d3e4f5a6b"
+INVITATION_ID = "0b4d3c2a-4444-4e5f-8a9b-0c1d2e3f4a5b"
+REVOKED_INVITATION_ID = "0b4d3c2a-5555-4e5f-8a9b-0c1d2e3f4a5b"
 # A custom resource's ResponseURL, until its invocation's server has an address.
 RESPONSE_URL = "http://local-invoke.invalid/cfn-response/"
 
@@ -441,6 +443,18 @@ def log_tail(path, lines=15):
     return "\n      | " + "\n      | ".join(text) if text else ""
 
 
+def jwt_subject(token):
+    """The `sub` of an access token (a user id), read without verifying."""
+    import base64
+
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+
+
+def fail(body):
+    raise Failure(f"unexpected reply {str(body)[:300]}")
+
+
 def learn(after, *reply):
     """Runs a step's `after`: a reply without what it needs fails the step."""
     try:
@@ -595,6 +609,19 @@ class Run:
             raise Failure(f"PUT {status}: {response.get('Reason')}{log_tail(inv.log_path)}")
         return f"PUT {status}"
 
+    def invited(self, _status, _headers, body):
+        self.subs[INVITATION_ID] = body["id"]
+        with open(os.path.join(self.h.logs, "members-add.log"), errors="replace") as f:
+            tokens = re.findall(r"rwi_[A-Za-z0-9_-]{43}", f.read())
+        if not tokens:
+            raise Failure("no invitation token in the function's log (MAIL_PROVIDER=log)")
+        self.subs["REPLACE_WITH_INVITATION_TOKEN"] = tokens[-1]
+
+    def one_invitation(self, _status, _headers, body):
+        ids = [item["id"] for item in body["items"]]
+        if ids != [self.subs[INVITATION_ID]]:
+            raise Failure(f"the invitee sees {ids}, expected the one invitation")
+
     def setup(self, what, binary, event, expect):
         """A call that makes data for the fixtures; a failure is reported
         on the fixture that needed it (its placeholder stays unreplaced)."""
@@ -625,11 +652,16 @@ class Run:
 
         # The run's database is new: the fixture's own email is unused.
         self.run("auth-signup", 201, tokens)
-        # members-add's fixture adds bob@example.com: he signs up too.
+        # members-add's fixture invites bob@example.com: he signs up too,
+        # and answers the invitation with his own token.
         with contextlib.suppress(Failure):
             bob = self.fixture("auth-signup")
             bob["body"] = json.dumps({"email": "bob@example.com", "password": "correct horse battery staple"})
-            self.setup("bob signs up", "auth-signup", bob, 201)
+            made = self.setup("bob signs up", "auth-signup", bob, 201)
+            if made:
+                token = made[1]["access_token"]
+                s["REPLACE_WITH_INVITEE_TOKEN"] = token
+                s[MEMBER_ID] = jwt_subject(token)
         self.run("auth-login", 200)
         self.run("auth-me", 200)
         self.run("auth-update", 200)
@@ -644,7 +676,16 @@ class Run:
         self.run("workspaces-get", 200)
         self.run("workspaces-update", 200)
         self.run("members-list", 200)
-        self.run("members-add", 201, lambda _s, _h, body: s.update({MEMBER_ID: body["user_id"]}))
+        # An invitation; its token reaches only the mailbox (MAIL_PROVIDER
+        # log: the function's log).
+        self.run("members-add", 202, self.invited)
+        self.run("invitations-list", 200, lambda _s, _h, body: body["items"][0]["id"])
+        self.run("invitations-received", 200, self.one_invitation)
+        self.run("invitations-accept", 200, lambda _s, _h, body: body["role"] == "member" or fail(body))
+        # Answered already: declining it is refused.
+        self.run("invitations-decline", 409)
+        self.run("invitations-create", 201, lambda _s, _h, body: s.update({REVOKED_INVITATION_ID: body["id"]}))
+        self.run("invitations-revoke", 204)
 
         def created(_status, headers, body):
             s[DOCUMENT_ID] = body["id"]

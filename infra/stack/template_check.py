@@ -65,8 +65,10 @@ REQUIRED = {
 
 SCENARIOS = {
     "data tier (defaults)": {},
-    "data tier, NAT, Bedrock, OpenAI keys, external issuers, domain": {
+    "data tier, NAT, Bedrock, OpenAI keys, external issuers, domain, SES": {
         "NatGateway": "true",
+        "MailProvider": "ses",
+        "MailFrom": "invitations@example.com",
         "EmbeddingProvider": "bedrock",
         "ChatProvider": "openai",
         "ChatModel": "m",

@@ -359,14 +359,10 @@ impl Auth {
     }
 }
 
+pub use sessions::{digest as token_digest, secret_token};
 pub use users::{check_display_name, normalize_email};
 
-/// Whether an account with this id exists.
-pub async fn user_exists(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<bool> {
-    users::exists(db, id).await
-}
-
-/// A built-in account by (normalized) email.
-pub async fn user_by_email(db: impl sqlx::PgExecutor<'_>, email: &str) -> Result<Option<UserId>> {
-    users::find_by_email(db, email).await
+/// How a user is named to others: display name, else email.
+pub async fn user_label(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<Option<String>> {
+    users::label(db, id).await
 }

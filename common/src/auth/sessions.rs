@@ -14,18 +14,24 @@ use crate::ids::UserId;
 const PREFIX: &str = "rt_";
 
 fn new_token() -> (String, Vec<u8>) {
+    secret_token(PREFIX)
+}
+
+/// A random bearer token `prefix` + 32 bytes in base64url, and its
+/// SHA-256, the only form stored: a database leak yields no usable token.
+pub fn secret_token(prefix: &str) -> (String, Vec<u8>) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!(
-        "{PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let hash = digest(&token);
     (token, hash)
 }
 
-/// Only the SHA-256 of a token is stored: a database leak yields no usable token.
-fn digest(token: &str) -> Vec<u8> {
+/// The stored form of a token ([`secret_token`]).
+pub fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 

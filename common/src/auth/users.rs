@@ -186,23 +186,15 @@ pub async fn mark_deleted(tx: &mut sqlx::PgConnection, id: UserId) -> Result<boo
     Ok(marked)
 }
 
-/// A built-in account by email, for adding members.
-pub async fn find_by_email(db: impl sqlx::PgExecutor<'_>, email: &str) -> Result<Option<UserId>> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM users WHERE email = $1 AND issuer IS NULL AND deleted_at IS NULL",
+/// How a user is named to others: display name, else email.
+pub async fn label(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(display_name, email) FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+            .flatten(),
     )
-    .bind(email)
-    .fetch_optional(db)
-    .await?)
-}
-
-pub async fn exists(db: impl sqlx::PgExecutor<'_>, id: UserId) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL)",
-    )
-    .bind(id)
-    .fetch_one(db)
-    .await?)
 }
 
 #[cfg(test)]

@@ -90,16 +90,7 @@ async fn display_name_at_signup_changed_refused_and_shown_to_members(pool: PgPoo
 
     // Other members see it next to the email.
     let ws = api.create_workspace(&ann, "Shared").await;
-    let added = api
-        .send(
-            "POST",
-            &format!("/workspaces/{ws}/members"),
-            Some(&ann),
-            Some(json!({"email": "bob@example.com", "role": "member"})),
-        )
-        .await;
-    assert_eq!(added.status, 201, "{}", added.body);
-    assert_eq!(added.body["display_name"], "Bob B.");
+    api.join(&ann, &ws, &bob, "bob@example.com", "member").await;
     let members = api
         .send(
             "GET",
@@ -144,24 +135,10 @@ async fn deleting_an_account(pool: PgPool) {
     // Alice owns one workspace and is an admin in Bob's.
     let own = api.create_workspace(&alice, "Alice's").await;
     let bobs = api.create_workspace(&bob, "Bob's").await;
-    let added = api
-        .send(
-            "POST",
-            &format!("/workspaces/{bobs}/members"),
-            Some(&bob),
-            Some(json!({"email": "alice@example.com", "role": "admin"})),
-        )
+    api.join(&bob, &bobs, &alice, "alice@example.com", "admin")
         .await;
-    assert_eq!(added.status, 201, "{}", added.body);
-    let added = api
-        .send(
-            "POST",
-            &format!("/workspaces/{own}/members"),
-            Some(&alice),
-            Some(json!({"email": "bob@example.com", "role": "member"})),
-        )
+    api.join(&alice, &own, &bob, "bob@example.com", "member")
         .await;
-    assert_eq!(added.status, 201, "{}", added.body);
 
     // The wrong password, or none, is refused and changes nothing.
     for body in [json!({"password": "not the password"}), json!({})] {

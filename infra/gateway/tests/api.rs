@@ -303,8 +303,8 @@ async fn workspace_lifecycle_members_and_isolation(pool: PgPool) {
     let bobs = api.send("GET", "/workspaces", Some(&bob), None).await;
     assert_eq!(bobs.body["items"], json!([]));
 
-    // Alice adds Bob as a member and Carol as an admin.
-    let added = api
+    // Alice invites Bob as a member and Carol as an admin; they accept.
+    let invited = api
         .send(
             "POST",
             &format!("/workspaces/{ws}/members"),
@@ -312,8 +312,32 @@ async fn workspace_lifecycle_members_and_isolation(pool: PgPool) {
             Some(json!({"email": "BOB@example.com"})),
         )
         .await;
-    assert_eq!(added.status, 201, "{}", added.body);
-    assert_eq!(added.body["role"], "member");
+    assert_eq!(invited.status, 202, "{}", invited.body);
+    assert_eq!(
+        (
+            invited.body["email"].as_str(),
+            invited.body["role"].as_str()
+        ),
+        (Some("bob@example.com"), Some("member"))
+    );
+    let token = support::mailed_token(invited.body["id"].as_str().unwrap()).await;
+    let joined = api
+        .send(
+            "POST",
+            &format!(
+                "/invitations/{}/accept",
+                invited.body["id"].as_str().unwrap()
+            ),
+            Some(&bob),
+            Some(json!({ "token": token })),
+        )
+        .await;
+    assert_eq!(
+        (joined.status, joined.body["role"].as_str()),
+        (200, Some("member")),
+        "{}",
+        joined.body
+    );
     api.send(
         "POST",
         &format!("/workspaces/{ws}/members"),
@@ -322,28 +346,21 @@ async fn workspace_lifecycle_members_and_isolation(pool: PgPool) {
     )
     .await
     .problem(409);
-    let admin = api
-        .send(
-            "POST",
-            &format!("/workspaces/{ws}/members"),
-            Some(&alice),
-            Some(json!({"user_id": carol_id, "role": "admin"})),
-        )
+    api.join(&alice, &ws, &carol, "carol@example.com", "admin")
         .await;
-    assert_eq!(admin.status, 201, "{}", admin.body);
     api.send(
         "POST",
         &format!("/workspaces/{ws}/members"),
         Some(&alice),
-        Some(json!({"email": "nobody@example.com"})),
+        Some(json!({"user_id": carol_id, "role": "admin"})),
     )
     .await
-    .problem(404);
+    .problem(422);
     api.send(
         "POST",
         &format!("/workspaces/{ws}/members"),
         Some(&alice),
-        Some(json!({"user_id": bob_id, "role": "owner"})),
+        Some(json!({"email": "dave@example.com", "role": "owner"})),
     )
     .await
     .problem(422);

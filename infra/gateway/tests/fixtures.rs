@@ -44,6 +44,7 @@ async fn invoke(state: &common::State, binary: &str, replace: &[(&str, &str)]) -
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
+    support::verify_sender().await;
     let state = state(pool, config(&[]));
     let (status, tokens) = invoke(&state, "auth-signup", &[]).await;
     assert_eq!(status, 201, "{tokens}");
@@ -80,6 +81,9 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "members-list",
         "members-add",
         "members-remove",
+        "invitations-create",
+        "invitations-list",
+        "invitations-revoke",
         "documents-create",
         "documents-list",
         "documents-get",
@@ -116,6 +120,41 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "Research (renamed)"
     );
     assert_eq!(invoke(&state, "members-list", &real).await.0, 200);
+
+    // Invitations: made and listed in the real workspace; the invitee's
+    // routes (the caller standing in) see none and find no such id.
+    let (status, invited) = invoke(&state, "members-add", &real).await;
+    assert_eq!(
+        (status, invited["email"].as_str()),
+        (202, Some("bob@example.com")),
+        "{invited}"
+    );
+    let (status, invited) = invoke(&state, "invitations-create", &real).await;
+    assert_eq!((status, invited["role"].as_str()), (201, Some("admin")));
+    let (status, listed) = invoke(&state, "invitations-list", &real).await;
+    assert_eq!(
+        (status, listed["items"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{listed}"
+    );
+    assert_eq!(invoke(&state, "invitations-revoke", &real).await.0, 404);
+    let as_invitee = [
+        ("REPLACE_WITH_INVITEE_TOKEN", access.as_str()),
+        ("REPLACE_WITH_INVITATION_TOKEN", "rwi_not-the-token"),
+    ];
+    let (status, received) = invoke(&state, "invitations-received", &as_invitee).await;
+    assert_eq!(
+        (status, received["items"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    assert_eq!(
+        invoke(&state, "invitations-accept", &as_invitee).await.0,
+        404
+    );
+    assert_eq!(
+        invoke(&state, "invitations-decline", &as_invitee).await.0,
+        404
+    );
 
     let (status, upload) = invoke(&state, "uploads-create", &real).await;
     assert_eq!(status, 201, "{upload}");

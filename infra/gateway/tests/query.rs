@@ -921,17 +921,10 @@ async fn chat_sessions_keep_both_turns_and_belong_to_their_user(pool: PgPool) {
     assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
 
     // Another member of the same workspace sees none of it.
-    let (other, _, other_id) = s.api.signup("colleague@example.com").await;
-    let added = s
-        .api
-        .send(
-            "POST",
-            &format!("/workspaces/{}/members", s.ws),
-            Some(&s.token),
-            Some(json!({ "user_id": other_id, "role": "member" })),
-        )
+    let (other, _, _) = s.api.signup("colleague@example.com").await;
+    s.api
+        .join(&s.token, &s.ws, &other, "colleague@example.com", "member")
         .await;
-    assert_eq!(added.status, 201, "{}", added.body);
     s.api
         .send("GET", &path, Some(&other), None)
         .await

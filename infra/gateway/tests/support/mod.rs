@@ -16,6 +16,7 @@ pub mod uploads;
 pub const ISSUER: &str = "http://ragway.test";
 pub const KID: &str = "test-key-1";
 pub const PREVIOUS_KID: &str = "test-key-0";
+pub const MAIL_FROM: &str = "invitations@ragway.test";
 
 pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -60,6 +61,10 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
     vars.insert("AUTH_RATE_LIMIT_SOURCE_FAILURES".into(), "1000".into());
     vars.insert("AUTH_RATE_LIMIT_ACCOUNT_FAILURES".into(), "1000".into());
     vars.insert("MAX_REQUEST_BYTES".into(), "65536".into());
+    // Invitations go through the test stack's SES (moto), where
+    // `mailed_token` reads them back; `gateway` verifies the sender.
+    vars.insert("MAIL_PROVIDER".into(), "ses".into());
+    vars.insert("MAIL_FROM".into(), MAIL_FROM.into());
     // The worker runs in the test binary, which cannot serve as the
     // extraction child: the gateway binary does.
     vars.insert(
@@ -136,6 +141,7 @@ pub fn ingest_worker() -> common::lambda::SqsHandler {
 
 /// Starts the gateway on 127.0.0.1 (ephemeral port) serving template.yaml's routes.
 pub async fn gateway(state: Arc<State>) -> Api {
+    verify_sender().await;
     let functions = template::load(&repo_root().join("template.yaml")).unwrap();
     let gateway = Arc::new(Gateway::from_template(&functions, &registry()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -293,11 +299,7 @@ async fn read(response: reqwest::Response) -> Reply {
 /// Stores `value` as a new secret `t-{name}-{uuid}` in the test stack's
 /// Secrets Manager (moto); returns its ARN.
 pub async fn put_secret(name: &str, value: &str) -> String {
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(std::env::var("AWS_ENDPOINT_URL").expect("load the test stack's env"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&aws)
+    aws_sdk_secretsmanager::Client::new(&test_aws().await)
         .create_secret()
         .name(format!("t-{name}-{}", uuid::Uuid::new_v4()))
         .secret_string(value)
@@ -307,4 +309,110 @@ pub async fn put_secret(name: &str, value: &str) -> String {
         .arn()
         .unwrap()
         .to_owned()
+}
+
+async fn test_aws() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(std::env::var("AWS_ENDPOINT_URL").expect("load the test stack's env"))
+        .load()
+        .await
+}
+
+/// Makes `MAIL_FROM` a verified SES identity in the test stack (SES
+/// refuses mail from any other); once per test process.
+pub async fn verify_sender() {
+    static VERIFIED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    VERIFIED
+        .get_or_init(|| async {
+            let ses = aws_sdk_sesv2::Client::new(&test_aws().await);
+            // Already there from another test process: fine.
+            let _ = ses
+                .create_email_identity()
+                .email_identity(MAIL_FROM)
+                .send()
+                .await;
+        })
+        .await;
+}
+
+/// The emails the test stack's SES accepted (moto keeps them), as
+/// (recipient, subject, text).
+pub async fn sent_emails() -> Vec<(String, String, String)> {
+    let url = format!(
+        "{}/moto-api/data.json",
+        std::env::var("AWS_ENDPOINT_URL").expect("load the test stack's env")
+    );
+    let data: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let mut sent = Vec::new();
+    for message in data["ses"]["Message"].as_array().into_iter().flatten() {
+        let text = message["body"].as_str().unwrap_or_default().to_owned();
+        let subject = message["subject"].as_str().unwrap_or_default().to_owned();
+        for to in message["destinations"]["ToAddresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            sent.push((
+                to.as_str().unwrap().to_owned(),
+                subject.clone(),
+                text.clone(),
+            ));
+        }
+    }
+    sent
+}
+
+/// The token of invitation `id`, from the email SES was given for it
+/// (the last one: renewing an invitation mails a new token).
+pub async fn mailed_token(id: &str) -> String {
+    sent_emails()
+        .await
+        .into_iter()
+        .rev()
+        .find(|(_, _, text)| text.contains(id))
+        .and_then(|(_, _, text)| {
+            let start = text.find("rwi_")?;
+            let token: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .collect();
+            Some(token)
+        })
+        .unwrap_or_else(|| panic!("no invitation email for {id}"))
+}
+
+impl Api {
+    /// `owner` invites `email` into `ws` as `role`; the invitee (signed in
+    /// as `invitee`) accepts with the mailed token. Returns the accepted
+    /// workspace.
+    pub async fn join(
+        &self,
+        owner: &str,
+        ws: &str,
+        invitee: &str,
+        email: &str,
+        role: &str,
+    ) -> Value {
+        let invited = self
+            .send(
+                "POST",
+                &format!("/workspaces/{ws}/invitations"),
+                Some(owner),
+                Some(json!({ "email": email, "role": role })),
+            )
+            .await;
+        assert_eq!(invited.status, 201, "{}", invited.body);
+        let id = invited.body["id"].as_str().unwrap();
+        let token = mailed_token(id).await;
+        let accepted = self
+            .send(
+                "POST",
+                &format!("/invitations/{id}/accept"),
+                Some(invitee),
+                Some(json!({ "token": token })),
+            )
+            .await;
+        assert_eq!(accepted.status, 200, "{}", accepted.body);
+        accepted.body
+    }
 }
