@@ -17,17 +17,21 @@
 //!   dropped) OR-ed, read through the `(workspace_id, tsv)` GIN index,
 //!   scored here; in a large workspace only the lexemes whose matches can
 //!   still rank are read (MaxScore).
-//! - **Hybrid.** Each leg's candidate scores are min-max normalised and
-//!   combined with a weight on the semantic leg ([`Search::semantic_weight`],
-//!   from `HYBRID_SEMANTIC_WEIGHT` or the embedder's default, chosen on
-//!   SciFact's train split alone). A weighted sum lets the weaker leg's
-//!   noise into the top of every answer, and a weight that helps on average
-//!   loses to the better leg alone on other questions. So [`fuse`] first
-//!   asks whether the legs agree: when their best ten share fewer than three
-//!   chunks, one of them has misread the question, and the leg trusted less
-//!   (the lighter-weighted) sits that query out. Per-query standard scores,
-//!   a dispersion gate and reciprocal rank fusion were compared under the
-//!   same cross-validation and did no better (README: Measuring).
+//! - **Hybrid.** Each leg's candidate scores become standard scores over
+//!   its candidates, so a leg whose best stand out counts for more than one
+//!   whose scores are bunched, and are combined with a weight on the
+//!   semantic leg ([`Search::semantic_weight`], from
+//!   `HYBRID_SEMANTIC_WEIGHT` or the embedder's default, chosen on
+//!   SciFact's train split alone). A weighted sum still lets a weak leg's
+//!   noise into every answer, and a weight that helps on average loses to
+//!   the better leg alone on other questions. So [`fuse`] also asks
+//!   whether the legs agree: when their best ten share fewer than three
+//!   chunks, one has misread the question, and the leg trusted less (the
+//!   lighter-weighted) sits that query out. Between equally trusted legs
+//!   (an even weight, as for real models) both always count: dropping
+//!   either would drop half the signal. Min-max scores, a dispersion gate
+//!   and reciprocal rank fusion did no better under the same
+//!   cross-validation (README: Measuring).
 //!
 //! Every statement filters on `workspace_id`, inside a transaction whose
 //! RLS context is the same workspace.
