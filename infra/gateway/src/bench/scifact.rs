@@ -11,6 +11,12 @@
 //! asked, then the corpus in file order up to N) for slow embedders; its
 //! scores run higher. `--keep` keeps the database; `--reuse` searches a
 //! kept one made with the same embedder and corpus size again.
+//!
+//! `--folds K` adds the fusion study: both legs of every query at hybrid
+//! depth, fused offline by each candidate rule over a grid of semantic
+//! weights; each rule's parameters are chosen on K−1 folds of the queries
+//! and scored on the one left out, so its held-out figure was not tuned
+//! on (see [`fusion_study`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,7 +27,7 @@ use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::{Config, EmbeddingProvider};
 use common::documents::NewDocument;
-use common::ids::{DocumentId, WorkspaceId};
+use common::ids::{ChunkId, DocumentId, WorkspaceId};
 use common::ingest::events::DocumentChanged;
 use common::retrieval::{self, Filters, Mode, Search};
 use common::workspaces::Access;
@@ -141,6 +147,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let limit = flag(args, "--queries", usize::MAX)?;
     let keep = args.iter().any(|a| a == "--keep");
     let reuse = args.iter().any(|a| a == "--reuse");
+    let folds = flag(args, "--folds", 0)?;
+    if folds == 1 {
+        bail!("--folds needs at least 2 folds (or 0 for no fusion study)");
+    }
     let config = Config::from_env().context("load the stack env first: . .local/test/env")?;
     // Questions go through `embed_query`, so EMBEDDING_QUERY_MODEL applies.
     let query_embedder = common::embed::build(&config.embedding, None)?;
@@ -253,6 +263,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut embed_time = Duration::ZERO;
     let mut index_recall = 0.0;
     let filters = Filters::default();
+    let semantic_weight = config.query.semantic_weight(config.embedding.provider);
+    // The fusion study's inputs: each query's legs at hybrid depth.
+    let mut studied: Vec<StudiedQuery> = Vec::new();
+    let mut beir_of_chunk: HashMap<ChunkId, String> = HashMap::new();
     for query in &queries {
         let started = Instant::now();
         let embedding = query_embedder.embed_query(&query.text).await?;
@@ -275,7 +289,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                     mode: *mode,
                     top_k: TOP_K,
                     filters: &filters,
-                    semantic_weight: config.query.semantic_weight(config.embedding.provider),
+                    semantic_weight,
                 },
             )
             .await
@@ -308,6 +322,46 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             tally.recall += recall_at_100(&ranked, relevant);
             tally.queries += 1;
         }
+        if folds > 0 {
+            let mut legs = Vec::new();
+            for mode in [Mode::Semantic, Mode::Keyword] {
+                let mut access = Access::open(&pool, caller, workspace)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                // A leg alone at the depth hybrid asks of it, same scores.
+                let hits = retrieval::search(
+                    &mut access.tx,
+                    &pool,
+                    &config.query,
+                    config.embedding.dimensions,
+                    &Search {
+                        workspace,
+                        text: &query.text,
+                        embedding: Some(&embedding),
+                        mode,
+                        top_k: retrieval::candidates(TOP_K) as usize,
+                        filters: &filters,
+                        semantic_weight,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{mode:?} leg: {e}"))?;
+                access.commit().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                for h in &hits {
+                    if let Some(id) = beir.get(&h.document_id) {
+                        beir_of_chunk.insert(h.chunk_id, id.clone());
+                    }
+                }
+                legs.push(hits.iter().map(|h| (h.chunk_id, h.score)).collect());
+            }
+            let keyword = legs.pop().unwrap_or_default();
+            let semantic = legs.pop().unwrap_or_default();
+            studied.push(StudiedQuery {
+                semantic,
+                keyword,
+                relevant: relevant.clone(),
+            });
+        }
     }
 
     let n = queries.len().max(1) as f64;
@@ -333,6 +387,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         chunks,
         config.query.exact_search_max_chunks
     );
+
+    if folds > 0 {
+        fusion_study::report(&studied, &beir_of_chunk, folds, semantic_weight);
+    }
 
     drop(state);
     pool.close().await;
@@ -442,6 +500,432 @@ async fn ingest(
     // Fresh statistics, as autovacuum would gather on a live table.
     sqlx::query("ANALYZE chunks").execute(pool).await?;
     Ok(())
+}
+
+/// One query of the fusion study: its legs at hybrid depth (chunk and the
+/// leg's own score, best first) and the BEIR ids judged relevant.
+struct StudiedQuery {
+    semantic: Vec<(ChunkId, f64)>,
+    keyword: Vec<(ChunkId, f64)>,
+    relevant: HashSet<String>,
+}
+
+/// Candidate fusion rules compared offline on the legs of every query,
+/// with honest selection: a rule's semantic weight (and threshold) is
+/// chosen on K−1 folds of the queries (query i is in fold i mod K) and its
+/// nDCG@10 is taken on the fold left out. The held-out columns are thus
+/// not tuned on; the whole-split curves after them are for reading only.
+mod fusion_study {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Rule {
+        /// One leg alone, as `mode: keyword` / `semantic` would rank.
+        Keyword,
+        Semantic,
+        /// `retrieval::fuse`, the shipped rule.
+        Shipped,
+        /// Scores mapped to 0..=1 over the leg's candidates; absent 0.
+        MinMax,
+        /// Standard scores over the leg's candidates; absent: the leg's
+        /// lowest.
+        ZScore,
+        /// Reciprocal rank, 1/(60 + rank); absent 0.
+        Rrf,
+        /// Z-score, and a leg whose best standard score is below the
+        /// threshold (nothing stands out) sits the query out, unless both do.
+        Gated(f64),
+        /// Z-score, and when the legs' top tens share fewer than this many
+        /// chunks, the lighter-weighted leg sits the query out (at an even
+        /// weight, neither).
+        Agree(usize),
+        /// The same with min-max scores.
+        AgreeMinMax(usize),
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Candidate {
+        rule: Rule,
+        weight: f64,
+    }
+
+    /// A candidate and its nDCG@10 per query.
+    type Scored = (Candidate, Vec<f64>);
+
+    const WEIGHTS: [f64; 21] = [
+        0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75,
+        0.8, 0.85, 0.9, 0.95, 1.0,
+    ];
+    const GATES: [f64; 3] = [3.0, 4.0, 5.0];
+    const AGREEMENT: [usize; 5] = [1, 2, 3, 4, 5];
+
+    /// A query's candidates numbered once (semantic list first, then the
+    /// keyword one), so each rule's fusion is arithmetic on vectors.
+    struct Prepared<'a> {
+        query: &'a StudiedQuery,
+        /// (candidate, the leg's score), best first.
+        semantic: Vec<(usize, f64)>,
+        keyword: Vec<(usize, f64)>,
+        /// Per candidate: its document (numbered within the query) and
+        /// whether that document is relevant.
+        document: Vec<usize>,
+        relevant: Vec<bool>,
+        chunks: HashMap<ChunkId, usize>,
+    }
+
+    fn prepare<'a>(
+        query: &'a StudiedQuery,
+        beir_of_chunk: &HashMap<ChunkId, String>,
+    ) -> Prepared<'a> {
+        let mut chunks: HashMap<ChunkId, usize> = HashMap::new();
+        let mut documents: HashMap<&str, usize> = HashMap::new();
+        let mut document = Vec::new();
+        let mut relevant = Vec::new();
+        let mut number = |leg: &[(ChunkId, f64)]| -> Vec<(usize, f64)> {
+            leg.iter()
+                .map(|(id, score)| {
+                    let next = chunks.len();
+                    let n = *chunks.entry(*id).or_insert_with(|| {
+                        let beir = beir_of_chunk.get(id).map(String::as_str).unwrap_or("");
+                        let next_doc = documents.len();
+                        document.push(*documents.entry(beir).or_insert(next_doc));
+                        relevant.push(query.relevant.contains(beir));
+                        next
+                    });
+                    (n, *score)
+                })
+                .collect()
+        };
+        let semantic = number(&query.semantic);
+        let keyword = number(&query.keyword);
+        Prepared {
+            query,
+            semantic,
+            keyword,
+            document,
+            relevant,
+            chunks,
+        }
+    }
+
+    /// A leg's normalised score per candidate (`missing` where it has none).
+    fn normalised(rule: Rule, leg: &[(usize, f64)], candidates: usize) -> Vec<f64> {
+        let n = leg.len() as f64;
+        let mut out;
+        match rule {
+            Rule::MinMax | Rule::AgreeMinMax(_) => {
+                let (lo, hi) = leg
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, s)| {
+                        (lo.min(*s), hi.max(*s))
+                    });
+                out = vec![0.0; candidates];
+                for (i, s) in leg {
+                    out[*i] = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
+                }
+            }
+            Rule::Rrf => {
+                out = vec![0.0; candidates];
+                for (rank, (i, _)) in leg.iter().enumerate() {
+                    out[*i] = 1.0 / (61.0 + rank as f64);
+                }
+            }
+            _ => {
+                let mean = leg.iter().map(|(_, s)| s).sum::<f64>() / n.max(1.0);
+                let sd =
+                    (leg.iter().map(|(_, s)| (s - mean).powi(2)).sum::<f64>() / n.max(1.0)).sqrt();
+                let z = |s: f64| if sd > 0.0 { (s - mean) / sd } else { 1.0 };
+                let lowest = leg.iter().map(|(_, s)| z(*s)).fold(f64::INFINITY, f64::min);
+                // Equal scores (or one) mark their chunks: 1 against 0.
+                let floor = if sd > 0.0 && lowest.is_finite() {
+                    lowest
+                } else {
+                    0.0
+                };
+                out = vec![floor; candidates];
+                for (i, s) in leg {
+                    out[*i] = z(*s);
+                }
+            }
+        }
+        out
+    }
+
+    /// The candidates `candidate` ranks first for `q`, best first.
+    fn order(candidate: Candidate, q: &Prepared) -> Vec<usize> {
+        let Candidate { rule, mut weight } = candidate;
+        let ids = |leg: &[(usize, f64)]| leg.iter().take(TOP_K).map(|(i, _)| *i).collect();
+        match rule {
+            Rule::Keyword => return ids(&q.keyword),
+            Rule::Semantic => return ids(&q.semantic),
+            Rule::Shipped => {
+                return retrieval::fuse(&q.query.semantic, &q.query.keyword, weight, TOP_K)
+                    .into_iter()
+                    .map(|(id, _)| q.chunks[&id])
+                    .collect();
+            }
+            _ => {}
+        }
+        let candidates = q.document.len();
+        let sem = normalised(rule, &q.semantic, candidates);
+        let kw = normalised(rule, &q.keyword, candidates);
+        if let Rule::Gated(threshold) = rule {
+            let top = |leg: &[(usize, f64)], n: &[f64]| {
+                leg.iter().map(|(i, _)| n[*i]).fold(f64::MIN, f64::max)
+            };
+            match (
+                top(&q.semantic, &sem) >= threshold,
+                top(&q.keyword, &kw) >= threshold,
+            ) {
+                (false, true) => weight = 0.0,
+                (true, false) => weight = 1.0,
+                _ => {}
+            }
+        }
+        if let Rule::Agree(needed) | Rule::AgreeMinMax(needed) = rule {
+            let top: Vec<usize> = q.semantic.iter().take(10).map(|(i, _)| *i).collect();
+            let shared = q
+                .keyword
+                .iter()
+                .take(10)
+                .filter(|(i, _)| top.contains(i))
+                .count();
+            if shared < needed && weight != 0.5 {
+                weight = if weight > 0.5 { 1.0 } else { 0.0 };
+            }
+        }
+        let mut scores: Vec<(usize, f64)> = (0..candidates)
+            .map(|i| (i, weight * sem[i] + (1.0 - weight) * kw[i]))
+            .collect();
+        // Stable: ties keep first appearance, semantic list first.
+        scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scores.into_iter().take(TOP_K).map(|(i, _)| i).collect()
+    }
+
+    fn ndcg(candidate: Candidate, q: &Prepared) -> f64 {
+        let mut seen = vec![false; q.document.len()];
+        let mut dcg = 0.0;
+        let mut rank = 0;
+        for i in order(candidate, q) {
+            let doc = q.document[i];
+            if std::mem::replace(&mut seen[doc], true) {
+                continue;
+            }
+            if q.relevant[i] {
+                dcg += 1.0 / (rank as f64 + 2.0).log2();
+            }
+            rank += 1;
+            if rank == 10 {
+                break;
+            }
+        }
+        let ideal: f64 = (0..q.query.relevant.len().min(10))
+            .map(|i| 1.0 / (i as f64 + 2.0).log2())
+            .sum();
+        if ideal == 0.0 { 0.0 } else { dcg / ideal }
+    }
+
+    fn label(c: Candidate) -> String {
+        match c.rule {
+            Rule::Keyword => "keyword".into(),
+            Rule::Semantic => "semantic".into(),
+            Rule::Gated(t) => format!("w {:.2}, gate {t:.1}", c.weight),
+            Rule::Agree(m) | Rule::AgreeMinMax(m) => format!("w {:.2}, agree {m}", c.weight),
+            _ => format!("w {:.2}", c.weight),
+        }
+    }
+
+    pub(super) fn report(
+        queries: &[StudiedQuery],
+        beir_of_chunk: &HashMap<ChunkId, String>,
+        folds: usize,
+        shipped_weight: f64,
+    ) {
+        let grid = |rule: Rule| -> Vec<Candidate> {
+            WEIGHTS
+                .iter()
+                .map(|&weight| Candidate { rule, weight })
+                .collect()
+        };
+        let gated: Vec<Candidate> = GATES.iter().flat_map(|&t| grid(Rule::Gated(t))).collect();
+        let mut families: Vec<(String, Vec<Candidate>)> = vec![
+            (
+                "keyword".into(),
+                vec![Candidate {
+                    rule: Rule::Keyword,
+                    weight: 0.0,
+                }],
+            ),
+            (
+                "semantic".into(),
+                vec![Candidate {
+                    rule: Rule::Semantic,
+                    weight: 1.0,
+                }],
+            ),
+            (
+                "better leg".into(),
+                vec![
+                    Candidate {
+                        rule: Rule::Keyword,
+                        weight: 0.0,
+                    },
+                    Candidate {
+                        rule: Rule::Semantic,
+                        weight: 1.0,
+                    },
+                ],
+            ),
+            (
+                format!("shipped, w {shipped_weight}"),
+                vec![Candidate {
+                    rule: Rule::Shipped,
+                    weight: shipped_weight,
+                }],
+            ),
+            ("shipped".into(), grid(Rule::Shipped)),
+            ("min-max".into(), grid(Rule::MinMax)),
+            ("z-score".into(), grid(Rule::ZScore)),
+            ("rrf".into(), grid(Rule::Rrf)),
+            ("z-score gated".into(), gated),
+            (
+                "z-score agree".into(),
+                AGREEMENT
+                    .iter()
+                    .flat_map(|&m| grid(Rule::Agree(m)))
+                    .collect(),
+            ),
+            (
+                "min-max agree".into(),
+                AGREEMENT
+                    .iter()
+                    .flat_map(|&m| grid(Rule::AgreeMinMax(m)))
+                    .collect(),
+            ),
+        ];
+        let any: Vec<Candidate> = families[5..].iter().flat_map(|(_, c)| c.clone()).collect();
+        families.push(("any rule".into(), any));
+
+        let prepared: Vec<Prepared> = queries.iter().map(|q| prepare(q, beir_of_chunk)).collect();
+        // Per-query nDCG@10 of every distinct candidate.
+        let mut cache: Vec<Scored> = Vec::new();
+        let mut scores_of = |c: Candidate| -> Vec<f64> {
+            if let Some((_, s)) = cache
+                .iter()
+                .find(|(k, _)| k.rule == c.rule && k.weight == c.weight)
+            {
+                return s.clone();
+            }
+            let s: Vec<f64> = prepared.iter().map(|q| ndcg(c, q)).collect();
+            cache.push((c, s.clone()));
+            s
+        };
+        let scored: Vec<(String, Vec<Scored>)> = families
+            .iter()
+            .map(|(name, cands)| {
+                (
+                    name.clone(),
+                    cands.iter().map(|&c| (c, scores_of(c))).collect(),
+                )
+            })
+            .collect();
+        let mean = |s: &[f64], keep: &dyn Fn(usize) -> bool| -> f64 {
+            let (sum, n) = s
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keep(*i))
+                .fold((0.0, 0usize), |(sum, n), (_, v)| (sum + v, n + 1));
+            sum / n.max(1) as f64
+        };
+
+        println!(
+            "\nFusion study: nDCG@10 on each held-out fold of {folds} (query i in fold i mod {folds}); \
+             each rule's weight (and gate) chosen on the other folds, shown in brackets"
+        );
+        print!("| fold | queries |");
+        for (name, _) in &scored {
+            print!(" {name} |");
+        }
+        println!();
+        println!("|{}", "---|".repeat(scored.len() + 2));
+        let mut sums = vec![0.0; scored.len()];
+        for fold in 0..folds {
+            let held = |i: usize| i % folds == fold;
+            let train = |i: usize| i % folds != fold;
+            print!(
+                "| {} | {} |",
+                fold + 1,
+                (0..queries.len()).filter(|i| held(*i)).count()
+            );
+            for ((_, cands), sum) in scored.iter().zip(&mut sums) {
+                let best = cands
+                    .iter()
+                    .fold(None::<(&Candidate, &Vec<f64>, f64)>, |best, (c, s)| {
+                        let m = mean(s, &train);
+                        match best {
+                            Some((_, _, bm)) if bm >= m => best,
+                            _ => Some((c, s, m)),
+                        }
+                    })
+                    .expect("a family has candidates");
+                let held_out = mean(best.1, &held);
+                *sum += held_out;
+                if cands.len() > 1 {
+                    print!(" {held_out:.4} ({}) |", label(*best.0));
+                } else {
+                    print!(" {held_out:.4} |");
+                }
+            }
+            println!();
+        }
+        print!("| mean | {} |", queries.len());
+        for sum in &sums {
+            print!(" {:.4} |", sum / folds as f64);
+        }
+        println!();
+
+        println!(
+            "\nWhole train split (for reading, not a held-out figure): nDCG@10 by semantic weight"
+        );
+        print!("| rule |");
+        for w in WEIGHTS {
+            print!(" {w:.2} |");
+        }
+        println!();
+        println!("|{}", "---|".repeat(WEIGHTS.len() + 1));
+        let all = |_: usize| true;
+        let mut rows: Vec<(String, Rule)> = vec![
+            ("shipped".into(), Rule::Shipped),
+            ("min-max".into(), Rule::MinMax),
+            ("z-score".into(), Rule::ZScore),
+            ("rrf".into(), Rule::Rrf),
+        ];
+        rows.extend(
+            GATES
+                .iter()
+                .map(|&t| (format!("z-score gate {t:.1}"), Rule::Gated(t))),
+        );
+        rows.extend(
+            AGREEMENT
+                .iter()
+                .map(|&m| (format!("z-score agree {m}"), Rule::Agree(m))),
+        );
+        rows.extend(
+            AGREEMENT
+                .iter()
+                .map(|&m| (format!("min-max agree {m}"), Rule::AgreeMinMax(m))),
+        );
+        for (name, rule) in rows {
+            print!("| {name} |");
+            for weight in WEIGHTS {
+                print!(
+                    " {:.4} |",
+                    mean(&scores_of(Candidate { rule, weight }), &all)
+                );
+            }
+            println!();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--batch N] [--keep]
 //!   ragway-bench hostile [NAME]
-//!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse]
+//!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K]
 //!   ragway-bench retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
 //!
 //! Reads the stack's env (DATABASE_URL, JWT_*), works in a scratch
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         _ => bail!(
             "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--batch N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
-             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] | hostile [NAME]"
+             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] | hostile [NAME]"
         ),
     }
 }
