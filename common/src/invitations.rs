@@ -119,6 +119,16 @@ fn digest(token: &str) -> Vec<u8> {
     crate::auth::token_digest(token.trim())
 }
 
+/// [`create`] with the deployment's mail provider.
+pub async fn invite(
+    state: &crate::State,
+    access: Access,
+    new: NewInvitation,
+) -> Result<Invitation> {
+    let mailer = state.mailer().await?;
+    create(access, &state.config.invitations, mailer.as_ref(), new).await
+}
+
 /// Invites `new.email` into the workspace (owners and admins), or renews
 /// the open invitation of that address (a new token and expiry; the old
 /// token stops working), and mails the invitee. 409 only when the address

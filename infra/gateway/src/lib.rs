@@ -31,6 +31,7 @@ pub fn registry() -> Vec<Function> {
         auth::FUNCTIONS,
         workspaces::FUNCTIONS,
         members::FUNCTIONS,
+        invitations::FUNCTIONS,
         documents::FUNCTIONS,
         uploads::FUNCTIONS,
         ingest::FUNCTIONS,
