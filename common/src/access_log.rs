@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use http::HeaderValue;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Request, Response};
 
 use crate::ids::{UserId, WorkspaceId};
 
@@ -46,13 +46,13 @@ pub fn note_workspace(workspace: WorkspaceId) {
 
 /// Handles `req` with `handle`, then sets `X-Request-Id` and writes the
 /// access log line.
-pub async fn logged<Fut>(
+pub async fn logged<Fut, B>(
     function: &'static str,
     req: Request,
     handle: impl FnOnce(Request) -> Fut,
-) -> Response<Body>
+) -> Response<B>
 where
-    Fut: Future<Output = Response<Body>>,
+    Fut: Future<Output = Response<B>>,
 {
     let started = Instant::now();
     let method = req.method().to_string();

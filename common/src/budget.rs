@@ -35,6 +35,14 @@ use crate::ids::{UserId, WorkspaceId};
 pub enum Purpose {
     Query,
     Chat,
+    /// `POST .../summarize` (every map and reduce call of one request).
+    Summarize,
+    /// `POST .../qa`.
+    Qa,
+    /// `POST .../mindmap`.
+    Mindmap,
+    /// `POST .../ai/generate`, the AI proxy.
+    Generate,
 }
 
 impl Purpose {
@@ -42,6 +50,10 @@ impl Purpose {
         match self {
             Purpose::Query => "query",
             Purpose::Chat => "chat",
+            Purpose::Summarize => "summarize",
+            Purpose::Qa => "qa",
+            Purpose::Mindmap => "mindmap",
+            Purpose::Generate => "generate",
         }
     }
 }

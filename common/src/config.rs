@@ -297,6 +297,52 @@ pub struct ChatConfig {
     pub max_retries: u32,
 }
 
+/// The reranker (`RERANK_PROVIDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RerankProvider {
+    /// No reranking (the default).
+    None,
+    /// Cohere's `/rerank` contract: llama.cpp's server, Infinity, Cohere.
+    Cohere,
+    /// Text Embeddings Inference's `/rerank`.
+    Tei,
+    /// Bedrock's `Rerank` (bedrock-agent-runtime).
+    Bedrock,
+}
+
+impl std::str::FromStr for RerankProvider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "cohere" => Ok(Self::Cohere),
+            "tei" => Ok(Self::Tei),
+            "bedrock" => Ok(Self::Bedrock),
+            other => Err(format!(
+                "{other:?} is not one of none, cohere, tei, bedrock"
+            )),
+        }
+    }
+}
+
+/// Reranking of fused candidates (`RERANK_*` variables).
+#[derive(Debug, Clone)]
+pub struct RerankConfig {
+    pub provider: RerankProvider,
+    /// The endpoint before `/rerank` (e.g. `http://127.0.0.1:8080/v1`); for
+    /// bedrock an endpoint override.
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    pub api_key: Option<Secret>,
+    /// Bounds the call; past it the fused order stands.
+    pub timeout: Duration,
+    /// How many fused candidates are reranked (at least `top_k`).
+    pub candidates: usize,
+    /// Whether questions are reranked unless they or their workspace say
+    /// otherwise.
+    pub default_on: bool,
+}
+
 /// How invitation emails leave (`MAIL_PROVIDER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailProvider {
@@ -365,6 +411,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub query: QueryConfig,
     pub invitations: InvitationConfig,
+    pub rerank: RerankConfig,
     pub bucket_name: Option<String>,
     pub ingest_queue_url: Option<String>,
     pub aws_endpoint_url: Option<String>,
@@ -492,6 +539,15 @@ impl Config {
                 ),
                 per_inviter_per_hour: vars.parse_or("INVITATIONS_PER_INVITER_PER_HOUR", 20)?,
                 per_workspace_per_day: vars.parse_or("INVITATIONS_PER_WORKSPACE_PER_DAY", 100)?,
+            },
+            rerank: RerankConfig {
+                provider: vars.parse_or("RERANK_PROVIDER", RerankProvider::None)?,
+                base_url: vars.optional("RERANK_BASE_URL"),
+                model: vars.optional("RERANK_MODEL"),
+                api_key: vars.optional("RERANK_API_KEY").map(Secret),
+                timeout: Duration::from_millis(vars.parse_or("RERANK_TIMEOUT_MS", 1500)?),
+                candidates: vars.parse_or("RERANK_CANDIDATES", 50)?,
+                default_on: vars.parse_or("RERANK_DEFAULT", false)?,
             },
             bucket_name: vars.optional("BUCKET_NAME"),
             ingest_queue_url: vars.optional("INGEST_QUEUE_URL"),

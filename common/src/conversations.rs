@@ -120,11 +120,7 @@ pub async fn send(
     message: &str,
     options: &Options,
 ) -> Result<Reply> {
-    let history = match session {
-        Some(session) => history(&mut access, session).await?,
-        None => Vec::new(),
-    };
-    let retrieval_text = retrieval_text(&history, message);
+    let (history, retrieval_text) = context(&mut access, session, message).await?;
     let (workspace, user) = (access.workspace, access.caller);
     let answered = answer::ask(
         state,
@@ -156,6 +152,71 @@ pub async fn send(
         message_id,
         answered,
     })
+}
+
+/// As [`send`], answered as server-sent events
+/// ([`answer::stream`]); both turns are stored once the answer is
+/// complete (citations renumbered as an unstreamed answer's are), and the
+/// `done` event carries `session_id` and `message_id`. An answer cut short
+/// (the client left, the model failed) is not stored.
+pub async fn send_stream(
+    state: &State,
+    mut access: Access,
+    session: Option<Uuid>,
+    message: &str,
+    options: &Options,
+) -> Result<lambda_http::Response<crate::sse::SseBody>> {
+    let (history, retrieval_text) = context(&mut access, session, message).await?;
+    let (workspace, user) = (access.workspace, access.caller);
+    let db = state.db.clone();
+    let owned_message = message.to_owned();
+    let on_finish: answer::stream::OnFinish = Box::new(move |finished| {
+        Box::pin(async move {
+            let answer = crate::chat::citations::renumber(&finished.answer, &finished.cited);
+            let (session_id, message_id) = record(
+                &db,
+                Exchange {
+                    workspace,
+                    user,
+                    session,
+                    message: &owned_message,
+                    answer: &answer,
+                    citations: &finished.citations,
+                    usage: finished.usage,
+                },
+            )
+            .await?;
+            Ok(serde_json::json!({ "session_id": session_id, "message_id": message_id }))
+        })
+    });
+    answer::stream::ask_stream(
+        state,
+        access,
+        Ask {
+            retrieval_text: &retrieval_text,
+            question: message,
+            history: &history,
+            options,
+            purpose: Purpose::Chat,
+        },
+        on_finish,
+    )
+    .await
+}
+
+/// The session's recent turns (none for a new one), and what retrieval
+/// matches for `message` after them.
+async fn context(
+    access: &mut Access,
+    session: Option<Uuid>,
+    message: &str,
+) -> Result<(Vec<Turn>, String)> {
+    let history = match session {
+        Some(session) => history(access, session).await?,
+        None => Vec::new(),
+    };
+    let text = retrieval_text(&history, message);
+    Ok((history, text))
 }
 
 /// One exchange to store.
@@ -241,6 +302,33 @@ fn title(message: &str) -> String {
         None if line.is_empty() => "Chat".into(),
         None => line.to_owned(),
     }
+}
+
+/// Starts an empty session of the caller's, named `title` (trimmed,
+/// at most 200 printable characters) or "Chat".
+pub async fn create_session(mut access: Access, title: Option<&str>) -> Result<Session> {
+    let title = match title.map(str::trim) {
+        None | Some("") => "Chat".to_owned(),
+        Some(t) if t.chars().count() > 200 || t.chars().any(char::is_control) => {
+            return Err(ApiError::unprocessable(
+                "title",
+                "title must be at most 200 printable characters",
+            ));
+        }
+        Some(t) => t.to_owned(),
+    };
+    let session: Session = sqlx::query_as(
+        "INSERT INTO chat_sessions (workspace_id, id, user_id, title) VALUES ($1, $2, $3, $4)
+         RETURNING id, title, created_at, updated_at",
+    )
+    .bind(access.workspace)
+    .bind(Uuid::now_v7())
+    .bind(access.caller)
+    .bind(title)
+    .fetch_one(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    Ok(session)
 }
 
 /// The caller's sessions, most recently active first; `after` comes from

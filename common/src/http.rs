@@ -229,6 +229,52 @@ pub fn path_param<T: FromStr>(req: &Request, name: &str) -> Result<T> {
     let raw = params
         .first(name)
         .ok_or_else(|| ApiError::BadRequest(format!("missing path parameter {name}")))?;
+    parse_param(name, raw)
+}
+
+/// The path parameters of a request to a function URL, which routes
+/// nothing: `pattern` (template.yaml's spelling, `{name}` segments) must
+/// match the request's method and path, else 404 as API Gateway would
+/// answer.
+pub fn routed(req: &Request, method: &str, pattern: &str) -> Result<Vec<(String, String)>> {
+    let no_route = || ApiError::NotFound("no such route".into());
+    if req.method().as_str() != method {
+        return Err(no_route());
+    }
+    let path = req.uri().path();
+    let mut params = Vec::new();
+    let mut parts = path.trim_matches('/').split('/');
+    for expected in pattern.trim_matches('/').split('/') {
+        let part = parts.next().ok_or_else(no_route)?;
+        match expected.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) if !part.is_empty() => {
+                let value = percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .map_err(|_| no_route())?;
+                params.push((name.to_owned(), value.into_owned()));
+            }
+            Some(_) => return Err(no_route()),
+            None if part == expected => {}
+            None => return Err(no_route()),
+        }
+    }
+    if parts.next().is_some() {
+        return Err(no_route());
+    }
+    Ok(params)
+}
+
+/// A typed parameter of [`routed`]'s result; 400 as [`path_param`].
+pub fn routed_param<T: FromStr>(params: &[(String, String)], name: &str) -> Result<T> {
+    let raw = params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| ApiError::BadRequest(format!("missing path parameter {name}")))?;
+    parse_param(name, raw)
+}
+
+fn parse_param<T: FromStr>(name: &str, raw: &str) -> Result<T> {
     raw.parse().map_err(|_| {
         let shown: String = raw.chars().take(64).collect();
         ApiError::BadRequest(format!(

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::config::InvitationConfig;
 use crate::error::{ApiError, Result};
 use crate::ids::{InvitationId, UserId, WorkspaceId};

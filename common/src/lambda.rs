@@ -33,10 +33,25 @@ pub type ScheduleHandler =
 pub type RawHandler =
     fn(serde_json::Value) -> BoxFuture<'static, anyhow::Result<serde_json::Value>>;
 
+/// An HTTP route whose answer streams (server-sent events): served by a
+/// Lambda function URL in response-streaming mode, which routes nothing,
+/// so the route's method and path pattern travel with the handler.
+pub type StreamHandler =
+    for<'a> fn(&'a State, Request) -> BoxFuture<'a, Response<crate::sse::SseBody>>;
+
+#[derive(Clone, Copy)]
+pub struct StreamRoute {
+    pub method: &'static str,
+    /// With `{name}` parameters, as template.yaml writes paths.
+    pub path: &'static str,
+    pub handler: StreamHandler,
+}
+
 /// What kind of event a function consumes.
 #[derive(Clone, Copy)]
 pub enum Handler {
     Http(HttpHandler),
+    Stream(StreamRoute),
     Sqs(SqsHandler),
     Schedule(ScheduleHandler),
     Raw(RawHandler),
@@ -70,6 +85,33 @@ macro_rules! http_function {
         $crate::lambda::Function {
             name: $name,
             handler: $crate::lambda::Handler::Http(boxed),
+        }
+    }};
+}
+
+/// Wraps an `async fn(&State, Request) -> Response<SseBody>` serving
+/// `method path` as a [`StreamRoute`].
+#[macro_export]
+macro_rules! stream_function {
+    ($name:literal, $method:literal, $path:expr, $handler:path) => {{
+        fn boxed<'a>(
+            state: &'a $crate::State,
+            req: $crate::lambda_http::Request,
+        ) -> $crate::futures::future::BoxFuture<
+            'a,
+            $crate::lambda_http::Response<$crate::sse::SseBody>,
+        > {
+            Box::pin($crate::access_log::logged($name, req, move |req| {
+                $handler(state, req)
+            }))
+        }
+        $crate::lambda::Function {
+            name: $name,
+            handler: $crate::lambda::Handler::Stream($crate::lambda::StreamRoute {
+                method: $method,
+                path: $path,
+                handler: boxed,
+            }),
         }
     }};
 }
@@ -154,6 +196,15 @@ pub fn serve(functions: &[Function], name: &str) -> Result<(), lambda_runtime::E
                 lambda_http::run(lambda_http::service_fn(move |req: Request| async move {
                     Ok::<_, std::convert::Infallible>(handler(state, req).await)
                 }))
+                .await
+            }
+            Handler::Stream(route) => {
+                let state = app_state().await?;
+                lambda_http::run_with_streaming_response(lambda_http::service_fn(
+                    move |req: Request| async move {
+                        Ok::<_, std::convert::Infallible>((route.handler)(state, req).await)
+                    },
+                ))
                 .await
             }
             Handler::Sqs(handler) => {

@@ -28,6 +28,7 @@ pub const SECRET_VARS: &[&str] = &[
     "JWT_SIGNING_KEY",
     "EMBEDDING_API_KEY",
     "CHAT_API_KEY",
+    "RERANK_API_KEY",
     "AUTH_EXTERNAL_ISSUERS",
 ];
 

@@ -21,6 +21,7 @@ pub struct State {
     embedder: OnceCell<std::sync::Arc<dyn crate::embed::Embedder>>,
     chat_model: OnceCell<std::sync::Arc<dyn crate::chat::ChatModel>>,
     mailer: OnceCell<std::sync::Arc<dyn crate::mail::Mailer>>,
+    reranker: OnceCell<Option<std::sync::Arc<dyn crate::rerank::Reranker>>>,
 }
 
 impl State {
@@ -43,6 +44,7 @@ impl State {
             embedder: OnceCell::new(),
             chat_model: OnceCell::new(),
             mailer: OnceCell::new(),
+            reranker: OnceCell::new(),
         })
     }
 
@@ -89,6 +91,23 @@ impl State {
                 crate::chat::build(&self.config.chat, aws)
             })
             .await
+    }
+
+    /// The configured reranker (None: `RERANK_PROVIDER=none`), built on first use.
+    pub async fn reranker(
+        &self,
+    ) -> anyhow::Result<Option<&std::sync::Arc<dyn crate::rerank::Reranker>>> {
+        let built = self
+            .reranker
+            .get_or_try_init(|| async {
+                let aws = match self.config.rerank.provider {
+                    crate::config::RerankProvider::Bedrock => Some(self.aws().await),
+                    _ => None,
+                };
+                crate::rerank::build(&self.config.rerank, aws)
+            })
+            .await?;
+        Ok(built.as_ref())
     }
 
     /// The configured mail provider, built on first use.

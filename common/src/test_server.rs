@@ -40,6 +40,9 @@ pub struct Reply {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     delay: Duration,
+    /// Written one after another, each after its wait, the connection's
+    /// end closing the body (a streamed answer).
+    parts: Vec<(Duration, Vec<u8>)>,
 }
 
 impl Reply {
@@ -49,6 +52,21 @@ impl Reply {
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: body.to_string().into_bytes(),
             delay: Duration::ZERO,
+            parts: Vec::new(),
+        }
+    }
+
+    /// A `text/event-stream` body written in `parts`, each after its wait.
+    pub fn stream(status: u16, parts: Vec<(Duration, String)>) -> Self {
+        Self {
+            status,
+            headers: vec![("Content-Type".into(), "text/event-stream".into())],
+            body: Vec::new(),
+            delay: Duration::ZERO,
+            parts: parts
+                .into_iter()
+                .map(|(w, p)| (w, p.into_bytes()))
+                .collect(),
         }
     }
 
@@ -58,6 +76,7 @@ impl Reply {
             headers: vec![("Content-Type".into(), "text/plain".into())],
             body: body.as_bytes().to_vec(),
             delay: Duration::ZERO,
+            parts: Vec::new(),
         }
     }
 
@@ -180,6 +199,16 @@ async fn serve(
     let mut response = format!("HTTP/1.1 {} Test\r\n", reply.status);
     for (name, value) in &reply.headers {
         response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !reply.parts.is_empty() {
+        response.push_str("Connection: close\r\n\r\n");
+        stream.write_all(response.as_bytes()).await?;
+        for (wait, part) in &reply.parts {
+            tokio::time::sleep(*wait).await;
+            stream.write_all(part).await?;
+            stream.flush().await?;
+        }
+        return stream.shutdown().await;
     }
     response.push_str(&format!(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::{ApiError, Result};
 use crate::ids::{UserId, WorkspaceId};
 
@@ -39,6 +39,14 @@ pub struct Workspace {
     /// Most chunks one of its documents may make, below the deployment's
     /// `DOCUMENT_MAX_CHUNKS`; `None`: that limit.
     pub max_document_chunks: Option<i32>,
+    /// Whether members may use the AI proxy (`POST .../ai/generate`).
+    pub ai_proxy_enabled: bool,
+    /// The models the AI proxy may call for this workspace; `None`: only
+    /// the deployment's configured model.
+    pub ai_allowed_models: Option<Vec<String>>,
+    /// Whether questions are reranked when they do not say; `None`: the
+    /// deployment's `RERANK_DEFAULT`.
+    pub rerank: Option<bool>,
     /// The caller's role in this workspace.
     pub role: Role,
     pub created_at: DateTime<Utc>,
@@ -73,6 +81,58 @@ pub struct WorkspaceChanges {
     pub daily_token_limit: Option<i64>,
     #[serde(default)]
     pub max_document_chunks: Option<i32>,
+    /// Owner only: turns the AI proxy on or off.
+    #[serde(default)]
+    pub ai_proxy_enabled: Option<bool>,
+    /// Owner only: the proxy's model allow-list; `null` (explicitly) goes
+    /// back to the deployment's model alone.
+    #[serde(default, deserialize_with = "present")]
+    pub ai_allowed_models: Option<Option<Vec<String>>>,
+    /// Owner or admin: rerank questions by default; `null` goes back to
+    /// the deployment's default.
+    #[serde(default, deserialize_with = "present")]
+    pub rerank: Option<Option<bool>>,
+}
+
+/// A field that may be given as `null`: absent → `None`, `null` →
+/// `Some(None)`.
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Most models one workspace's allow-list holds.
+pub const MAX_ALLOWED_MODELS: usize = 20;
+const MAX_MODEL_CHARS: usize = 200;
+
+/// A model allow-list: 1 to [`MAX_ALLOWED_MODELS`] distinct, trimmed,
+/// printable names; 422 naming `ai_allowed_models` otherwise.
+fn check_models(models: Vec<String>) -> Result<Vec<String>> {
+    let bad = |detail: String| ApiError::unprocessable("ai_allowed_models", detail);
+    if models.is_empty() || models.len() > MAX_ALLOWED_MODELS {
+        return Err(bad(format!(
+            "must list 1 to {MAX_ALLOWED_MODELS} models (null: the deployment's model only)"
+        )));
+    }
+    let mut clean: Vec<String> = Vec::with_capacity(models.len());
+    for model in models {
+        let model = model.trim();
+        if model.is_empty()
+            || model.chars().count() > MAX_MODEL_CHARS
+            || model.chars().any(char::is_control)
+        {
+            return Err(bad(format!(
+                "each model must be 1 to {MAX_MODEL_CHARS} printable characters"
+            )));
+        }
+        if !clean.iter().any(|m| m == model) {
+            clean.push(model.to_owned());
+        }
+    }
+    Ok(clean)
 }
 
 const MAX_NAME_CHARS: usize = 200;
@@ -113,8 +173,8 @@ fn check_chunks(limit: i32) -> Result<i32> {
 
 macro_rules! workspace_columns {
     () => {
-        "w.id, w.name, w.owner_id, w.daily_token_limit, w.max_document_chunks, m.role, \
-         w.created_at, w.updated_at"
+        "w.id, w.name, w.owner_id, w.daily_token_limit, w.max_document_chunks, \
+         w.ai_proxy_enabled, w.ai_allowed_models, w.rerank, m.role, w.created_at, w.updated_at"
     };
 }
 
@@ -295,8 +355,23 @@ pub async fn get(mut access: Access) -> Result<Workspace> {
     Ok(workspace)
 }
 
+/// Whether `workspace` reranks questions that do not say (`None`: the
+/// deployment's default), read in its transaction.
+pub async fn rerank_default(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+) -> Result<Option<bool>> {
+    Ok(
+        sqlx::query_scalar("SELECT rerank FROM workspaces WHERE id = $1")
+            .bind(workspace)
+            .fetch_optional(&mut **tx)
+            .await?
+            .flatten(),
+    )
+}
+
 /// Renames or limits documents' chunks (owner, admin), or changes the
-/// daily token limit (owner only).
+/// daily token limit or the AI proxy settings (owner only).
 pub async fn update(mut access: Access, changes: WorkspaceChanges) -> Result<Workspace> {
     access.require(access.role.manages_members(), "change this workspace")?;
     let name = changes.name.as_deref().map(clean_name).transpose()?;
@@ -305,25 +380,68 @@ pub async fn update(mut access: Access, changes: WorkspaceChanges) -> Result<Wor
     if limit.is_some() {
         access.require(access.role == Role::Owner, "change the daily token limit")?;
     }
-    if name.is_none() && limit.is_none() && chunks.is_none() {
+    let models = match changes.ai_allowed_models {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(models)) => Some(Some(check_models(models)?)),
+    };
+    if changes.ai_proxy_enabled.is_some() || models.is_some() {
+        access.require(access.role == Role::Owner, "change the AI proxy settings")?;
+    }
+    if name.is_none()
+        && limit.is_none()
+        && chunks.is_none()
+        && changes.ai_proxy_enabled.is_none()
+        && models.is_none()
+        && changes.rerank.is_none()
+    {
         return Err(ApiError::unprocessable(
             "name",
-            "nothing to change: give name, daily_token_limit or max_document_chunks",
+            "nothing to change: give name, daily_token_limit, max_document_chunks, \
+             ai_proxy_enabled, ai_allowed_models or rerank",
         ));
     }
     // The row lock this takes orders a limit change with reserves under way
     // (budget::RESERVE_SQL share-locks the row): each sees the other.
     sqlx::query(
         "UPDATE workspaces SET name = COALESCE($2, name), daily_token_limit = COALESCE($3, daily_token_limit),
-                max_document_chunks = COALESCE($4, max_document_chunks), updated_at = now()
+                max_document_chunks = COALESCE($4, max_document_chunks),
+                rerank = CASE WHEN $5 THEN $6 ELSE rerank END, updated_at = now()
          WHERE id = $1 AND deleted_at IS NULL",
     )
     .bind(access.workspace)
     .bind(name)
     .bind(limit)
     .bind(chunks)
+    .bind(changes.rerank.is_some())
+    .bind(changes.rerank.flatten())
     .execute(&mut *access.tx)
     .await?;
+    if changes.ai_proxy_enabled.is_some() || models.is_some() {
+        // Apart from the statement above, so a limit-only change takes no
+        // part in it; `$3` tells a cleared allow-list from an untouched one.
+        sqlx::query(
+            "UPDATE workspaces SET ai_proxy_enabled = COALESCE($2, ai_proxy_enabled),
+                    ai_allowed_models = CASE WHEN $3 THEN $4 ELSE ai_allowed_models END,
+                    updated_at = now()
+             WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(access.workspace)
+        .bind(changes.ai_proxy_enabled)
+        .bind(models.is_some())
+        .bind(models.flatten())
+        .execute(&mut *access.tx)
+        .await?;
+        audit(
+            &mut access.tx,
+            access.workspace,
+            access.caller,
+            "workspace.ai_proxy_changed",
+            None,
+            serde_json::json!({ "ai_proxy_enabled": changes.ai_proxy_enabled }),
+        )
+        .await?;
+    }
     let workspace = fetch(&mut access.tx, access.workspace, access.caller).await?;
     access.commit().await?;
     Ok(workspace)

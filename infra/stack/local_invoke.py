@@ -335,6 +335,8 @@ class RuntimeHandler(http.server.BaseHTTPRequestHandler):
             kind = "init_error"
         if kind is None:
             return self.reply(404)
+        if kind == "response" and self.headers.get("Lambda-Runtime-Function-Response-Mode") == "streaming":
+            body = streamed_as_whole(body)
         if inv.outcome is None:
             inv.outcome = (kind, body, self.headers.get("Lambda-Runtime-Function-Error-Type", ""))
             inv.done.set()
@@ -348,6 +350,24 @@ class RuntimeHandler(http.server.BaseHTTPRequestHandler):
         inv.cfn_response = body
         inv.cfn_put.set()
         self.reply(200)
+
+
+def streamed_as_whole(body):
+    """A response-streaming function's HTTP answer (a JSON prelude, eight
+    NUL bytes, then the body as streamed) in the shape of a buffered one."""
+    prelude, sep, payload = body.partition(b"\0" * 8)
+    if not sep:
+        return body
+    try:
+        meta = json.loads(prelude)
+    except ValueError:
+        return body
+    return json.dumps({
+        "statusCode": meta.get("statusCode", 200),
+        "headers": meta.get("headers") or {},
+        "body": payload.decode(errors="replace"),
+        "isBase64Encoded": False,
+    }).encode()
 
 
 # ------------------------------------------------------------ invoking
@@ -714,8 +734,15 @@ class Run:
         self.run("uploads-create", 201, uploaded)
         self.run("ingest-worker", 0, after=self.check_ingested, change=self.s3_event)
         self.run("query-ask", 200)
+        self.run("query-stream", 200, lambda _s, _h, body: "event: done" in body or fail(body))
+        self.run("study-summarize", 200, lambda _s, _h, body: body["statistics"]["output_words"] > 0 or fail(body))
+        self.run("study-qa", 200)
+        self.run("study-mindmap", 200, lambda _s, _h, body: body["root"]["label"] == "vaccine trial" or fail(body))
+        self.run("ai-generate", 200, lambda _s, _h, body: isinstance(body["text"], str) or fail(body))
         self.run("chat-send", 201, lambda _s, _h, body: s.update({SESSION_ID: body["session_id"]}))
+        self.run("chat-stream", 200, lambda _s, _h, body: "event: done" in body or fail(body))
         self.run("chat-sessions", 200)
+        self.run("chat-session-create", 201, lambda _s, _h, body: body["title"] == "Trial questions" or fail(body))
         self.run("chat-messages", 200)
         self.run("usage-today", 200)
         self.run("usage-days", 200)

@@ -78,11 +78,8 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub user_id: UserId,
-}
+// Defined below the workspaces, which take it, so they need not import auth.
+pub use crate::caller::Caller;
 
 /// Issues and checks credentials. Built once per container.
 pub struct Auth {

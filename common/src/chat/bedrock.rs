@@ -144,6 +144,13 @@ impl ChatModel for BedrockChat {
     ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
         Box::pin(self.answer(req))
     }
+
+    fn generate<'a>(
+        &'a self,
+        req: &'a super::GenerateRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
+        Box::pin(self.generated(req))
+    }
 }
 
 #[derive(Serialize)]
@@ -205,6 +212,121 @@ struct Block {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ResponseUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+/// Free-form generation through Converse: the request's system text and
+/// one user message, signed and retried as answers are, on the request's
+/// model when it names another than the configured one.
+impl BedrockChat {
+    async fn generated(&self, req: &super::GenerateRequest<'_>) -> Result<ChatResponse, ChatError> {
+        super::check_generate(req)?;
+        let request = GenerateBody {
+            system: [GenerateText { text: req.system }],
+            messages: [GenerateMessage {
+                role: "user",
+                content: [GenerateText { text: req.prompt }],
+            }],
+            inference_config: GenerateInference {
+                max_tokens: req.max_tokens,
+                temperature: 0.0,
+            },
+        };
+        let response: GenerateResponse = match req.model.filter(|m| *m != self.model) {
+            Some(model) => {
+                self.bedrock
+                    .post_json_for("bedrock generate", model, &request)
+                    .await?
+            }
+            None => self.bedrock.post_json("bedrock generate", &request).await?,
+        };
+        let Some(message) = response.output.message else {
+            return Err(ChatError::Failed(format!(
+                "bedrock generate: the response has no message (stopReason {})",
+                response.stop_reason.as_deref().unwrap_or("unknown")
+            )));
+        };
+        let text: String = message
+            .content
+            .into_iter()
+            .filter_map(|block| block.text)
+            .collect();
+        let usage = response.usage.unwrap_or_default();
+        Ok(ChatResponse {
+            usage: Usage {
+                prompt_tokens: usage
+                    .input_tokens
+                    .unwrap_or_else(|| super::estimate_generate_tokens(req)),
+                completion_tokens: usage
+                    .output_tokens
+                    .unwrap_or_else(|| token_count::count(&text) as u64),
+            },
+            answer: text,
+            cited: Vec::new(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateBody<'a> {
+    system: [GenerateText<'a>; 1],
+    messages: [GenerateMessage<'a>; 1],
+    inference_config: GenerateInference,
+}
+
+#[derive(Serialize)]
+struct GenerateMessage<'a> {
+    role: &'static str,
+    content: [GenerateText<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct GenerateText<'a> {
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateInference {
+    max_tokens: u32,
+    temperature: f32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateResponse {
+    output: GenerateOutput,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<GenerateUsage>,
+}
+
+#[derive(Deserialize)]
+struct GenerateOutput {
+    #[serde(default)]
+    message: Option<GenerateOutputMessage>,
+}
+
+#[derive(Deserialize)]
+struct GenerateOutputMessage {
+    #[serde(default)]
+    content: Vec<GenerateBlock>,
+}
+
+#[derive(Deserialize)]
+struct GenerateBlock {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerateUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -495,5 +617,85 @@ mod tests {
             .region(Region::new("us-east-1"))
             .build();
         assert!(BedrockChat::from_config(&c, &no_credentials).is_err());
+    }
+}
+
+#[cfg(test)]
+mod generate_tests {
+    use aws_config::{Region, SdkConfig};
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use serde_json::json;
+
+    use super::*;
+    use crate::chat::GenerateRequest;
+    use crate::chat::tests::config;
+    use crate::config::ChatProvider;
+    use crate::test_server::{Reply, TestServer};
+
+    fn chat(server: &TestServer) -> BedrockChat {
+        let sdk = SdkConfig::builder()
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            )))
+            .build();
+        let mut c = config(ChatProvider::Bedrock);
+        c.model = Some("amazon.nova-micro-v1:0".into());
+        c.base_url = Some(server.url());
+        BedrockChat::from_config(&c, &sdk).unwrap()
+    }
+
+    #[tokio::test]
+    async fn generation_sends_system_and_prompt_to_the_chosen_model() {
+        let server = TestServer::start(|_, _| {
+            Reply::json(
+                200,
+                json!({
+                    "output": {"message": {"role": "assistant", "content": [{"text": "A [1] summary."}]}},
+                    "stopReason": "end_turn",
+                    "usage": {"inputTokens": 52, "outputTokens": 6}
+                }),
+            )
+        })
+        .await;
+        let chat = chat(&server);
+        let mut req = GenerateRequest {
+            system: "Summarize.",
+            prompt: "Some text.",
+            max_tokens: 40,
+            model: None,
+        };
+        let response = chat.generate(&req).await.unwrap();
+        assert_eq!(response.answer, "A [1] summary.", "markers are text here");
+        assert!(response.cited.is_empty());
+        assert_eq!(
+            response.usage,
+            Usage {
+                prompt_tokens: 52,
+                completion_tokens: 6
+            }
+        );
+        req.model = Some("us.anthropic.claude-3-haiku");
+        chat.generate(&req).await.unwrap();
+
+        let requests = server.requests();
+        assert_eq!(requests[0].path, "/model/amazon.nova-micro-v1%3A0/converse");
+        assert_eq!(
+            requests[1].path,
+            "/model/us.anthropic.claude-3-haiku/converse"
+        );
+        let body = requests[0].json();
+        assert_eq!(body["system"], json!([{"text": "Summarize."}]));
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": [{"text": "Some text."}]}])
+        );
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 40);
+        assert!(requests[1].header("authorization").is_some(), "signed");
     }
 }

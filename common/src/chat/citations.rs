@@ -19,7 +19,8 @@ pub(crate) fn resolve(answer: &str, valid: &[usize]) -> (String, Vec<usize>) {
     let mut sorted_valid = valid.to_vec();
     sorted_valid.sort_unstable();
     sorted_valid.dedup();
-    rewrite(answer, &sorted_valid, |_, n| n)
+    let (out, cited) = rewrite(answer, &sorted_valid, |_, n| n);
+    (out.trim().to_owned(), cited)
 }
 
 /// Rewrites an answer's resolved markers from source numbers to citation
@@ -27,7 +28,7 @@ pub(crate) fn resolve(answer: &str, valid: &[usize]) -> (String, Vec<usize>) {
 /// `cited[i]` becomes `[i + 1]`; a marker naming none of them is removed.
 /// The same marker grammar as [`resolve`], so text it left alone stays.
 pub(crate) fn renumber(answer: &str, cited: &[usize]) -> String {
-    rewrite(answer, cited, |i, _| i + 1).0
+    rewrite(answer, cited, |i, _| i + 1).0.trim().to_owned()
 }
 
 /// Each marker of `answer` rewritten to `label(i, n)` for every entry
@@ -82,7 +83,7 @@ fn rewrite(
         out.push(']');
     }
     out.push_str(rest);
-    (out.trim().to_owned(), cited)
+    (out, cited)
 }
 
 /// Inclusive ranges named by a marker's inside (`1`, `1, 3`, `1-3`,
@@ -127,6 +128,92 @@ fn remove_marker<'a>(out: &mut String, rest: &'a str) -> &'a str {
         rest.trim_start_matches([' ', '\t'])
     } else {
         rest
+    }
+}
+
+/// [`resolve`] for an answer that arrives in pieces: text is passed on
+/// as soon as resolving it alone gives what resolving the whole answer
+/// would. A `[` whose `]` has not come yet, a marker not yet followed by
+/// anything, and the spaces before either are held back (a marker's
+/// length at most); removing a marker may take the spaces around it, so
+/// each part is resolved after the last character passed on. The numbers
+/// cited so far accumulate in order of first mention.
+pub struct MarkerFilter {
+    valid: Vec<usize>,
+    held: String,
+    last: Option<char>,
+    cited: Vec<usize>,
+}
+
+impl MarkerFilter {
+    pub fn new(valid: &[usize]) -> Self {
+        let mut valid = valid.to_vec();
+        valid.sort_unstable();
+        valid.dedup();
+        Self {
+            valid,
+            held: String::new(),
+            last: None,
+            cited: Vec::new(),
+        }
+    }
+
+    /// The text of `piece` (and of pieces held before it) that can be
+    /// passed on now; empty while a marker may still be open.
+    pub fn push(&mut self, piece: &str) -> String {
+        self.held.push_str(piece);
+        let mut cut = self.held.len();
+        if let Some(open) = self.held.rfind('[')
+            && self.held.len() - open <= MAX_MARKER_BYTES + 2
+        {
+            let tail = &self.held[open..];
+            // Open, or closed at the very end: its next character decides
+            // what removing it does to the spaces around.
+            if !tail.contains(']') || tail.ends_with(']') {
+                cut = open;
+            }
+        }
+        // Trailing space may yet be removed with a marker, or end the answer.
+        cut = self.held[..cut].trim_end().len();
+        let ready: String = self.held.drain(..cut).collect();
+        self.resolve(&ready)
+    }
+
+    /// Whatever is still held, at the end of the answer (which, like a
+    /// resolved one, ends without space).
+    pub fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.held);
+        self.resolve(&rest).trim_end().to_owned()
+    }
+
+    /// The valid numbers cited so far, in order of first mention.
+    pub fn cited(&self) -> &[usize] {
+        &self.cited
+    }
+
+    fn resolve(&mut self, text: &str) -> String {
+        if text.is_empty() {
+            return String::new();
+        }
+        let mut context = String::with_capacity(text.len() + 4);
+        context.extend(self.last);
+        context.push_str(text);
+        let (out, cited) = rewrite(&context, &self.valid, |_, n| n);
+        let out = match self.last {
+            Some(c) if out.starts_with(c) => out[c.len_utf8()..].to_owned(),
+            Some(_) => out,
+            // The answer starts without space, like a resolved one.
+            None => out.trim_start().to_owned(),
+        };
+        for n in cited {
+            if !self.cited.contains(&n) {
+                self.cited.push(n);
+            }
+        }
+        if let Some(c) = out.chars().next_back() {
+            self.last = Some(c);
+        }
+        out
     }
 }
 
@@ -233,5 +320,34 @@ mod tests {
         let (text, cited) = resolve("A [2] B [5] C [3].", &[5, 2]);
         assert_eq!(text, "A [2] B [5] C.");
         assert_eq!(cited, [2, 5]);
+    }
+    #[test]
+    fn a_streamed_answer_resolves_like_a_whole_one() {
+        let answer = "Paris is the capital [1]. Lyon is not [2, 9]. Nowhere [7]. A [8] B \
+                      [9]\nC [x] and [3][1]. End [2]";
+        let valid = [1, 2, 3];
+        let (whole, cited) = resolve(answer, &valid);
+        // Every split into pieces, down to single characters.
+        for size in [1, 2, 3, 5, 8, 13, answer.len()] {
+            let mut filter = MarkerFilter::new(&valid);
+            let mut streamed = String::new();
+            let chars: Vec<char> = answer.chars().collect();
+            for piece in chars.chunks(size) {
+                streamed.push_str(&filter.push(&piece.iter().collect::<String>()));
+            }
+            streamed.push_str(&filter.finish());
+            assert_eq!(streamed, whole, "pieces of {size}");
+            assert_eq!(filter.cited(), cited.as_slice(), "pieces of {size}");
+        }
+        let mut filter = MarkerFilter::new(&valid);
+        let parts: Vec<String> = "B [9]\nC"
+            .chars()
+            .map(|c| filter.push(&c.to_string()))
+            .collect();
+        assert_eq!(parts.concat() + &filter.finish(), "B\nC", "{parts:?}");
+        // An unclosed bracket is not held for ever.
+        let mut filter = MarkerFilter::new(&valid);
+        let long = format!("[{}", "a".repeat(100));
+        assert_eq!(filter.push(&long), long);
     }
 }

@@ -3,10 +3,13 @@
 
 use std::collections::HashSet;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::citations::resolve;
-use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Usage, check_request};
+use super::{
+    AnswerStream, ChatError, ChatModel, ChatRequest, ChatResponse, Piece, Usage, check_request,
+};
 use crate::token_count;
 
 /// Most sentences an answer quotes.
@@ -93,6 +96,112 @@ impl ChatModel for ExtractiveAnswerer {
             check_request(req)?;
             Ok(self.answer(req))
         })
+    }
+
+    fn generate<'a>(
+        &'a self,
+        req: &'a super::GenerateRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
+        Box::pin(async move {
+            super::check_generate(req)?;
+            Ok(self.generated(req))
+        })
+    }
+
+    /// The same answer, sentence by sentence (each with its markers).
+    fn stream<'a>(&'a self, req: &'a ChatRequest<'a>) -> AnswerStream<'a> {
+        let pieces = match check_request(req) {
+            Ok(()) => {
+                let response = self.answer(req);
+                let mut pieces: Vec<_> = sentence_pieces(&response.answer)
+                    .into_iter()
+                    .map(|text| Ok(Piece::Text(text)))
+                    .collect();
+                pieces.push(Ok(Piece::Usage(response.usage)));
+                pieces
+            }
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(pieces).boxed()
+    }
+}
+
+/// `answer` cut after each sentence's end and the markers that follow it;
+/// the pieces join to `answer` exactly.
+fn sentence_pieces(answer: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut ended = false;
+    let mut in_marker = false;
+    for (i, c) in answer.char_indices() {
+        match c {
+            '[' => in_marker = true,
+            ']' => in_marker = false,
+            '.' | '!' | '?' | '…' if !in_marker => ended = true,
+            c if c.is_whitespace() && ended && !in_marker => {
+                // The space after a sentence (and its markers) starts the next piece.
+                let rest = &answer[i..];
+                let next_is_marker = rest.trim_start().starts_with('[');
+                if !next_is_marker {
+                    pieces.push(answer[start..i].to_owned());
+                    start = i;
+                    ended = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    if start < answer.len() {
+        pieces.push(answer[start..].to_owned());
+    }
+    pieces
+}
+
+/// What free-form generation says when the prompt holds no text to
+/// extract from (a bare question or instruction).
+pub(crate) const NOTHING_TO_EXTRACT: &str = "The extractive provider writes only from text it \
+    is given, and this prompt holds none to draw from: give it context documents or text, or \
+    configure a model (CHAT_PROVIDER).";
+
+/// Sentences free-form generation quotes at most.
+const MAX_GENERATED_SENTENCES: usize = 5;
+
+impl ExtractiveAnswerer {
+    /// Free-form "generation": the prompt's most central sentences (see
+    /// [`crate::study::text::centrality`]), in prompt order, as many as fit
+    /// `max_tokens`; [`NOTHING_TO_EXTRACT`] when the prompt has fewer than
+    /// two sentences. Usage counts the prompt read and the text written,
+    /// in cl100k tokens, as answers do.
+    fn generated(&self, req: &super::GenerateRequest<'_>) -> ChatResponse {
+        use crate::study::text;
+        let sentences = text::distinct(text::sentences(req.prompt));
+        let max_tokens = req.max_tokens as usize;
+        let answer = if sentences.len() < 2 {
+            fit_words(NOTHING_TO_EXTRACT, "", max_tokens)
+        } else {
+            let k = (sentences.len() / 3).clamp(1, MAX_GENERATED_SENTENCES);
+            let mut picked = text::most_central(&sentences, k);
+            let join = |picked: &[usize]| {
+                picked
+                    .iter()
+                    .map(|&i| sentences[i].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            // Drop the last until it fits; cut the first at a word if need be.
+            while picked.len() > 1 && token_count::count(&join(&picked)) > max_tokens {
+                picked.pop();
+            }
+            fit_words(&join(&picked), "", max_tokens)
+        };
+        ChatResponse {
+            usage: Usage {
+                prompt_tokens: token_count::count(req.prompt) as u64,
+                completion_tokens: token_count::count(&answer) as u64,
+            },
+            answer,
+            cited: Vec::new(),
+        }
     }
 }
 
@@ -361,6 +470,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_stream_is_the_answer_sentence_by_sentence() {
+        let sources = capitals();
+        let req = ChatRequest {
+            question: "What is the capital of France and of Germany?",
+            history: &[],
+            sources: &sources,
+            max_tokens: 200,
+        };
+        let whole = ExtractiveAnswerer::new().complete(&req).await.unwrap();
+        let pieces: Vec<Piece> = ExtractiveAnswerer::new()
+            .stream(&req)
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let (usage, texts) = pieces.split_last().unwrap();
+        assert_eq!(usage, &Piece::Usage(whole.usage));
+        let texts: Vec<&str> = texts
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.as_str(),
+                Piece::Usage(_) => panic!("usage before the end"),
+            })
+            .collect();
+        assert_eq!(texts.concat(), whole.answer);
+        assert!(texts.len() >= 2, "one piece per sentence: {texts:?}");
+        assert_eq!(
+            sentence_pieces("One [1]. Two [2][3]! Three... four"),
+            ["One [1].", " Two [2][3]!", " Three...", " four"]
+        );
+    }
+
+    #[tokio::test]
     async fn at_most_three_sentences() {
         let text = (1..=8)
             .map(|i| format!("Backups run nightly on server {i}."))
@@ -561,5 +702,61 @@ mod tests {
         }
         assert!(same_word("configur", "configuration"));
         assert!(!same_word("cat", "category"));
+    }
+}
+
+#[cfg(test)]
+mod generate_tests {
+    use super::*;
+    use crate::chat::GenerateRequest;
+
+    async fn generate(prompt: &str, max_tokens: u32) -> ChatResponse {
+        let req = GenerateRequest {
+            system: "ignored",
+            prompt,
+            max_tokens,
+            model: None,
+        };
+        ExtractiveAnswerer::new().generate(&req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn generation_quotes_the_prompts_central_sentences() {
+        let prompt = "Solar panels convert sunlight into electricity. The cafeteria serves soup. \
+                      Solar panels feed electricity into the grid. Cats nap a lot. \
+                      Electricity from solar panels is cheapest at noon. Bikes are red.";
+        let response = generate(prompt, 200).await;
+        assert!(
+            response.answer.contains("Solar panels"),
+            "{}",
+            response.answer
+        );
+        for aside in ["soup", "Cats", "Bikes"] {
+            assert!(!response.answer.contains(aside), "{}", response.answer);
+        }
+        assert!(response.cited.is_empty());
+        assert_eq!(
+            response.usage.prompt_tokens,
+            token_count::count(prompt) as u64
+        );
+        assert_eq!(
+            response.usage.completion_tokens,
+            token_count::count(&response.answer) as u64
+        );
+        let short = generate(prompt, 5).await;
+        assert!(short.usage.completion_tokens <= 5, "{}", short.answer);
+    }
+
+    #[tokio::test]
+    async fn a_bare_question_is_answered_with_what_the_provider_cannot_do() {
+        let response = generate("Why is the sky blue?", 200).await;
+        assert_eq!(response.answer, NOTHING_TO_EXTRACT);
+        let req = GenerateRequest {
+            system: "",
+            prompt: "x",
+            max_tokens: 0,
+            model: None,
+        };
+        assert!(ExtractiveAnswerer::new().generate(&req).await.is_err());
     }
 }

@@ -85,6 +85,18 @@ pub struct ChatResponse {
     pub usage: Usage,
 }
 
+/// A piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The next text of the answer.
+    Text(String),
+    /// What the whole answer cost; the last piece.
+    Usage(Usage),
+}
+
+/// A streamed answer ([`ChatModel::stream`]); an error ends it.
+pub type AnswerStream<'a> = futures::stream::BoxStream<'a, Result<Piece, ChatError>>;
+
 /// Why no answer was generated.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -125,6 +137,42 @@ pub trait ChatModel: Send + Sync {
         &'a self,
         req: &'a ChatRequest<'a>,
     ) -> BoxFuture<'a, Result<ChatResponse, ChatError>>;
+
+    /// Free-form text for `req` (summaries, mind maps, the AI proxy): no
+    /// sources, so the response's `cited` is empty; at most
+    /// `req.max_tokens` long; usage as the provider counted it. Models
+    /// that cannot (test doubles) refuse with [`ChatError::Failed`].
+    fn generate<'a>(
+        &'a self,
+        req: &'a GenerateRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
+        let _ = req;
+        Box::pin(async {
+            Err(ChatError::Failed(
+                "this model does not generate free-form text".into(),
+            ))
+        })
+    }
+
+    /// The same answer as it is written: text pieces as the model produces
+    /// them (their markers not yet resolved; see
+    /// [`citations::MarkerFilter`]), then one [`Piece::Usage`]. By default
+    /// the whole answer of [`Self::complete`] as one piece, for providers
+    /// streamed here through no API of their own.
+    fn stream<'a>(&'a self, req: &'a ChatRequest<'a>) -> AnswerStream<'a> {
+        use futures::StreamExt;
+        futures::stream::once(self.complete(req))
+            .flat_map(|done| {
+                futures::stream::iter(match done {
+                    Ok(response) => vec![
+                        Ok(Piece::Text(response.answer)),
+                        Ok(Piece::Usage(response.usage)),
+                    ],
+                    Err(e) => vec![Err(e)],
+                })
+            })
+            .boxed()
+    }
 }
 
 /// The configured provider. `aws` is needed for Bedrock only (region,
@@ -153,6 +201,36 @@ pub fn build(
 /// model with another tokenizer may count its prompt differently.
 pub fn estimate_prompt_tokens(req: &ChatRequest<'_>) -> u64 {
     prompt::Prompt::new(req).estimate_tokens()
+}
+
+/// A free-form generation: instructions, one user message, a length cap.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateRequest<'a> {
+    /// Instructions sent as the system text.
+    pub system: &'a str,
+    /// The user message.
+    pub prompt: &'a str,
+    /// Most tokens the text may take (must be positive).
+    pub max_tokens: u32,
+    /// Another model of the same provider than the configured one (the AI
+    /// proxy's allow-listed choice); `None`: the configured model.
+    pub model: Option<&'a str>,
+}
+
+/// Upper bound, in cl100k tokens, of the prompt [`ChatModel::generate`]
+/// sends for `req` (system text, user message, per-message overhead).
+pub fn estimate_generate_tokens(req: &GenerateRequest<'_>) -> u64 {
+    (crate::token_count::count(req.system) + crate::token_count::count(req.prompt)) as u64
+        + 2 * 5
+        + 4
+}
+
+/// Checks every provider's `generate` makes before any work.
+fn check_generate(req: &GenerateRequest<'_>) -> Result<(), ChatError> {
+    if req.max_tokens == 0 {
+        return Err(ChatError::Failed("max_tokens must be positive".into()));
+    }
+    Ok(())
 }
 
 /// Checks shared by every provider, before any work.

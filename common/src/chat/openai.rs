@@ -1,12 +1,16 @@
 //! Any OpenAI-compatible chat completions endpoint (OpenAI, vLLM,
 //! llama.cpp's server, Ollama's `/v1`, LiteLLM…).
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::citations::resolve;
 use super::prompt::Prompt;
-use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request};
+use super::{
+    AnswerStream, ChatError, ChatModel, ChatRequest, ChatResponse, Piece, Role, Usage,
+    check_request,
+};
 use crate::config::{ChatConfig, Secret};
 use crate::token_count;
 use crate::transport::{RetryPolicy, http_client};
@@ -68,9 +72,7 @@ impl OpenAiChat {
         })
     }
 
-    async fn answer(&self, req: &ChatRequest<'_>) -> Result<ChatResponse, ChatError> {
-        check_request(req)?;
-        let prompt = Prompt::new(req);
+    fn request<'p>(&'p self, prompt: &'p Prompt, max_tokens: u32, stream: bool) -> Request<'p> {
         let mut messages = vec![Message {
             role: "system",
             content: &prompt.system,
@@ -82,12 +84,22 @@ impl OpenAiChat {
             },
             content: &m.content,
         }));
-        let request = Request {
+        Request {
             model: &self.model,
             messages,
-            max_tokens: req.max_tokens,
+            max_tokens,
             temperature: 0.0,
-        };
+            stream: stream.then_some(true),
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+        }
+    }
+
+    async fn answer(&self, req: &ChatRequest<'_>) -> Result<ChatResponse, ChatError> {
+        check_request(req)?;
+        let prompt = Prompt::new(req);
+        let request = self.request(&prompt, req.max_tokens, false);
         let response: Response = self
             .retry
             .post_json(
@@ -140,6 +152,53 @@ impl ChatModel for OpenAiChat {
     ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
         Box::pin(self.answer(req))
     }
+
+    fn generate<'a>(
+        &'a self,
+        req: &'a super::GenerateRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
+        Box::pin(self.generated(req))
+    }
+
+    /// `stream: true` with `stream_options.include_usage`: the text as the
+    /// server sends it; usage from its last chunk, or counted as
+    /// [`Self::complete`] counts it. Retried only until the response
+    /// starts.
+    fn stream<'a>(&'a self, req: &'a ChatRequest<'a>) -> AnswerStream<'a> {
+        let start = async move {
+            check_request(req)?;
+            let prompt = Prompt::new(req);
+            let request = self.request(&prompt, req.max_tokens, true);
+            let response = self
+                .retry
+                .post_for_stream(
+                    "openai chat",
+                    &self.client,
+                    &self.url,
+                    self.api_key.as_ref(),
+                    &request,
+                )
+                .await?;
+            Ok::<_, ChatError>(StreamReader {
+                response,
+                buf: Vec::new(),
+                text: String::new(),
+                usage: None,
+                prompt_estimate: prompt.estimate_tokens(),
+                queue: Default::default(),
+                ended: false,
+            })
+        };
+        futures::stream::once(start)
+            .flat_map(|started| match started {
+                Ok(reader) => futures::stream::unfold(reader, |mut reader| async move {
+                    reader.next().await.map(|piece| (piece, reader))
+                })
+                .boxed(),
+                Err(e) => futures::stream::iter([Err(e)]).boxed(),
+            })
+            .boxed()
+    }
 }
 
 #[derive(Serialize)]
@@ -148,6 +207,125 @@ struct Request<'a> {
     messages: Vec<Message<'a>>,
     max_tokens: u32,
     temperature: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// One `data:` event of a streamed completion.
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    #[serde(default)]
+    usage: Option<ResponseUsage>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Option<ChoiceMessage>,
+}
+
+/// Reads a streamed completion (`text/event-stream` of chunks, ending
+/// with `data: [DONE]` or the connection's end) into pieces.
+struct StreamReader {
+    response: reqwest::Response,
+    buf: Vec<u8>,
+    /// What was written so far, to count it if the server reports no usage.
+    text: String,
+    usage: Option<ResponseUsage>,
+    prompt_estimate: u64,
+    queue: std::collections::VecDeque<Piece>,
+    ended: bool,
+}
+
+impl StreamReader {
+    fn usage(&self) -> Usage {
+        let usage = self.usage.as_ref();
+        Usage {
+            prompt_tokens: usage
+                .and_then(|u| u.prompt_tokens)
+                .unwrap_or(self.prompt_estimate),
+            completion_tokens: usage
+                .and_then(|u| u.completion_tokens)
+                .unwrap_or_else(|| token_count::count(&self.text) as u64),
+        }
+    }
+
+    /// The events of every complete line in the buffer.
+    fn parse_lines(&mut self) -> Result<(), ChatError> {
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue; // comments, event names, blank separators
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                self.end();
+                return Ok(());
+            }
+            let chunk: StreamChunk = serde_json::from_str(data).map_err(|e| {
+                ChatError::Failed(format!("openai chat: unexpected stream event ({e})"))
+            })?;
+            if let Some(usage) = chunk.usage {
+                self.usage = Some(usage);
+            }
+            for choice in chunk.choices {
+                if let Some(text) = choice.delta.and_then(|d| d.content)
+                    && !text.is_empty()
+                {
+                    self.text.push_str(&text);
+                    self.queue.push_back(Piece::Text(text));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            let usage = self.usage();
+            self.queue.push_back(Piece::Usage(usage));
+        }
+    }
+
+    /// The next piece; `None` after the usage.
+    async fn next(&mut self) -> Option<Result<Piece, ChatError>> {
+        loop {
+            if let Some(piece) = self.queue.pop_front() {
+                return Some(Ok(piece));
+            }
+            if self.ended {
+                return None;
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => {
+                    self.buf.extend_from_slice(&bytes);
+                    if let Err(e) = self.parse_lines() {
+                        self.ended = true;
+                        return Some(Err(e));
+                    }
+                }
+                // Closed without [DONE]: what came is the answer.
+                Ok(None) => self.end(),
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(ChatError::Unavailable(format!(
+                        "openai chat: the stream broke off: {e}"
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -178,6 +356,106 @@ struct ChoiceMessage {
 
 #[derive(Deserialize, Default)]
 struct ResponseUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+/// Free-form generation: the same endpoint and retries as answers, with
+/// the request's system text and prompt as the two messages, and its model
+/// in place of the configured one when it names another.
+impl OpenAiChat {
+    async fn generated(&self, req: &super::GenerateRequest<'_>) -> Result<ChatResponse, ChatError> {
+        super::check_generate(req)?;
+        let request = GenerateBody {
+            model: req.model.unwrap_or(&self.model),
+            messages: [
+                GenerateMessage {
+                    role: "system",
+                    content: req.system,
+                },
+                GenerateMessage {
+                    role: "user",
+                    content: req.prompt,
+                },
+            ],
+            max_tokens: req.max_tokens,
+            temperature: 0.0,
+        };
+        let response: GenerateResponse = self
+            .retry
+            .post_json(
+                "openai generate",
+                &self.client,
+                &self.url,
+                self.api_key.as_ref(),
+                &request,
+            )
+            .await?;
+        let Some(choice) = response.choices.into_iter().next() else {
+            return Err(ChatError::Failed(
+                "openai generate: the response has no choices".into(),
+            ));
+        };
+        let Some(text) = choice.message.content else {
+            return Err(ChatError::Failed(format!(
+                "openai generate: the model returned no text (finish_reason {})",
+                choice.finish_reason.as_deref().unwrap_or("unknown")
+            )));
+        };
+        let usage = response.usage.unwrap_or_default();
+        Ok(ChatResponse {
+            usage: Usage {
+                prompt_tokens: usage
+                    .prompt_tokens
+                    .unwrap_or_else(|| super::estimate_generate_tokens(req)),
+                completion_tokens: usage
+                    .completion_tokens
+                    .unwrap_or_else(|| token_count::count(&text) as u64),
+            },
+            answer: text,
+            cited: Vec::new(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct GenerateBody<'a> {
+    model: &'a str,
+    messages: [GenerateMessage<'a>; 2],
+    max_tokens: u32,
+    temperature: f32,
+}
+
+#[derive(Serialize)]
+struct GenerateMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+struct GenerateResponse {
+    choices: Vec<GenerateChoice>,
+    #[serde(default)]
+    usage: Option<GenerateUsage>,
+}
+
+#[derive(Deserialize)]
+struct GenerateChoice {
+    message: GenerateChoiceMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GenerateChoiceMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct GenerateUsage {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]

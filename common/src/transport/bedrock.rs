@@ -108,3 +108,23 @@ impl BedrockModel {
             .await
     }
 }
+
+impl BedrockModel {
+    /// [`Self::post_json`] to the same action of another `model` on the
+    /// same endpoint (the AI proxy's allow-listed model choice).
+    pub async fn post_json_for<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        model: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ProviderError> {
+        let action = self.path.rsplit('/').next().unwrap_or("converse");
+        let body = encode_json(what, body)?;
+        let url = format!("{}{}", self.endpoint, bedrock_model_path(model, action));
+        self.retry
+            .run(what, || async {
+                send_json(self.signer.post_json(&self.client, &url, &body).await?).await
+            })
+            .await
+    }
+}

@@ -56,16 +56,25 @@ fn encode_json(what: &str, body: &impl serde::Serialize) -> Result<Vec<u8>, Prov
 pub(crate) async fn send_json<T: DeserializeOwned>(
     request: reqwest::RequestBuilder,
 ) -> Result<T, AttemptError> {
+    let response = send_ok(request).await?;
+    let body = response.bytes().await.map_err(transport_error)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        AttemptError::Fatal(format!(
+            "unexpected response body ({e}): {}",
+            truncate(&String::from_utf8_lossy(&body))
+        ))
+    })
+}
+
+/// Sends `request`; a success status is returned with its body unread (a
+/// stream's), any other is classified as [`send_json`] describes.
+pub(crate) async fn send_ok(
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, AttemptError> {
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status();
     if status.is_success() {
-        let body = response.bytes().await.map_err(transport_error)?;
-        return serde_json::from_slice(&body).map_err(|e| {
-            AttemptError::Fatal(format!(
-                "unexpected response body ({e}): {}",
-                truncate(&String::from_utf8_lossy(&body))
-            ))
-        });
+        return Ok(response);
     }
     let retry_after = response
         .headers()

@@ -102,15 +102,45 @@ impl RetryPolicy {
     ) -> Result<T, ProviderError> {
         let body = encode_json(what, body)?;
         self.run(what, || {
-            let mut request = client
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            if let Some(key) = api_key {
-                request = request.bearer_auth(key.expose());
-            }
-            send_json::<T>(request)
+            send_json::<T>(json_post(client, url, api_key, &body))
         })
         .await
+    }
+
+    /// As [`Self::post_json`], but returns the successful response with its
+    /// body unread, for a streamed answer: only getting that far is
+    /// retried, never a stream that broke off midway.
+    pub async fn post_for_stream(
+        &self,
+        what: &str,
+        client: &reqwest::Client,
+        url: &str,
+        api_key: Option<&crate::config::Secret>,
+        body: &impl serde::Serialize,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let body = encode_json(what, body)?;
+        self.run(what, || {
+            let request = json_post(client, url, api_key, &body)
+                .header(reqwest::header::ACCEPT, "text/event-stream");
+            super::send_ok(request)
+        })
+        .await
+    }
+}
+
+/// A JSON POST of `body`, with `api_key` as its bearer token when given.
+fn json_post(
+    client: &reqwest::Client,
+    url: &str,
+    api_key: Option<&crate::config::Secret>,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    let request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_vec());
+    match api_key {
+        Some(key) => request.bearer_auth(key.expose()),
+        None => request,
     }
 }

@@ -5,21 +5,29 @@ use common::State;
 use common::answer::{self, Options};
 use common::budget::Purpose;
 use common::conversations;
-use common::http::{json, json_body, json_private, no_content, path_param, respond};
+use common::http::{
+    json, json_body, json_private, no_content, path_param, respond, routed, routed_param,
+};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::pagination;
 use common::retrieval::{FiltersIn, Mode};
+use common::sse::{self, SseBody};
 use common::workspaces::Access;
 use serde::Deserialize;
 
 pub const FUNCTIONS: &[Function] = &[
     common::http_function!("chat-send", send),
+    common::stream_function!("chat-stream", "POST", STREAM_PATH, stream),
     common::http_function!("chat-sessions", sessions),
+    common::http_function!("chat-session-create", create_session),
     common::http_function!("chat-messages", messages),
     common::http_function!("chat-delete", delete),
 ];
+
+/// Served by a function URL (API Gateway's HTTP APIs cannot stream).
+pub const STREAM_PATH: &str = "/workspaces/{workspace_id}/chat/stream";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +43,31 @@ struct ChatIn {
     filters: Option<FiltersIn>,
     #[serde(default)]
     max_tokens: Option<u32>,
+    /// Seed-shaped bodies: `true` answers with the events of the stream
+    /// route, all at once (API Gateway buffers the response).
+    #[serde(default)]
+    stream: Option<bool>,
+    /// Rerank the fused candidates (needs `RERANK_PROVIDER`).
+    #[serde(default)]
+    rerank: Option<bool>,
+}
+
+impl ChatIn {
+    /// The message and the question's options, checked (the filters move
+    /// into the options).
+    fn checked(&mut self, state: &State) -> common::Result<(String, Options)> {
+        let message = answer::check_text("message", &self.message)?;
+        let options = Options::parse(
+            &state.config.query,
+            self.top_k,
+            self.mode,
+            self.filters.take(),
+            Some(true),
+            self.max_tokens,
+        )?
+        .with_rerank(self.rerank);
+        Ok((message, options))
+    }
 }
 
 /// `POST /workspaces/{workspace_id}/chat` with `message` and optional
@@ -46,16 +79,14 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
         let workspace = path_param(&req, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Chat).await?;
         let access = Access::open(&state.db, caller, workspace).await?;
-        let body: ChatIn = json_body(&req, state.config.max_request_bytes)?;
-        let message = answer::check_text("message", &body.message)?;
-        let options = Options::parse(
-            &state.config.query,
-            body.top_k,
-            body.mode,
-            body.filters,
-            Some(true),
-            body.max_tokens,
-        )?;
+        let mut body: ChatIn = json_body(&req, state.config.max_request_bytes)?;
+        let (message, options) = body.checked(state)?;
+        if body.stream == Some(true) {
+            let streamed =
+                conversations::send_stream(state, access, body.session_id, &message, &options)
+                    .await?;
+            return Ok(sse::whole(streamed).await);
+        }
         let reply = conversations::send(state, access, body.session_id, &message, &options).await?;
         let status = if body.session_id.is_some() {
             StatusCode::OK
@@ -63,6 +94,44 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
             StatusCode::CREATED
         };
         json(status, &reply)
+    })
+    .await
+}
+
+/// `POST /workspaces/{workspace_id}/chat/stream`: a chat turn answered
+/// as server-sent events; `done` carries `session_id` and `message_id`.
+pub async fn stream(state: &State, req: Request) -> Response<SseBody> {
+    sse::respond(&req, async {
+        let params = routed(&req, "POST", STREAM_PATH)?;
+        let caller = state.caller(&req).await?;
+        let workspace = routed_param(&params, "workspace_id")?;
+        answer::rate_limit(state, caller.user_id, Purpose::Chat).await?;
+        let access = Access::open(&state.db, caller, workspace).await?;
+        let mut body: ChatIn = json_body(&req, state.config.max_request_bytes)?;
+        let (message, options) = body.checked(state)?;
+        conversations::send_stream(state, access, body.session_id, &message, &options).await
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSession {
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// `POST /workspaces/{workspace_id}/chat/sessions` with an optional
+/// `title` → 201 the new, empty session (sessions also start implicitly,
+/// with a chat message and no `session_id`).
+pub async fn create_session(state: &State, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let caller = state.caller(&req).await?;
+        let workspace = path_param(&req, "workspace_id")?;
+        let body: NewSession = json_body(&req, state.config.max_request_bytes)?;
+        let access = Access::open(&state.db, caller, workspace).await?;
+        let session = conversations::create_session(access, body.title.as_deref()).await?;
+        json_private(StatusCode::CREATED, &session)
     })
     .await
 }

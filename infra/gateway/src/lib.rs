@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use common::State;
-use common::lambda::{Function, Handler, HttpHandler};
+use common::lambda::{Function, Handler, HttpHandler, StreamHandler};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -37,6 +38,8 @@ pub fn registry() -> Vec<Function> {
         ingest::FUNCTIONS,
         query::FUNCTIONS,
         chat::FUNCTIONS,
+        study::FUNCTIONS,
+        ai::FUNCTIONS,
         usage::FUNCTIONS,
         database::FUNCTIONS,
     ]
@@ -50,8 +53,19 @@ pub struct Route {
     pub path: String,
     pub binary: String,
     segments: Vec<Segment>,
-    handler: HttpHandler,
+    handler: RouteHandler,
 }
+
+/// A route's handler: answered whole (API Gateway), or streamed (a
+/// function URL in response-streaming mode).
+#[derive(Clone, Copy)]
+enum RouteHandler {
+    Whole(HttpHandler),
+    Streamed(StreamHandler),
+}
+
+/// Response bodies, whole or streamed.
+pub type GatewayBody = BoxBody<Bytes, std::convert::Infallible>;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Segment {
@@ -60,7 +74,7 @@ enum Segment {
 }
 
 impl Route {
-    fn new(method: &str, path: &str, binary: &str, handler: HttpHandler) -> Self {
+    fn new(method: &str, path: &str, binary: &str, handler: RouteHandler) -> Self {
         let segments = path
             .trim_start_matches('/')
             .split('/')
@@ -136,7 +150,17 @@ impl Gateway {
             for event in &function.events {
                 match (event, found.handler) {
                     (TemplateEvent::Http { method, path }, Handler::Http(handler)) => {
+                        let handler = RouteHandler::Whole(handler);
                         routes.push(Route::new(method, path, &function.binary, handler));
+                    }
+                    (TemplateEvent::StreamingUrl, Handler::Stream(route)) => {
+                        let handler = RouteHandler::Streamed(route.handler);
+                        routes.push(Route::new(
+                            route.method,
+                            route.path,
+                            &function.binary,
+                            handler,
+                        ));
                     }
                     (TemplateEvent::Sqs { .. }, Handler::Sqs(_)) => {
                         queue_consumers.push((function.clone(), *found));
@@ -215,6 +239,9 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         loop {
             let (stream, peer) = listener.accept().await.context("accepting a connection")?;
+            // Streamed events are small writes: Nagle's algorithm would hold
+            // each until the client's delayed ACK (about 40 ms).
+            let _ = stream.set_nodelay(true);
             let gateway = self.clone();
             let state = state.clone();
             tokio::spawn(async move {
@@ -240,7 +267,7 @@ impl Gateway {
         state: &State,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<GatewayBody> {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let Some((route, params)) = self.find(&method, &path) else {
@@ -262,23 +289,35 @@ impl Gateway {
             }
         };
         let started = std::time::Instant::now();
-        let response = (route.handler)(state, request).await;
+        let (parts, body) = match route.handler {
+            RouteHandler::Whole(handler) => {
+                let (parts, body) = handler(state, request).await.into_parts();
+                (parts, Full::new(Bytes::from(body.to_vec())).boxed())
+            }
+            // Events go out as the handler's task writes them.
+            RouteHandler::Streamed(handler) => {
+                let (parts, body) = handler(state, request).await.into_parts();
+                (parts, body.boxed())
+            }
+        };
         tracing::info!(
-            method, path, route = %route.binary, status = response.status().as_u16(),
+            method, path, route = %route.binary, status = parts.status.as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0, "request"
         );
-        let (parts, body) = response.into_parts();
-        Response::from_parts(parts, Full::new(Bytes::from(body.to_vec())))
+        Response::from_parts(parts, body)
     }
 }
 
 /// API Gateway's own answers (no route, payload too large) are `{"message": ...}`.
-fn gateway_message(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+fn gateway_message(status: StatusCode, message: &str) -> Response<GatewayBody> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::json!({ "message": message }).to_string(),
-        )))
+        .body(
+            Full::new(Bytes::from(
+                serde_json::json!({ "message": message }).to_string(),
+            ))
+            .boxed(),
+        )
         .expect("static response is valid")
 }

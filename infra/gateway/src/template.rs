@@ -32,6 +32,9 @@ pub enum TemplateEvent {
     Schedule {
         expression: String,
     },
+    /// A function URL in response-streaming mode; it routes nothing, so
+    /// the handler carries its own method and path.
+    StreamingUrl,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Vec<TemplateFunction>> {
@@ -121,6 +124,13 @@ pub fn parse(yaml: &str) -> anyhow::Result<Vec<TemplateFunction>> {
                     other => bail!("{logical_id}: event {name:?} has unsupported type {other:?}"),
                 }
             }
+        }
+        if let Some(url) = properties.and_then(|p| p.get("FunctionUrlConfig")) {
+            let mode = text(url.get("InvokeMode")).unwrap_or_default();
+            if mode != "RESPONSE_STREAM" {
+                bail!("{logical_id}: only RESPONSE_STREAM function URLs are served locally");
+            }
+            events.push(TemplateEvent::StreamingUrl);
         }
         let timeout = properties
             .and_then(|p| p.get("Timeout"))

@@ -5,7 +5,7 @@
 
 use std::io::Write as _;
 
-use common::chat::{ChatRequest, Role, Source, Turn, estimate_prompt_tokens};
+use common::chat::{ChatRequest, Piece, Role, Source, Turn, estimate_prompt_tokens};
 
 mod support;
 use support::config;
@@ -108,4 +108,25 @@ async fn openai_provider_answers_from_a_real_local_server() {
         "{:?}",
         response.cited
     );
+
+    // Streamed, the same server sends the answer token by token, then its usage.
+    use futures::StreamExt;
+    let started = std::time::Instant::now();
+    let pieces: Vec<_> = chat.stream(&request).collect().await;
+    let pieces: Vec<Piece> = pieces.into_iter().map(Result::unwrap).collect();
+    let (last, texts) = pieces.split_last().unwrap();
+    say(&format!(
+        "{model} streamed {} pieces in {:.1}s, then {last:?}",
+        texts.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    let Piece::Usage(usage) = last else {
+        panic!("the stream did not end with its usage: {last:?}")
+    };
+    assert!(
+        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
+    assert!(texts.len() > 1, "one piece per token or so: {texts:?}");
+    assert!(texts.iter().all(|p| matches!(p, Piece::Text(_))));
 }

@@ -83,6 +83,11 @@ fn template_binaries_and_handlers_agree() {
                     function.binary
                 ),
                 TemplateEvent::Schedule { .. } => {}
+                TemplateEvent::StreamingUrl => assert!(
+                    matches!(handler.handler, Handler::Stream(_)),
+                    "{}",
+                    function.binary
+                ),
             }
         }
     }
@@ -103,7 +108,41 @@ fn gateway_serves_every_template_route_and_fixtures_match_them() {
             })
         })
         .collect();
-    assert_eq!(gateway.routes.len(), http_events.len());
+    // A streaming function's URL routes nothing: its handler names its
+    // route, and its fixture is a function URL event on that path.
+    let streamed: Vec<(String, &'static str, &'static str)> = functions
+        .iter()
+        .filter(|f| f.events.contains(&TemplateEvent::StreamingUrl))
+        .map(|f| {
+            let function = registry().into_iter().find(|r| r.name == f.binary).unwrap();
+            let Handler::Stream(route) = function.handler else {
+                panic!("{} has a streaming URL but no streaming handler", f.binary)
+            };
+            (f.binary.clone(), route.method, route.path)
+        })
+        .collect();
+    assert!(!streamed.is_empty());
+    for (binary, method, path) in &streamed {
+        let text = std::fs::read_to_string(repo_root().join(format!("events/{binary}.json")))
+            .unwrap_or_else(|_| panic!("missing the fixture of {binary}"));
+        let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(event["routeKey"], "$default", "{binary}");
+        assert_eq!(
+            event["requestContext"]["http"]["method"], *method,
+            "{binary}"
+        );
+        let raw = event["rawPath"].as_str().unwrap();
+        let pattern: Vec<&str> = path.split('/').collect();
+        let parts: Vec<&str> = raw.split('/').collect();
+        assert_eq!(parts.len(), pattern.len(), "{binary}: {raw} against {path}");
+        for (part, expected) in parts.iter().zip(&pattern) {
+            assert!(
+                expected.starts_with('{') || part == expected,
+                "{binary}: {raw} against {path}"
+            );
+        }
+    }
+    assert_eq!(gateway.routes.len(), http_events.len() + streamed.len());
     assert!(
         http_events.len() >= 15,
         "the foundation routes are all declared"

@@ -42,6 +42,30 @@ async fn invoke(state: &common::State, binary: &str, replace: &[(&str, &str)]) -
     (status, body)
 }
 
+/// Invokes streaming `binary` with its fixture; the whole body as text.
+async fn invoke_stream(
+    state: &common::State,
+    binary: &str,
+    replace: &[(&str, &str)],
+) -> (u16, String) {
+    let mut text = fixture_text(binary);
+    for (from, to) in replace {
+        text = text.replace(from, to);
+    }
+    let request = common::lambda_http::request::from_str(&text)
+        .expect("fixture parses as a function URL request");
+    let function = registry().into_iter().find(|f| f.name == binary).unwrap();
+    let Handler::Stream(route) = function.handler else {
+        panic!("{binary} does not stream")
+    };
+    let (parts, body) = (route.handler)(state, request).await.into_parts();
+    let body = body.collect().await;
+    (
+        parts.status.as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
     support::verify_sender().await;
@@ -99,10 +123,15 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "query-ask",
         "chat-send",
         "chat-sessions",
+        "chat-session-create",
         "chat-messages",
         "chat-delete",
         "usage-today",
         "usage-days",
+        "study-summarize",
+        "study-qa",
+        "study-mindmap",
+        "ai-generate",
     ] {
         let (status, body) = invoke(&state, binary, &auth).await;
         assert_eq!(status, 404, "{binary}: {body}");
@@ -203,6 +232,15 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
     let (status, answered) = invoke(&state, "query-ask", &real).await;
     assert_eq!(status, 200, "{answered}");
     assert_eq!(answered["citations"], serde_json::json!([]));
+    // The function URL's event (no route key, no path parameters).
+    let (status, streamed) = invoke_stream(&state, "query-stream", &real).await;
+    assert_eq!(status, 200, "{streamed}");
+    assert!(
+        streamed.starts_with("event: citations\ndata: {\"citations\":[]}")
+            && streamed.contains("event: done"),
+        "{streamed}"
+    );
+    assert_eq!(invoke_stream(&state, "query-stream", &auth).await.0, 404);
     let (status, chat) = invoke(&state, "chat-send", &real).await;
     assert_eq!(status, 201, "{chat}");
     let session = chat["session_id"].as_str().unwrap().to_owned();
@@ -223,6 +261,14 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         (200, Some(2))
     );
     assert_eq!(invoke(&state, "chat-delete", &on_session).await.0, 204);
+    let (status, made) = invoke(&state, "chat-session-create", &real).await;
+    assert_eq!(
+        (status, made["title"].as_str()),
+        (201, Some("Trial questions"))
+    );
+    let (status, streamed) = invoke_stream(&state, "chat-stream", &real).await;
+    assert_eq!(status, 200, "{streamed}");
+    assert!(streamed.contains("\"session_id\""), "{streamed}");
     let (status, today) = invoke(&state, "usage-today", &real).await;
     assert_eq!((status, today["used"].as_i64()), (200, Some(0)), "{today}");
     let (status, days) = invoke(&state, "usage-days", &real).await;
@@ -231,6 +277,19 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         (200, Some(23)),
         "{days}"
     );
+
+    // The study tools and the AI proxy in the real workspace: the given
+    // text is summarized, the rest finds no document and says so.
+    let (status, summary) = invoke(&state, "study-summarize", &real).await;
+    assert_eq!(status, 200, "{summary}");
+    assert!(
+        summary["summary"].as_str().unwrap().starts_with("- "),
+        "{summary}"
+    );
+    for binary in ["study-qa", "study-mindmap", "ai-generate"] {
+        let (status, body) = invoke(&state, binary, &real).await;
+        assert_eq!(status, 200, "{binary}: {body}");
+    }
 
     let (status, rotated) = invoke(&state, "auth-refresh", &auth).await;
     assert_eq!(status, 200, "{rotated}");

@@ -3,6 +3,8 @@
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--batch N] [--keep]
 //!   ragway-bench hostile [NAME]
+//!   ragway-bench stream [--runs N] [--tokens N] [--token-ms MS] [--keep]
+//!   ragway-bench study [--runs N] [--sections N] [--keep]
 //!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K]
 //!   ragway-bench retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
 //!
@@ -33,6 +35,10 @@ mod ingest;
 mod retrieval;
 #[path = "../bench/scifact.rs"]
 mod scifact;
+#[path = "../bench/stream.rs"]
+mod stream;
+#[path = "../bench/study.rs"]
+mod study;
 
 fn main() -> anyhow::Result<()> {
     // The ingest bench's worker starts copies of this binary to extract files.
@@ -47,10 +53,13 @@ fn main() -> anyhow::Result<()> {
         Some("hostile") => hostile::run(&args[1..]),
         Some("retrieval") => runtime.block_on(retrieval::run(&args[1..])),
         Some("scifact") => runtime.block_on(scifact::run(&args[1..])),
+        Some("stream") => runtime.block_on(stream::run(&args[1..])),
+        Some("study") => runtime.block_on(study::run(&args[1..])),
         _ => bail!(
             "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--batch N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
-             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] | hostile [NAME]"
+             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] | hostile [NAME] \
+             | stream [--runs N] [--tokens N] [--token-ms MS] [--keep] | study [--runs N] [--sections N] [--keep]"
         ),
     }
 }

@@ -8,11 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{self, Purpose};
 use crate::chat::{ChatError, ChatRequest, Source, Turn};
+use crate::config::RerankProvider;
 use crate::error::{ApiError, Result};
 use crate::ids::{ChunkId, DocumentId};
 use crate::retrieval::{self, Filters, FiltersIn, Hit, Mode, Search};
 use crate::state::State;
 use crate::workspaces::Access;
+
+pub mod stream;
 
 /// Longest question or chat message, in characters.
 pub const MAX_QUESTION_CHARS: usize = 4000;
@@ -37,6 +40,14 @@ pub struct QueryIn {
     pub answer: Option<bool>,
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// Seed-shaped bodies: `true` answers with the events of the stream
+    /// route, all at once (API Gateway buffers the response).
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Rerank the fused candidates (needs `RERANK_PROVIDER`); default
+    /// `RERANK_DEFAULT`.
+    #[serde(default)]
+    pub rerank: Option<bool>,
 }
 
 /// The checked options every question carries (query and chat alike).
@@ -47,6 +58,9 @@ pub struct Options {
     pub filters: Filters,
     pub answer: bool,
     pub max_tokens: u32,
+    /// Rerank the fused candidates (`rerank` in the body); None: the
+    /// deployment's `RERANK_DEFAULT`.
+    pub rerank: Option<bool>,
 }
 
 impl Options {
@@ -78,7 +92,16 @@ impl Options {
             filters: Filters::parse(filters)?,
             answer: answer.unwrap_or(true),
             max_tokens,
+            rerank: None,
         })
+    }
+}
+
+impl Options {
+    /// With the request's choice of reranking.
+    pub fn with_rerank(mut self, rerank: Option<bool>) -> Self {
+        self.rerank = rerank;
+        self
     }
 }
 
@@ -161,6 +184,13 @@ pub struct Usage {
 pub struct Timings {
     pub embed_ms: f64,
     pub retrieve_ms: f64,
+    /// Present when the candidates were sent to the reranker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_ms: Option<f64>,
+    /// `applied`, or why the fused order stands (`fallback: timeout`,
+    /// `fallback: error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<&'static str>,
     pub generate_ms: f64,
     pub total_ms: f64,
 }
@@ -198,62 +228,11 @@ fn ms(since: Instant) -> f64 {
 /// the membership check's transaction and retrieval's, and the tokens are
 /// reserved in `access`'s transaction, which is committed before the model
 /// is called (the reservation must be durable first).
-pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answered> {
+pub async fn ask(state: &State, access: Access, ask: Ask<'_>) -> Result<Answered> {
     let started = Instant::now();
     let options = ask.options;
     let mut timings = Timings::default();
-
-    let embedding = if options.mode == Mode::Keyword {
-        None
-    } else {
-        let t = Instant::now();
-        let embedder = state.embedder().await?;
-        let embed = embedder.embed_query(ask.retrieval_text);
-        let embedded = if embedder.in_process() {
-            // No call leaves the process: no reason to leave the transaction.
-            embed.await
-        } else {
-            let (reopened, embedded) = access.without_tx(&state.db, embed).await?;
-            access = reopened;
-            embedded
-        };
-        let vector = embedded.map_err(|e| {
-            tracing::warn!(error = %e, "question embedding failed");
-            embed_problem(&e)
-        })?;
-        timings.embed_ms = ms(t);
-        Some(vector)
-    };
-
-    let t = Instant::now();
-    let hits = retrieval::search(
-        &mut access.tx,
-        &state.db,
-        &state.config.query,
-        state.config.embedding.dimensions,
-        &Search {
-            workspace: access.workspace,
-            text: ask.retrieval_text,
-            embedding: embedding.as_deref(),
-            mode: options.mode,
-            top_k: options.top_k,
-            filters: &options.filters,
-            semantic_weight: state
-                .config
-                .query
-                .semantic_weight(state.config.embedding.provider),
-        },
-    )
-    .await?;
-    timings.retrieve_ms = ms(t);
-    crate::metrics::emit(
-        &[(
-            "RetrievalLatency",
-            crate::metrics::Unit::Milliseconds,
-            timings.retrieve_ms,
-        )],
-        &[("Mode", options.mode.as_str())],
-    );
+    let (mut access, hits) = retrieve(state, access, &ask, &mut timings).await?;
 
     if !options.answer {
         access.commit().await?;
@@ -283,11 +262,7 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
         sources: &sources,
         max_tokens: options.max_tokens,
     };
-    // The estimate is exact in cl100k tokens; other models' tokenizers
-    // count the same text differently (SmolLM2: +6%), so reserve a margin.
-    // The commit records what the provider really counted.
-    let prompt = crate::chat::estimate_prompt_tokens(&request);
-    let estimate = prompt + prompt / 4 + u64::from(options.max_tokens);
+    let (_, estimate) = reservation_estimate(&request);
     // Built before anything is reserved: a model that cannot be built must
     // not leave tokens held until the sweeper's TTL. Cached after the
     // container's first build, so the open transaction rarely waits on it.
@@ -352,6 +327,144 @@ pub async fn ask(state: &State, mut access: Access, ask: Ask<'_>) -> Result<Answ
         },
         timings,
     })
+}
+
+/// Embeds the question (outside the transaction when the embedder is
+/// remote) and retrieves its passages in `access`'s workspace.
+async fn retrieve(
+    state: &State,
+    mut access: Access,
+    ask: &Ask<'_>,
+    timings: &mut Timings,
+) -> Result<(Access, Vec<Hit>)> {
+    let options = ask.options;
+
+    let embedding = if options.mode == Mode::Keyword {
+        None
+    } else {
+        let t = Instant::now();
+        let embedder = state.embedder().await?;
+        let embed = embedder.embed_query(ask.retrieval_text);
+        let embedded = if embedder.in_process() {
+            // No call leaves the process: no reason to leave the transaction.
+            embed.await
+        } else {
+            let (reopened, embedded) = access.without_tx(&state.db, embed).await?;
+            access = reopened;
+            embedded
+        };
+        let vector = embedded.map_err(|e| {
+            tracing::warn!(error = %e, "question embedding failed");
+            embed_problem(&e)
+        })?;
+        timings.embed_ms = ms(t);
+        Some(vector)
+    };
+
+    // The question's choice, else its workspace's, else the deployment's
+    // (the workspace is asked only when there is a reranker to use).
+    let wanted = match options.rerank {
+        Some(wanted) => Some(wanted),
+        None if state.config.rerank.provider != RerankProvider::None => Some(
+            crate::workspaces::rerank_default(&mut access.tx, access.workspace)
+                .await?
+                .unwrap_or(state.config.rerank.default_on),
+        ),
+        None => None,
+    };
+    let reranker = match wanted {
+        Some(true) => Some(state.reranker().await?.ok_or_else(|| {
+            ApiError::unprocessable("rerank", "no reranker is configured (RERANK_PROVIDER)")
+        })?),
+        _ => None,
+    };
+    let top_k = match reranker {
+        Some(_) => options
+            .top_k
+            .max(state.config.rerank.candidates.min(MAX_TOP_K as usize)),
+        None => options.top_k,
+    };
+    let t = Instant::now();
+    let mut hits = retrieval::search(
+        &mut access.tx,
+        &state.db,
+        &state.config.query,
+        state.config.embedding.dimensions,
+        &Search {
+            workspace: access.workspace,
+            text: ask.retrieval_text,
+            embedding: embedding.as_deref(),
+            mode: options.mode,
+            top_k,
+            filters: &options.filters,
+            semantic_weight: state
+                .config
+                .query
+                .semantic_weight(state.config.embedding.provider),
+        },
+    )
+    .await?;
+    timings.retrieve_ms = ms(t);
+    crate::metrics::emit(
+        &[(
+            "RetrievalLatency",
+            crate::metrics::Unit::Milliseconds,
+            timings.retrieve_ms,
+        )],
+        &[("Mode", options.mode.as_str())],
+    );
+    if let Some(reranker) = reranker
+        && hits.len() > 1
+    {
+        let t = Instant::now();
+        let texts: Vec<&str> = hits.iter().map(|h| h.content.as_str()).collect();
+        let call = tokio::time::timeout(
+            state.config.rerank.timeout,
+            reranker.rerank(ask.retrieval_text, &texts),
+        );
+        // No transaction waits on the reranker.
+        let (reopened, ranked) = access.without_tx(&state.db, call).await?;
+        access = reopened;
+        timings.rerank_ms = Some(ms(t));
+        timings.rerank = Some(match ranked {
+            Ok(Ok(ranking)) => {
+                let mut slots: Vec<Option<Hit>> = hits.drain(..).map(Some).collect();
+                hits = ranking
+                    .into_iter()
+                    .filter_map(|(i, score)| {
+                        let mut hit = slots.get_mut(i)?.take()?;
+                        if score.is_finite() {
+                            hit.score = score;
+                        }
+                        Some(hit)
+                    })
+                    .collect();
+                "applied"
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, reranker = reranker.name(), "reranking failed; fused order kept");
+                "fallback: error"
+            }
+            Err(_) => {
+                tracing::warn!(
+                    reranker = reranker.name(),
+                    "reranking timed out; fused order kept"
+                );
+                "fallback: timeout"
+            }
+        });
+    }
+    hits.truncate(options.top_k);
+    Ok((access, hits))
+}
+
+/// The prompt's cl100k estimate, and the tokens to reserve for `request`.
+/// The estimate is exact in cl100k tokens; other models' tokenizers count
+/// the same text differently (SmolLM2: +6%), so a margin is reserved. The
+/// commit records what the provider really counted.
+fn reservation_estimate(request: &ChatRequest<'_>) -> (u64, u64) {
+    let prompt = crate::chat::estimate_prompt_tokens(request);
+    (prompt, prompt + prompt / 4 + u64::from(request.max_tokens))
 }
 
 /// Numbered passages for the model, in retrieval order.
