@@ -32,6 +32,7 @@ pub mod rate_limit;
 pub mod rerank;
 pub mod retrieval;
 pub mod secrets;
+pub mod sentences;
 pub mod sse;
 pub mod state;
 pub mod storage;

@@ -111,18 +111,7 @@ impl OpenAiChat {
             )
             .await?;
 
-        let Some(choice) = response.choices.into_iter().next() else {
-            return Err(ChatError::Failed(
-                "openai chat: the response has no choices".into(),
-            ));
-        };
-        let Some(text) = choice.message.content else {
-            return Err(ChatError::Failed(format!(
-                "openai chat: the model returned no text (finish_reason {})",
-                choice.finish_reason.as_deref().unwrap_or("unknown")
-            )));
-        };
-        let usage = response.usage.unwrap_or_default();
+        let (text, usage) = response.into_text("openai chat")?;
         let usage = Usage {
             prompt_tokens: usage
                 .prompt_tokens
@@ -354,6 +343,25 @@ struct ChoiceMessage {
     content: Option<String>,
 }
 
+impl Response {
+    /// The first choice's text and the reported usage; `what` names the
+    /// call in errors.
+    fn into_text(self, what: &str) -> Result<(String, ResponseUsage), ChatError> {
+        let Some(choice) = self.choices.into_iter().next() else {
+            return Err(ChatError::Failed(format!(
+                "{what}: the response has no choices"
+            )));
+        };
+        let Some(text) = choice.message.content else {
+            return Err(ChatError::Failed(format!(
+                "{what}: the model returned no text (finish_reason {})",
+                choice.finish_reason.as_deref().unwrap_or("unknown")
+            )));
+        };
+        Ok((text, self.usage.unwrap_or_default()))
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct ResponseUsage {
     #[serde(default)]
@@ -371,11 +379,11 @@ impl OpenAiChat {
         let request = GenerateBody {
             model: req.model.unwrap_or(&self.model),
             messages: [
-                GenerateMessage {
+                Message {
                     role: "system",
                     content: req.system,
                 },
-                GenerateMessage {
+                Message {
                     role: "user",
                     content: req.prompt,
                 },
@@ -383,7 +391,7 @@ impl OpenAiChat {
             max_tokens: req.max_tokens,
             temperature: 0.0,
         };
-        let response: GenerateResponse = self
+        let response: Response = self
             .retry
             .post_json(
                 "openai generate",
@@ -393,18 +401,7 @@ impl OpenAiChat {
                 &request,
             )
             .await?;
-        let Some(choice) = response.choices.into_iter().next() else {
-            return Err(ChatError::Failed(
-                "openai generate: the response has no choices".into(),
-            ));
-        };
-        let Some(text) = choice.message.content else {
-            return Err(ChatError::Failed(format!(
-                "openai generate: the model returned no text (finish_reason {})",
-                choice.finish_reason.as_deref().unwrap_or("unknown")
-            )));
-        };
-        let usage = response.usage.unwrap_or_default();
+        let (text, usage) = response.into_text("openai generate")?;
         Ok(ChatResponse {
             usage: Usage {
                 prompt_tokens: usage
@@ -423,43 +420,9 @@ impl OpenAiChat {
 #[derive(Serialize)]
 struct GenerateBody<'a> {
     model: &'a str,
-    messages: [GenerateMessage<'a>; 2],
+    messages: [Message<'a>; 2],
     max_tokens: u32,
     temperature: f32,
-}
-
-#[derive(Serialize)]
-struct GenerateMessage<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Deserialize)]
-struct GenerateResponse {
-    choices: Vec<GenerateChoice>,
-    #[serde(default)]
-    usage: Option<GenerateUsage>,
-}
-
-#[derive(Deserialize)]
-struct GenerateChoice {
-    message: GenerateChoiceMessage,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct GenerateChoiceMessage {
-    #[serde(default)]
-    content: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct GenerateUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
 }
 
 #[cfg(test)]

@@ -31,20 +31,7 @@ pub fn word_count(text: &str) -> usize {
 /// than three letters or digits skipped; very long ones cut at a word.
 pub fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for line in text.lines() {
-        let mut start = 0;
-        let mut chars = line.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            let ends = matches!(c, '.' | '!' | '?')
-                && chars.peek().is_none_or(|&(_, next)| next.is_whitespace());
-            if ends {
-                let end = i + c.len_utf8();
-                push_sentence(&mut out, &line[start..end]);
-                start = end;
-            }
-        }
-        push_sentence(&mut out, &line[start..]);
-    }
+    crate::sentences::split(text, |piece| push_sentence(&mut out, piece));
     out
 }
 
