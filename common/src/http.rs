@@ -290,6 +290,44 @@ pub fn authorization(req: &Request) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// A request's credential, told apart by its form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// An access token (ours or an external issuer's).
+    Bearer(&'a str),
+    /// A workspace API key, in `X-API-Key` or as the bearer token.
+    ApiKey(&'a str),
+    /// A widget's embed token.
+    EmbedToken(&'a str),
+}
+
+/// The credential `req` carries, if any. `X-API-Key` wins over
+/// `Authorization`; a bearer value is told apart by its prefix.
+pub fn credential(req: &Request) -> Option<Credential<'_>> {
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(key) = header("x-api-key") {
+        return Some(Credential::ApiKey(key));
+    }
+    let token = header("authorization")?;
+    let token = token
+        .strip_prefix("Bearer ")
+        .or_else(|| token.strip_prefix("bearer "))?
+        .trim();
+    Some(if token.starts_with(crate::api_keys::PREFIX) {
+        Credential::ApiKey(token)
+    } else if token.starts_with(crate::widgets::PREFIX) {
+        Credential::EmbedToken(token)
+    } else {
+        Credential::Bearer(token)
+    })
+}
+
 /// Adds the strong `ETag` for `opaque` and asks caches to revalidate
 /// (documents are private and change under concurrent edits).
 pub fn with_etag(mut response: Response<Body>, opaque: &str) -> Response<Body> {

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod answer;
+pub mod api_keys;
 pub mod auth;
 pub mod budget;
 pub mod caller;
@@ -43,6 +44,7 @@ pub mod test_server;
 pub mod token_count;
 mod transport;
 pub mod uploads;
+pub mod widgets;
 pub mod workspaces;
 
 pub use error::{ApiError, Result};

@@ -197,6 +197,14 @@ impl Access {
     /// Checks that `caller` is a member of live workspace `workspace`; 404 otherwise.
     pub async fn open(db: &PgPool, caller: Caller, workspace: WorkspaceId) -> Result<Self> {
         crate::access_log::note_workspace(workspace);
+        // A key or visitor bound to another workspace learns nothing more
+        // than a stranger.
+        if caller
+            .bound_workspace()
+            .is_some_and(|bound| bound != workspace)
+        {
+            return Err(ApiError::not_found("workspace"));
+        }
         let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), None).await?;
         // The target list runs only for a matching row, so the transaction
         // is scoped to the workspace exactly when the caller is a member,

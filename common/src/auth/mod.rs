@@ -144,7 +144,7 @@ impl Auth {
 
     async fn principal_caller(&self, db: &PgPool, token: &str) -> Result<Caller> {
         match self.verifier.verify(token).await? {
-            Principal::Local { user_id } => Ok(Caller { user_id }),
+            Principal::Local { user_id } => Ok(Caller::member(user_id)),
             Principal::External {
                 issuer,
                 subject,
@@ -167,7 +167,7 @@ impl Auth {
                         id
                     }
                 };
-                Ok(Caller { user_id })
+                Ok(Caller::member(user_id))
             }
         }
     }

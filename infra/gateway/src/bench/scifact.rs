@@ -419,12 +419,7 @@ async fn kept_workspace(
     tx.commit().await?;
     let (workspace,) =
         workspace.with_context(|| format!("the kept run was not made with {embedder_label}"))?;
-    Ok((
-        common::auth::Caller {
-            user_id: user.into(),
-        },
-        workspace,
-    ))
+    Ok((common::auth::Caller::member(user.into()), workspace))
 }
 
 /// Creates every abstract as an inline document and runs the worker over
