@@ -49,6 +49,13 @@ else
   echo "infra/test.sh: warning: no local chat model server; the real-server chat test will skip" >&2
 fi
 
+# The widget's headless-browser test (infra/gateway/tests/widget_browser.rs):
+# Debian's chromium and chromedriver, selenium in .local/venv. Required
+# here: a missing browser fails that test instead of skipping it.
+infra/stack/browser.sh 7>&- ||
+  echo "infra/test.sh: warning: the headless browser is not installed; widget_browser will fail" >&2
+export RAGWAY_BROWSER=required
+
 lint_status=0
 if [[ -f template.yaml ]]; then
   echo "infra/test.sh: cfn-lint template.yaml"
