@@ -94,9 +94,9 @@ form button:disabled{opacity:.5;cursor:default}
     if (status === 404) return "This chat is not available.";
     if (status === 401) return "Your chat session has expired. Please reload the page.";
     const d = body && (body.detail || body.title);
-    return (d ? String(d) : "Something went wrong") + ". Please try again later.";
+    return (d ? String(d).replace(/\.$/, "") : "Something went wrong") + ". Please try again later.";
   };
-  const fail = (status, body, retry) => say("e", problemText(status, body, retry).replace(/\.\./, "."));
+  const fail = (status, body, retry) => say("e", problemText(status, body, retry));
 
   class Http extends Error {
     constructor(status, body, retry) { super("HTTP " + status); Object.assign(this, { status, body, retry }); }

@@ -19,9 +19,9 @@ use support::{config, gateway, state};
 
 const FACT: &str = "Paris is the capital of France. It lies on the Seine.";
 
-/// Serves `html` at `/` (and 404 elsewhere) from a thread of its own: the
-/// browser is the only client, one request at a time.
-fn host_page(listener: TcpListener, html: String) {
+/// Serves `pages` (path, HTML) and 404 elsewhere from a thread of its
+/// own: the browser is the only client, one request at a time.
+fn host_pages(listener: TcpListener, pages: Vec<(&'static str, String)>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -33,11 +33,12 @@ fn host_page(listener: TcpListener, html: String) {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let root = request.starts_with(b"GET / ");
-            let (status, body) = if root {
-                ("200 OK", html.as_str())
-            } else {
-                ("404 Not Found", "")
+            let page = pages
+                .iter()
+                .find(|(path, _)| request.starts_with(format!("GET {path} ").as_bytes()));
+            let (status, body) = match page {
+                Some((_, html)) => ("200 OK", html.as_str()),
+                None => ("404 Not Found", ""),
             };
             let _ = write!(
                 stream,
@@ -49,14 +50,19 @@ fn host_page(listener: TcpListener, html: String) {
     });
 }
 
-fn page(api: &str, widget: &str) -> String {
+/// A site's page with the widget's tag; `stream_api` overrides where the
+/// streamed chat goes.
+fn page(api: &str, widget: &str, stream_api: Option<&str>) -> String {
+    let stream = stream_api
+        .map(|url| format!(" data-stream-api=\"{url}\""))
+        .unwrap_or_default();
     // The host's own CSS tries to restyle everything: the shadow root keeps
     // the widget as it is.
     format!(
         "<!doctype html><html><head><title>A site</title>\
          <style>*{{font-family:serif!important;color:red!important}}button{{display:none!important}}</style>\
          </head><body><h1>A site with a chat widget</h1>\
-         <script src=\"{api}/widget.js\" data-widget=\"{widget}\" data-api=\"{api}\" async></script>\
+         <script src=\"{api}/widget.js\" data-widget=\"{widget}\" data-api=\"{api}\"{stream} async></script>\
          </body></html>"
     )
 }
@@ -151,8 +157,19 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
         .await;
     assert_eq!(widget.status, 201, "{}", widget.body);
     let widget_id = widget.body["id"].as_str().unwrap();
-    host_page(site_a, page(&api.base, widget_id));
-    host_page(site_b, page(&api.base, widget_id));
+    // Nothing listens on port 1: the streamed route fails before its first
+    // event and the widget asks the buffered one.
+    host_pages(
+        site_a,
+        vec![
+            ("/", page(&api.base, widget_id, None)),
+            (
+                "/fallback",
+                page(&api.base, widget_id, Some("http://127.0.0.1:1")),
+            ),
+        ],
+    );
+    host_pages(site_b, vec![("/", page(&api.base, widget_id, None))]);
 
     let screenshot = support::repo_root().join(".local/artifacts/widget.png");
     let _ = std::fs::remove_file(&screenshot);
@@ -163,6 +180,10 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
         format!("{other}/"),
         "--question".into(),
         "What is the capital of France?".into(),
+        "--follow-up".into(),
+        "Which river does it lie on?".into(),
+        "--fallback".into(),
+        format!("{origin}/fallback"),
         "--screenshot".into(),
         screenshot.display().to_string(),
     ])
@@ -201,6 +222,17 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
         "{run}"
     );
     assert_eq!(after["markers"][0], "Source 1: France", "{run}");
+    // The follow-up goes on in the same conversation.
+    let session = after["session_id"].as_str().expect("a session id");
+    let follow_up = &a["follow_up"];
+    assert_eq!(follow_up["errors"], json!([]), "{run}");
+    assert_eq!(follow_up["answers"], 2, "{run}");
+    assert!(
+        follow_up["answer"].as_str().unwrap().contains("Seine"),
+        "{run}"
+    );
+    assert_eq!(follow_up["session_id"], session, "{run}");
+    assert_eq!(follow_up["visitor_id"], after["visitor_id"], "{run}");
     assert!(
         screenshot.exists(),
         "no screenshot at {}",
@@ -212,6 +244,27 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
          answer shown in {} ms; screenshot {}",
         a["answer_ms"],
         screenshot.display()
+    );
+
+    // With the streamed route unreachable the buffered one answers, cited.
+    let fallback = &run["fallback"]["after"];
+    assert_eq!(fallback["errors"], json!([]), "{run}");
+    assert!(
+        fallback["answer"]
+            .as_str()
+            .unwrap()
+            .contains("Paris is the capital of France"),
+        "{run}"
+    );
+    assert_eq!(fallback["citations"][0]["title"], "France", "{run}");
+
+    // Whatever went wrong was said in the panel, never thrown at the page.
+    let console = run["console"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !console
+            .iter()
+            .any(|line| line.as_str().unwrap().contains("Uncaught")),
+        "{run}"
     );
 
     // The other origin: the token is refused and the widget says so.
