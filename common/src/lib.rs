@@ -39,6 +39,7 @@ pub mod state;
 pub mod storage;
 pub mod study;
 pub mod telemetry;
+pub mod text;
 #[cfg(any(test, feature = "test-server"))]
 pub mod test_server;
 pub mod token_count;

@@ -1,24 +1,26 @@
-//! Text statistics and the no-network building blocks of the study tools:
-//! sentences, content words, sentence centrality and key phrases.
+//! Text statistics without a model: sentences, content words (one stop
+//! list, one stemmer), sentence centrality and key phrases. The
+//! extractive answerer and the study tools both build on them.
 
 use std::collections::HashMap;
 
 /// Longer "sentences" (text without punctuation) are cut at a word.
 const MAX_SENTENCE_CHARS: usize = 600;
 
-/// Words that say nothing about a text's subject.
+/// Words that say nothing about a text's subject or what is asked.
 const STOP_WORDS: &[&str] = &[
     "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
     "at", "be", "because", "been", "before", "being", "between", "both", "but", "by", "can",
     "could", "did", "do", "does", "doing", "done", "during", "each", "either", "else", "for",
-    "from", "get", "gets", "had", "has", "have", "having", "he", "her", "here", "hers", "him",
-    "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "may", "me", "might", "more",
-    "most", "much", "must", "my", "no", "nor", "not", "of", "off", "on", "once", "one", "only",
-    "or", "other", "our", "ours", "out", "over", "same", "shall", "she", "should", "so", "some",
-    "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they",
-    "this", "those", "through", "to", "too", "two", "under", "until", "up", "us", "use", "used",
-    "uses", "using", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
-    "whom", "whose", "why", "will", "with", "would", "you", "your", "yours",
+    "from", "get", "gets", "give", "had", "has", "have", "having", "he", "her", "here", "hers",
+    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "know", "let", "like",
+    "many", "may", "me", "might", "more", "most", "much", "must", "my", "no", "nor", "not", "of",
+    "off", "on", "once", "one", "only", "or", "other", "our", "ours", "out", "over", "please",
+    "same", "shall", "she", "should", "so", "some", "such", "tell", "than", "that", "the", "their",
+    "theirs", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too",
+    "two", "under", "until", "up", "us", "use", "used", "uses", "using", "very", "was", "we",
+    "were", "what", "when", "where", "which", "while", "who", "whom", "whose", "why", "will",
+    "with", "would", "you", "your", "yours",
 ];
 
 /// Whitespace-separated words, as a reader counts them.
@@ -31,18 +33,24 @@ pub fn word_count(text: &str) -> usize {
 /// than three letters or digits skipped; very long ones cut at a word.
 pub fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    crate::sentences::split(text, |piece| push_sentence(&mut out, piece));
+    crate::sentences::split(text, |piece| {
+        out.extend(clean_sentence(piece, MAX_SENTENCE_CHARS));
+    });
     out
 }
 
-fn push_sentence(out: &mut Vec<String>, raw: &str) {
+/// One piece of [`crate::sentences::split`] as a sentence: list markers
+/// and heading hashes dropped, None when fewer than three letters or
+/// digits are left ("1." or "e.g." alone is no sentence), cut at a word
+/// after `max_chars`.
+pub fn clean_sentence(raw: &str, max_chars: usize) -> Option<String> {
     let clean = raw
         .trim_start_matches(['-', '*', '#', '>', ' ', '\t'])
         .trim();
     if clean.chars().filter(|c| c.is_alphanumeric()).count() < 3 {
-        return;
+        return None;
     }
-    let text = match clean.char_indices().nth(MAX_SENTENCE_CHARS) {
+    Some(match clean.char_indices().nth(max_chars) {
         None => clean.to_owned(),
         Some((cut, _)) => {
             let head = &clean[..cut];
@@ -51,8 +59,7 @@ fn push_sentence(out: &mut Vec<String>, raw: &str) {
                 .map_or(head, |(h, _)| h);
             format!("{}…", head.trim_end())
         }
-    };
-    out.push(text);
+    })
 }
 
 /// Sentences without repeats: overlapping chunks of one document share
@@ -71,29 +78,46 @@ pub fn distinct(sentences: Vec<String>) -> Vec<String> {
     kept
 }
 
-/// Lower-cased, lightly stemmed words of `text` that are not stop words
-/// and have at least three characters.
-pub fn content_words(text: &str) -> Vec<String> {
+/// Lower-cased, stemmed words of `text` that are not stop words: what a
+/// question and a sentence are matched on.
+pub fn terms(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 3)
+        .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .filter(|w| !STOP_WORDS.contains(&w.as_str()))
-        .filter(|w| !w.chars().all(|c| c.is_ascii_digit()))
         .map(|w| stem(&w))
         .collect()
 }
 
-/// Plurals and a few suffixes, enough that "servers" and "server" meet.
-fn stem(word: &str) -> String {
+/// [`terms`] of at least three characters and not all digits: what a
+/// text is about, for its statistics.
+pub fn content_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3 && !w.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_lowercase)
+        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .map(|w| stem(&w))
+        .collect()
+}
+
+/// A light suffix stripper: plurals, -ing, -ed, -ly, final e. Enough to
+/// match "installing" with "installed" and "cities" with "city".
+pub fn stem(word: &str) -> String {
+    let chars = word.chars().count();
     let strip = |suffix: &str, min_rest: usize| {
         word.strip_suffix(suffix)
             .filter(|rest| rest.chars().count() >= min_rest)
     };
-    if let Some(rest) = strip("ies", 3) {
+    let mut w = if let Some(rest) = strip("ies", 2) {
         format!("{rest}y")
     } else if let Some(rest) = strip("sses", 2) {
         format!("{rest}ss")
-    } else if word.chars().count() > 3
+    } else if let Some(rest) = strip("ing", 3)
+        .or_else(|| strip("ed", 3))
+        .or_else(|| strip("ly", 3))
+    {
+        rest.to_owned()
+    } else if chars > 3
         && word.ends_with('s')
         && !word.ends_with("ss")
         && !word.ends_with("us")
@@ -102,7 +126,11 @@ fn stem(word: &str) -> String {
         word[..word.len() - 1].to_owned()
     } else {
         word.to_owned()
+    };
+    if w.chars().count() > 4 && w.ends_with('e') {
+        w.pop();
     }
+    w
 }
 
 /// TF-IDF vectors of `texts` over their content words, unit length (empty
@@ -324,6 +352,27 @@ mod tests {
         let phrases = key_phrases(corpus[0], &Corpus::new(corpus), 3);
         assert_eq!(phrases[0], "vector indexes", "{phrases:?}");
         assert!(!phrases.iter().any(|p| p.contains("billing")));
+    }
+
+    #[test]
+    fn stemming() {
+        for (word, want) in [
+            ("cities", "city"),
+            ("classes", "class"),
+            ("installing", "install"),
+            ("installed", "install"),
+            ("quickly", "quick"),
+            ("backups", "backup"),
+            ("status", "status"),
+            ("analysis", "analysis"),
+            ("configure", "configur"),
+            ("is", "is"),
+            ("bus", "bus"),
+        ] {
+            assert_eq!(stem(word), want, "{word}");
+        }
+        assert_eq!(terms("How do I install 2 servers?"), ["install", "2", "server"]);
+        assert_eq!(content_words("How do I install 2 servers?"), ["install", "server"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::citations::resolve;
 use super::{
     AnswerStream, ChatError, ChatModel, ChatRequest, ChatResponse, Piece, Usage, check_request,
 };
-use crate::token_count;
+use crate::{text, token_count};
 
 /// Most sentences an answer quotes.
 const MAX_SENTENCES: usize = 3;
@@ -21,21 +21,6 @@ const MAX_SENTENCE_CHARS: usize = 500;
 /// What the answer says when no sentence matches.
 pub(crate) const NO_ANSWER: &str =
     "The documents provided do not contain an answer to this question.";
-
-/// Words that say nothing about what is asked.
-const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
-    "at", "be", "because", "been", "before", "being", "between", "both", "but", "by", "can",
-    "could", "did", "do", "does", "doing", "done", "during", "each", "either", "else", "for",
-    "from", "get", "gets", "give", "had", "has", "have", "having", "he", "her", "here", "hers",
-    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "know", "let", "like",
-    "many", "may", "me", "might", "more", "most", "much", "must", "my", "no", "nor", "not", "of",
-    "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "please", "same",
-    "shall", "she", "should", "so", "some", "such", "tell", "than", "that", "the", "their",
-    "theirs", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too",
-    "under", "until", "up", "us", "very", "was", "we", "were", "what", "when", "where", "which",
-    "while", "who", "whom", "whose", "why", "will", "with", "would", "you", "your", "yours",
-];
 
 /// Answers with up to three source sentences sharing the most content
 /// words with the question (lower-cased, stop words dropped, lightly
@@ -168,12 +153,11 @@ const MAX_GENERATED_SENTENCES: usize = 5;
 
 impl ExtractiveAnswerer {
     /// Free-form "generation": the prompt's most central sentences (see
-    /// [`crate::study::text::centrality`]), in prompt order, as many as fit
+    /// [`text::centrality`]), in prompt order, as many as fit
     /// `max_tokens`; [`NOTHING_TO_EXTRACT`] when the prompt has fewer than
     /// two sentences. Usage counts the prompt read and the text written,
     /// in cl100k tokens, as answers do.
     fn generated(&self, req: &super::GenerateRequest<'_>) -> ChatResponse {
-        use crate::study::text;
         let sentences = text::distinct(text::sentences(req.prompt));
         let max_tokens = req.max_tokens as usize;
         let answer = if sentences.len() < 2 {
@@ -218,7 +202,7 @@ struct Candidate {
 /// [`MIN_RELATIVE_SCORE`] of the best), best first; ties go to the earlier
 /// source and sentence. Empty when no sentence shares a content word.
 fn best_sentences(req: &ChatRequest<'_>) -> Vec<Candidate> {
-    let mut question: Vec<String> = content_words(req.question);
+    let mut question: Vec<String> = text::terms(req.question);
     question.sort();
     question.dedup();
     if question.is_empty() {
@@ -234,7 +218,7 @@ fn best_sentences(req: &ChatRequest<'_>) -> Vec<Candidate> {
             if !seen.insert(key) {
                 continue;
             }
-            let words = content_words(&sentence);
+            let words = text::terms(&sentence);
             let terms: Vec<String> = question
                 .iter()
                 .filter(|q| words.iter().any(|w| same_word(q, w)))
@@ -331,78 +315,15 @@ fn fit_words(text: &str, suffix: &str, max_tokens: usize) -> String {
     }
 }
 
-/// Sentences of a source text: lines split after `.`, `!` or `?` followed
-/// by a space; citation markers the text carries are dropped (they would
-/// read as ours), and very long ones cut.
-fn sentences(text: &str) -> Vec<String> {
+/// Sentences of a source text, as [`text::sentences`] cuts them, with the
+/// citation markers the text carries dropped (they would read as ours).
+fn sentences(source: &str) -> Vec<String> {
     let mut out = Vec::new();
-    crate::sentences::split(text, |piece| push_sentence(&mut out, piece));
+    crate::sentences::split(source, |piece| {
+        let (clean, _) = resolve(piece, &[]);
+        out.extend(text::clean_sentence(&clean, MAX_SENTENCE_CHARS));
+    });
     out
-}
-
-fn push_sentence(out: &mut Vec<String>, raw: &str) {
-    let (clean, _) = resolve(raw, &[]);
-    let clean = clean
-        .trim_start_matches(['-', '*', '#', '>', ' ', '\t'])
-        .trim();
-    // "1." or "e.g." alone is no sentence.
-    if clean.chars().filter(|c| c.is_alphanumeric()).count() < 3 {
-        return;
-    }
-    let text = match clean.char_indices().nth(MAX_SENTENCE_CHARS) {
-        None => clean.to_owned(),
-        Some((cut, _)) => {
-            let head = &clean[..cut];
-            let head = head
-                .rsplit_once(char::is_whitespace)
-                .map_or(head, |(h, _)| h);
-            format!("{}…", head.trim_end())
-        }
-    };
-    out.push(text);
-}
-
-/// Lower-cased, stemmed words of `text` that are not stop words.
-fn content_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
-        .map(|w| stem(&w))
-        .collect()
-}
-
-/// A light suffix stripper: plurals, -ing, -ed, -ly, final e. Enough to
-/// match "installing" with "installed" and "cities" with "city".
-fn stem(word: &str) -> String {
-    let chars = word.chars().count();
-    let strip = |suffix: &str, min_rest: usize| {
-        word.strip_suffix(suffix)
-            .filter(|rest| rest.chars().count() >= min_rest)
-    };
-    let mut w = if let Some(rest) = strip("ies", 2) {
-        format!("{rest}y")
-    } else if let Some(rest) = strip("sses", 2) {
-        format!("{rest}ss")
-    } else if let Some(rest) = strip("ing", 3)
-        .or_else(|| strip("ed", 3))
-        .or_else(|| strip("ly", 3))
-    {
-        rest.to_owned()
-    } else if chars > 3
-        && word.ends_with('s')
-        && !word.ends_with("ss")
-        && !word.ends_with("us")
-        && !word.ends_with("is")
-    {
-        word[..word.len() - 1].to_owned()
-    } else {
-        word.to_owned()
-    };
-    if w.chars().count() > 4 && w.ends_with('e') {
-        w.pop();
-    }
-    w
 }
 
 /// Equal stems, or one a prefix of the other when the shorter has at
@@ -671,22 +592,7 @@ mod tests {
     }
 
     #[test]
-    fn stemming() {
-        for (word, want) in [
-            ("cities", "city"),
-            ("classes", "class"),
-            ("installing", "install"),
-            ("installed", "install"),
-            ("quickly", "quick"),
-            ("backups", "backup"),
-            ("status", "status"),
-            ("analysis", "analysis"),
-            ("configure", "configur"),
-            ("is", "is"),
-            ("bus", "bus"),
-        ] {
-            assert_eq!(stem(word), want, "{word}");
-        }
+    fn prefixes_of_four_letters_match() {
         assert!(same_word("configur", "configuration"));
         assert!(!same_word("cat", "category"));
     }

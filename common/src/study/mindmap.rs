@@ -14,7 +14,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DocumentText, Section, Spent, Timings, text};
+use super::{DocumentText, Section, Spent, Timings};
+use crate::text;
 use crate::answer::Usage;
 use crate::budget::Purpose;
 use crate::chat::{GenerateRequest, estimate_generate_tokens};

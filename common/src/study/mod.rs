@@ -26,7 +26,6 @@ pub mod mindmap;
 pub mod proxy;
 pub mod qa;
 pub mod summarize;
-pub mod text;
 
 /// Most documents one request may name.
 pub const MAX_DOCUMENTS: usize = 20;

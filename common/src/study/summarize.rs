@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Spent, Timings, text};
+use super::{Spent, Timings};
+use crate::text;
 use crate::answer::Usage;
 use crate::budget::Purpose;
 use crate::chat::{ChatModel, GenerateRequest, estimate_generate_tokens};
