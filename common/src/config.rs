@@ -49,8 +49,12 @@ pub struct ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PreviousKey {
     pub kid: String,
-    /// Ed25519 public key as SPKI PEM.
+    /// Public key as SPKI PEM.
     pub public_key: String,
+    /// `EdDSA`, `RS256` or `ES256`; absent: `JWT_ALGORITHM`'s (a key
+    /// rotated out while the algorithm changes names its own).
+    #[serde(default)]
+    pub alg: Option<String>,
 }
 
 /// An external identity provider whose tokens we accept (Cognito, Supabase, Auth0...).
@@ -386,6 +390,10 @@ pub struct Config {
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub jwt_key_id: String,
+    /// `JWT_ALGORITHM`: `EdDSA` (default), `RS256` or `ES256`. API
+    /// Gateway's JWT authorizers verify RS256 (HTTP APIs) or RS256/ES256
+    /// (REST APIs), never EdDSA.
+    pub jwt_algorithm: String,
     /// The private key that signs our access tokens; only the functions
     /// that issue tokens (sign-up, login, refresh) are given it.
     pub jwt_signing_key: Option<Secret>,
@@ -437,6 +445,7 @@ impl Config {
             jwt_issuer: vars.required("JWT_ISSUER")?,
             jwt_audience: vars.or("JWT_AUDIENCE", "ragway"),
             jwt_key_id: vars.required("JWT_KEY_ID")?,
+            jwt_algorithm: vars.or("JWT_ALGORITHM", "EdDSA"),
             // PEM may arrive with literal "\n" when passed through single-line env files.
             jwt_signing_key: vars
                 .optional("JWT_SIGNING_KEY")
@@ -575,12 +584,16 @@ impl Config {
         if self.database_max_connections == 0 {
             return bad("DATABASE_MAX_CONNECTIONS", "must be at least 1");
         }
+        if crate::auth::jwt::own_algorithm(&self.jwt_algorithm).is_err() {
+            return bad("JWT_ALGORITHM", "must be EdDSA, RS256 or ES256");
+        }
         match (&self.jwt_signing_key, &self.jwt_public_key) {
-            (Some(key), _) if !key.expose().contains("BEGIN PRIVATE KEY") => {
-                return bad(
-                    "JWT_SIGNING_KEY",
-                    "must be an Ed25519 PKCS#8 PEM private key",
-                );
+            // PKCS#8 for every algorithm; RS256 also takes PKCS#1.
+            (Some(key), _)
+                if !(key.expose().contains("BEGIN PRIVATE KEY")
+                    || key.expose().contains("BEGIN RSA PRIVATE KEY")) =>
+            {
+                return bad("JWT_SIGNING_KEY", "must be a PKCS#8 PEM private key");
             }
             (None, None) => {
                 return bad(
@@ -589,7 +602,7 @@ impl Config {
                 );
             }
             (None, Some(key)) if !key.contains("BEGIN PUBLIC KEY") => {
-                return bad("JWT_PUBLIC_KEY", "must be an Ed25519 PEM public key");
+                return bad("JWT_PUBLIC_KEY", "must be a PEM public key (SPKI)");
             }
             _ => {}
         }

@@ -191,7 +191,12 @@ impl State {
             Some(Credential::EmbedToken(token)) => {
                 crate::widgets::authenticate(self, token).await?
             }
-            Some(Credential::Bearer(token)) => self.auth.caller(&self.db, Some(token)).await?,
+            // `Auth::caller` takes the header as sent ("Bearer ...").
+            Some(Credential::Bearer(_)) => {
+                self.auth
+                    .caller(&self.db, crate::http::authorization(req))
+                    .await?
+            }
             None => return Err(crate::ApiError::Unauthorized("missing bearer token".into())),
         };
         crate::access_log::note_user(caller.user_id);

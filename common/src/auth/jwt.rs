@@ -1,4 +1,5 @@
-//! Access tokens: short-lived EdDSA JWTs we issue, and the verifier that
+//! Access tokens: short-lived JWTs we issue (EdDSA, or RS256/ES256 for
+//! API Gateway's JWT authorizers), and the verifier that
 //! accepts ours and those of configured external issuers.
 
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ pub struct TokenSigner {
     issuer: String,
     audience: String,
     kid: String,
+    alg: Algorithm,
     ttl: Duration,
     /// None in functions that only verify (no `JWT_SIGNING_KEY`).
     key: Option<EncodingKey>,
@@ -56,24 +58,22 @@ pub struct TokenSigner {
 
 impl TokenSigner {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let alg = own_algorithm(&config.jwt_algorithm)?;
         let (key, mut current) = match (&config.jwt_signing_key, &config.jwt_public_key) {
             (Some(signing), _) => {
-                let key = EncodingKey::from_ed_pem(signing.expose().as_bytes()).map_err(|e| {
-                    anyhow::anyhow!("JWT_SIGNING_KEY is not an Ed25519 PKCS#8 PEM key: {e}")
+                let key = encoding_key(alg, signing.expose()).map_err(|e| {
+                    anyhow::anyhow!("JWT_SIGNING_KEY is not a {alg:?} private PEM key: {e}")
                 })?;
-                let current = Jwk::from_encoding_key(&key, Algorithm::EdDSA).map_err(|e| {
+                let current = Jwk::from_encoding_key(&key, alg).map_err(|e| {
                     anyhow::anyhow!("JWT_SIGNING_KEY: cannot derive public key: {e}")
                 })?;
                 (Some(key), current)
             }
             (None, Some(public)) => {
-                let decoding = DecodingKey::from_ed_pem(public.as_bytes()).map_err(|e| {
-                    anyhow::anyhow!("JWT_PUBLIC_KEY is not an Ed25519 public PEM: {e}")
+                let decoding = decoding_key(alg, public).map_err(|e| {
+                    anyhow::anyhow!("JWT_PUBLIC_KEY is not a {alg:?} public PEM: {e}")
                 })?;
-                (
-                    None,
-                    Jwk::from_decoding_key(&decoding, Some(Algorithm::EdDSA))?,
-                )
+                (None, Jwk::from_decoding_key(&decoding, Some(alg))?)
             }
             (None, None) => anyhow::bail!("neither JWT_SIGNING_KEY nor JWT_PUBLIC_KEY is set"),
         };
@@ -81,14 +81,18 @@ impl TokenSigner {
         current.common.public_key_use = Some(PublicKeyUse::Signature);
         let mut keys = vec![current];
         for previous in &config.jwt_previous_keys {
-            let decoding =
-                DecodingKey::from_ed_pem(previous.public_key.as_bytes()).map_err(|e| {
-                    anyhow::anyhow!(
-                        "JWT_PREVIOUS_KEYS: key {} is not an Ed25519 public PEM: {e}",
-                        previous.kid
-                    )
-                })?;
-            let mut jwk = Jwk::from_decoding_key(&decoding, Some(Algorithm::EdDSA))?;
+            let previous_alg = match &previous.alg {
+                Some(name) => own_algorithm(name)
+                    .map_err(|e| anyhow::anyhow!("JWT_PREVIOUS_KEYS: key {}: {e}", previous.kid))?,
+                None => alg,
+            };
+            let decoding = decoding_key(previous_alg, &previous.public_key).map_err(|e| {
+                anyhow::anyhow!(
+                    "JWT_PREVIOUS_KEYS: key {} is not a {previous_alg:?} public PEM: {e}",
+                    previous.kid
+                )
+            })?;
+            let mut jwk = Jwk::from_decoding_key(&decoding, Some(previous_alg))?;
             jwk.common.key_id = Some(previous.kid.clone());
             jwk.common.public_key_use = Some(PublicKeyUse::Signature);
             keys.push(jwk);
@@ -97,9 +101,42 @@ impl TokenSigner {
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             kid: config.jwt_key_id.clone(),
+            alg,
             ttl: config.access_token_ttl,
             key,
             jwks: JwkSet { keys },
+        })
+    }
+
+    /// The algorithm our tokens are signed with now.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Our issuer (`iss` of every token we sign).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The OpenID discovery document: enough for API Gateway's JWT
+    /// authorizer (issuer, key set, algorithm). The key set lives under
+    /// the issuer when the issuer is a URL (as the authorizer requires),
+    /// else under the host the request came to.
+    pub fn discovery(&self, host: Option<&str>) -> serde_json::Value {
+        let base = if self.issuer.starts_with("https://") || self.issuer.starts_with("http://") {
+            self.issuer.trim_end_matches('/').to_owned()
+        } else {
+            format!("https://{}", host.unwrap_or("localhost"))
+        };
+        serde_json::json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "token_endpoint": format!("{base}/auth/login"),
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [format!("{:?}", self.alg)],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "email"],
         })
     }
 
@@ -124,7 +161,7 @@ impl TokenSigner {
             exp: now + self.ttl.as_secs(),
             email: email.map(str::to_owned),
         };
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         let key = self.key.as_ref().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!(
@@ -142,7 +179,8 @@ impl TokenSigner {
 pub struct TokenVerifier {
     issuer: String,
     audience: String,
-    own_keys: HashMap<String, DecodingKey>,
+    /// kid → key and the one algorithm it verifies.
+    own_keys: HashMap<String, (DecodingKey, Algorithm)>,
     external: HashMap<String, ExternalVerifier>,
 }
 
@@ -166,7 +204,12 @@ impl TokenVerifier {
         let mut own_keys = HashMap::new();
         for jwk in &signer.jwks().keys {
             let kid = jwk.common.key_id.clone().unwrap_or_default();
-            own_keys.insert(kid, DecodingKey::from_jwk(jwk)?);
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+                .ok_or_else(|| anyhow::anyhow!("own key {kid} names no signing algorithm"))?;
+            own_keys.insert(kid, (DecodingKey::from_jwk(jwk)?, alg));
         }
         let mut external = HashMap::new();
         for issuer in &config.external_issuers {
@@ -218,18 +261,20 @@ impl TokenVerifier {
         // trusted only after the signature check below.
         let issuer = unverified_issuer(token)?;
         if issuer == self.issuer {
-            if header.alg != Algorithm::EdDSA {
-                return Err(format!(
-                    "algorithm {:?} not allowed for own tokens",
-                    header.alg
-                ));
-            }
             let kid = header.kid.as_deref().ok_or("own token without kid")?;
-            let key = self
+            let (key, alg) = self
                 .own_keys
                 .get(kid)
                 .ok_or_else(|| format!("unknown kid {kid}"))?;
-            let mut validation = validation(Algorithm::EdDSA, &self.issuer, &self.audience);
+            // Each key verifies the one algorithm it was made for: no
+            // algorithm confusion between an RSA and an EdDSA key.
+            if header.alg != *alg {
+                return Err(format!(
+                    "algorithm {:?} not allowed for own key {kid}",
+                    header.alg
+                ));
+            }
+            let mut validation = validation(*alg, &self.issuer, &self.audience);
             validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
             let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
                 .map_err(|e| e.to_string())?;
@@ -282,6 +327,32 @@ impl TokenVerifier {
                 .filter(|e| printable(e))
                 .map(|e| e.to_lowercase()),
         })
+    }
+}
+
+/// The algorithms our own tokens may be signed with.
+pub fn own_algorithm(name: &str) -> anyhow::Result<Algorithm> {
+    match name {
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        "RS256" => Ok(Algorithm::RS256),
+        "ES256" => Ok(Algorithm::ES256),
+        other => anyhow::bail!("JWT_ALGORITHM {other:?} is not EdDSA, RS256 or ES256"),
+    }
+}
+
+fn encoding_key(alg: Algorithm, pem: &str) -> jsonwebtoken::errors::Result<EncodingKey> {
+    match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        _ => EncodingKey::from_ed_pem(pem.as_bytes()),
+    }
+}
+
+fn decoding_key(alg: Algorithm, pem: &str) -> jsonwebtoken::errors::Result<DecodingKey> {
+    match alg {
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+        Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+        _ => DecodingKey::from_ed_pem(pem.as_bytes()),
     }
 }
 

@@ -17,6 +17,7 @@ pub const FUNCTIONS: &[Function] = &[
     common::http_function!("auth-update", update),
     common::http_function!("auth-delete", delete),
     common::http_function!("auth-jwks", jwks),
+    common::http_function!("auth-openid", openid_configuration),
 ];
 
 /// `POST /auth/signup` → 201 with a token pair.
@@ -108,6 +109,25 @@ pub async fn delete(state: &State, req: Request) -> Response<Body> {
 pub async fn jwks(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let mut response = json(StatusCode::OK, state.auth.signer().jwks())?;
+        response.headers_mut().insert(
+            common::lambda_http::http::header::CACHE_CONTROL,
+            common::lambda_http::http::HeaderValue::from_static("public, max-age=300"),
+        );
+        Ok(response)
+    })
+    .await
+}
+
+/// `GET /.well-known/openid-configuration`: the discovery document API
+/// Gateway's JWT authorizer reads to find our keys.
+pub async fn openid_configuration(state: &State, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let host = req
+            .headers()
+            .get(common::lambda_http::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let document = state.auth.signer().discovery(host);
+        let mut response = json(StatusCode::OK, &document)?;
         response.headers_mut().insert(
             common::lambda_http::http::header::CACHE_CONTROL,
             common::lambda_http::http::HeaderValue::from_static("public, max-age=300"),

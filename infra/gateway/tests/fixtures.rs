@@ -87,6 +87,11 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         (200, Some("alice@example.com"))
     );
     assert_eq!(invoke(&state, "auth-jwks", &[]).await.0, 200);
+    let (status, discovery) = invoke(&state, "auth-openid", &[]).await;
+    assert_eq!(
+        (status, discovery["jwks_uri"].as_str()),
+        (200, Some("http://ragway.test/.well-known/jwks.json"))
+    );
 
     // The fixtures name a workspace that does not exist: 404 problems, never 5xx.
     let (status, created) = invoke(&state, "workspaces-create", &auth).await;

@@ -429,3 +429,85 @@ async fn functions_with_only_the_public_key_verify_but_cannot_issue(pool: PgPool
         .await;
     login.problem(500);
 }
+
+/// What API Gateway's JWT authorizer does with our discovery document:
+/// fetch the key set it names and verify the token with the algorithm the
+/// key was published for.
+async fn verify_as_an_authorizer(api: &support::Api, token: &str) -> Value {
+    let discovery = api
+        .send("GET", "/.well-known/openid-configuration", None, None)
+        .await;
+    assert_eq!(discovery.status, 200);
+    let jwks_uri = discovery.body["jwks_uri"].as_str().unwrap();
+    let path = jwks_uri.strip_prefix(ISSUER).expect("keys under the issuer");
+    let jwks: JwkSet = serde_json::from_value(api.send("GET", path, None, None).await.body).unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid published");
+    let alg: Algorithm = jwk
+        .common
+        .key_algorithm
+        .unwrap()
+        .to_string()
+        .parse()
+        .unwrap();
+    assert_eq!(alg, header.alg);
+    assert_eq!(
+        discovery.body["id_token_signing_alg_values_supported"],
+        json!([format!("{alg:?}")])
+    );
+    let mut validation = jsonwebtoken::Validation::new(alg);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&["ragway"]);
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn rs256_and_es256_tokens_verify_as_api_gateway_would(pool: PgPool) {
+    let previous = json!([{
+        "kid": PREVIOUS_KID,
+        "public_key": fixture("test-ed25519-previous.pub.pem"),
+        "alg": "EdDSA"
+    }])
+    .to_string();
+    for (alg, pem) in [
+        ("RS256", fixture("test-rsa.pem")),
+        ("ES256", fixture("test-ec-p256.pem")),
+    ] {
+        let state = state(
+            pool.clone(),
+            config(&[
+                ("JWT_ALGORITHM", alg),
+                ("JWT_SIGNING_KEY", &pem),
+                ("JWT_PREVIOUS_KEYS", &previous),
+            ]),
+        );
+        let api = gateway(state.clone()).await;
+        let (access, _, user) = api.signup(&format!("{alg}@example.com")).await;
+        assert_eq!(format!("{:?}", jsonwebtoken::decode_header(&access).unwrap().alg), alg);
+        // An authorizer holding only the discovery document verifies it...
+        let claims = verify_as_an_authorizer(&api, &access).await;
+        assert_eq!(claims["sub"], user);
+        // ...and so do we, on every route.
+        assert_eq!(api.send("GET", "/auth/me", Some(&access), None).await.status, 200);
+
+        // The Ed25519 key rotated out still verifies its own tokens.
+        let old = EncodingKey::from_ed_pem(fixture("test-ed25519-previous.pem").as_bytes()).unwrap();
+        let rotated = sign(Algorithm::EdDSA, Some(PREVIOUS_KID), &old, own_claims(&user));
+        assert!(caller(&state, &rotated).await.is_ok(), "{alg}: previous key");
+
+        // A key verifies only the algorithm it was published for: an
+        // EdDSA-signed token naming the current key's kid is refused.
+        let confused = sign(Algorithm::EdDSA, Some(KID), &own_key(), own_claims(&user));
+        assert_rejected(&state, &confused, "EdDSA token under an RS/ES kid").await;
+        let hs = sign(
+            Algorithm::HS256,
+            Some(KID),
+            &EncodingKey::from_secret(pem.as_bytes()),
+            own_claims(&user),
+        );
+        assert_rejected(&state, &hs, "HS256 token under an RS/ES kid").await;
+    }
+}
