@@ -30,6 +30,7 @@ pub const SECRET_VARS: &[&str] = &[
     "CHAT_API_KEY",
     "RERANK_API_KEY",
     "AUTH_EXTERNAL_ISSUERS",
+    "API_KEY_PEPPER",
 ];
 
 /// Reads the process environment, fetches the secrets it points at, and
