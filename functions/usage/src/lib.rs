@@ -4,6 +4,7 @@
 use chrono::NaiveDate;
 use common::State;
 use common::budget;
+use common::caller::Use;
 use common::http::{json_private, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
@@ -24,7 +25,7 @@ const MAX_DAYS: i64 = 366;
 /// `GET /workspaces/{workspace_id}/usage/today` → `{day, limit, used, reserved, remaining, requests}`.
 pub async fn today(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Admin).await?;
         let mut access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let day = budget::today(&mut access.tx, access.workspace).await?;
         access.commit().await?;
@@ -34,10 +35,11 @@ pub async fn today(state: &State, req: Request) -> Response<Body> {
 }
 
 /// `GET /workspaces/{workspace_id}/usage?from=YYYY-MM-DD&to=YYYY-MM-DD` →
-/// `{items: [one row per UTC day]}`; `to` defaults to today, `from` to 29 days before `to`.
+/// `{items: [one row per UTC day], keys: [what each API key spent in the
+/// range]}`; `to` defaults to today, `from` to 29 days before `to`.
 pub async fn days(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Admin).await?;
         let mut access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let to = date_param(&req, "to")?.unwrap_or_else(|| chrono::Utc::now().date_naive());
         let from = match date_param(&req, "from")? {
@@ -56,8 +58,12 @@ pub async fn days(state: &State, req: Request) -> Response<Body> {
             ));
         }
         let items = budget::range(&mut access.tx, access.workspace, from, to).await?;
+        let keys = budget::by_key(&mut access.tx, access.workspace, from, to).await?;
         access.commit().await?;
-        json_private(StatusCode::OK, &serde_json::json!({ "items": items }))
+        json_private(
+            StatusCode::OK,
+            &serde_json::json!({ "items": items, "keys": keys }),
+        )
     })
     .await
 }

@@ -2,10 +2,12 @@
 //! schedule that removes what deleted ones leave behind (`workspaces-purge`).
 
 use common::State;
+use common::caller::Use;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::pagination;
 use common::workspaces::{self, Access};
 
 pub const FUNCTIONS: &[Function] = &[
@@ -14,6 +16,7 @@ pub const FUNCTIONS: &[Function] = &[
     common::http_function!("workspaces-get", get),
     common::http_function!("workspaces-update", update),
     common::http_function!("workspaces-delete", delete),
+    common::http_function!("workspaces-audit", audit),
     common::schedule_function!("workspaces-purge", purge),
 ];
 
@@ -47,7 +50,7 @@ pub async fn list(state: &State, req: Request) -> Response<Body> {
 /// `GET /workspaces/{workspace_id}`; 404 for non-members.
 pub async fn get(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Admin).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         json(StatusCode::OK, &workspaces::get(access).await?)
     })
@@ -57,7 +60,7 @@ pub async fn get(state: &State, req: Request) -> Response<Body> {
 /// `PATCH /workspaces/{workspace_id}` with `name` and/or `daily_token_limit`.
 pub async fn update(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Admin).await?;
         let workspace_id = path_param(&req, "workspace_id")?;
         let changes = json_body(&req, state.config.max_request_bytes)?;
         let access = Access::open(&state.db, caller, workspace_id).await?;
@@ -93,4 +96,20 @@ pub async fn purge(state: &State, _event: serde_json::Value) -> common::Result<(
         "deleted workspaces purged"
     );
     Ok(())
+}
+
+/// `GET /workspaces/{workspace_id}/audit[?action=&limit=&cursor=]`: the
+/// audit log, newest first (owners and admins, or an `admin` key).
+pub async fn audit(state: &State, req: Request) -> Response<Body> {
+    respond(&req, async {
+        let caller = state.caller_for(&req, Use::Admin).await?;
+        let workspace_id = path_param(&req, "workspace_id")?;
+        let action = pagination::query_param(&req, "action");
+        let limit = pagination::limit(&req, 50, 200)?;
+        let before = pagination::cursor(&req)?;
+        let access = Access::open(&state.db, caller, workspace_id).await?;
+        let page = workspaces::audit_log(access, action.as_deref(), limit, before).await?;
+        json(StatusCode::OK, &page)
+    })
+    .await
 }
