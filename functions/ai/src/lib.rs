@@ -4,6 +4,7 @@
 use common::State;
 use common::answer;
 use common::budget::Purpose;
+use common::caller::Use;
 use common::http::{json, json_body, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
@@ -19,7 +20,7 @@ pub const FUNCTIONS: &[Function] = &[common::http_function!("ai-generate", gener
 /// owner has turned the proxy off, 422 for a model not allowed.
 pub async fn generate(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Query).await?;
         let workspace = path_param(&req, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Generate).await?;
         let access = Access::open(&state.db, caller, workspace).await?;

@@ -2,6 +2,7 @@
 //! delete, versions, chunks, and incremental sync.
 
 use common::State;
+use common::caller::Use;
 use common::conditional::Preconditions;
 use common::documents::{self, ListFilter, Written, sync, versions};
 use common::error::{ApiError, Result};
@@ -29,9 +30,10 @@ pub const FUNCTIONS: &[Function] = &[
     common::http_function!("documents-sync", sync_changes),
 ];
 
-/// The caller's access to the path's workspace (404 for non-members).
-async fn access(state: &State, req: &Request) -> Result<Access> {
-    let caller = state.caller(req).await?;
+/// The caller's access to the path's workspace (404 for non-members);
+/// an API key needs a scope covering `what`.
+async fn access(state: &State, req: &Request, what: Use) -> Result<Access> {
+    let caller = state.caller_for(req, what).await?;
     let workspace: WorkspaceId = path_param(req, "workspace_id")?;
     Access::open(&state.db, caller, workspace).await
 }
@@ -74,7 +76,7 @@ fn document_response(status: StatusCode, written: &Written) -> Result<Response<B
 /// the same client-chosen id and content).
 pub async fn create(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsWrite).await?;
         let new = json_body(&req, body_limit(state))?;
         let workspace = access.workspace;
         let written = documents::create(access, new, &state.config.documents).await?;
@@ -97,7 +99,7 @@ pub async fn create(state: &State, req: Request) -> Response<Body> {
 /// `GET /workspaces/{workspace_id}/documents?query=&status=&limit=&cursor=`.
 pub async fn list(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsRead).await?;
         let status = query_param(&req, "status")
             .map(|s| {
                 s.parse().map_err(|_| {
@@ -136,7 +138,7 @@ pub async fn list(state: &State, req: Request) -> Response<Body> {
 /// current tag; 412 when `If-Match` does not.
 pub async fn get(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsRead).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let document = documents::get(access, id).await?;
@@ -159,7 +161,7 @@ pub async fn get(state: &State, req: Request) -> Response<Body> {
 /// the server's copy when stale).
 pub async fn update(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsWrite).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         pre.require_if_match()?;
         let id: DocumentId = path_param(&req, "document_id")?;
@@ -175,7 +177,7 @@ pub async fn update(state: &State, req: Request) -> Response<Body> {
 /// `DELETE .../documents/{document_id}` → 204; a tombstone stays for sync.
 pub async fn delete(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsWrite).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let workspace = access.workspace;
@@ -200,7 +202,7 @@ pub async fn delete(state: &State, req: Request) -> Response<Body> {
 /// `GET .../documents/{document_id}/versions?limit=&cursor=`, newest first.
 pub async fn list_versions(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsRead).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let limit = pagination::limit(&req, 50, 200)?;
         let before: Option<i32> = pagination::cursor(&req)?;
@@ -215,7 +217,7 @@ pub async fn list_versions(state: &State, req: Request) -> Response<Body> {
 /// `GET .../documents/{document_id}/versions/{version}` with its content.
 pub async fn get_version(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsRead).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let version = version_param(&req)?;
         let found = versions::get(access, id, version).await?;
@@ -243,7 +245,7 @@ struct SnapshotRequest {
 /// `POST .../documents/{document_id}/versions` (optional `label`) → 201.
 pub async fn snapshot(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsWrite).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let request: SnapshotRequest = if req.body().as_ref().iter().all(u8::is_ascii_whitespace) {
             SnapshotRequest::default()
@@ -260,7 +262,7 @@ pub async fn snapshot(state: &State, req: Request) -> Response<Body> {
 /// document at its new version (`If-Match` honoured when sent).
 pub async fn restore(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsWrite).await?;
         let pre = Preconditions::from_headers(req.headers())?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let version = version_param(&req)?;
@@ -274,7 +276,7 @@ pub async fn restore(state: &State, req: Request) -> Response<Body> {
 /// `GET .../documents/{document_id}/chunks?limit=&cursor=` in order.
 pub async fn chunks(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsRead).await?;
         let id: DocumentId = path_param(&req, "document_id")?;
         let limit = pagination::limit(&req, 100, 500)?;
         let after: Option<i32> = pagination::cursor(&req)?;
@@ -289,7 +291,7 @@ pub async fn chunks(state: &State, req: Request) -> Response<Body> {
 /// `GET /workspaces/{workspace_id}/sync?cursor=&limit=`: changes since the cursor.
 pub async fn sync_changes(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let access = access(state, &req).await?;
+        let access = access(state, &req, Use::DocumentsRead).await?;
         let limit = pagination::limit(&req, 100, 200)?;
         let cursor = query_param(&req, "cursor");
         let changes = sync::changes(access, cursor.as_deref(), limit).await?;

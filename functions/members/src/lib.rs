@@ -2,6 +2,7 @@
 //! invitations package), remove.
 
 use common::State;
+use common::caller::Use;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::invitations::{self, MemberRequest};
 use common::lambda::Function;
@@ -18,7 +19,7 @@ pub const FUNCTIONS: &[Function] = &[
 /// `GET /workspaces/{workspace_id}/members`.
 pub async fn list(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Admin).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let items = workspaces::members(access).await?;
         json(StatusCode::OK, &serde_json::json!({ "items": items }))

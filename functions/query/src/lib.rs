@@ -3,6 +3,7 @@
 use common::State;
 use common::answer::{self, Ask, Options, QueryIn};
 use common::budget::Purpose;
+use common::caller::Use;
 use common::http::{json, json_body, path_param, respond, routed, routed_param};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
@@ -23,7 +24,7 @@ pub const STREAM_PATH: &str = "/workspaces/{workspace_id}/query/stream";
 pub async fn stream(state: &State, req: Request) -> Response<SseBody> {
     sse::respond(&req, async {
         let params = routed(&req, "POST", STREAM_PATH)?;
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Query).await?;
         let workspace = routed_param(&params, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Query).await?;
         let access = Access::open(&state.db, caller, workspace).await?;
@@ -50,7 +51,7 @@ pub async fn stream(state: &State, req: Request) -> Response<SseBody> {
 /// `filters`, `answer`, `max_tokens` → `{answer, citations, usage, timings}`.
 pub async fn ask(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Query).await?;
         let workspace = path_param(&req, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Query).await?;
         let access = Access::open(&state.db, caller, workspace).await?;

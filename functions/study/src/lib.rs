@@ -4,6 +4,7 @@
 use common::State;
 use common::answer;
 use common::budget::Purpose;
+use common::caller::Use;
 use common::http::{json, json_body, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
@@ -22,7 +23,7 @@ pub const FUNCTIONS: &[Function] = &[
 /// usage, timings}`.
 pub async fn summarize(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Query).await?;
         let workspace = path_param(&req, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Summarize).await?;
         let access = Access::open(&state.db, caller, workspace).await?;
@@ -38,7 +39,7 @@ pub async fn summarize(state: &State, req: Request) -> Response<Body> {
 /// model, usage, timings}`.
 pub async fn ask(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Query).await?;
         let workspace = path_param(&req, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Qa).await?;
         let access = Access::open(&state.db, caller, workspace).await?;
@@ -54,7 +55,7 @@ pub async fn ask(state: &State, req: Request) -> Response<Body> {
 /// repaired, model, usage, timings}`.
 pub async fn mindmap(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Query).await?;
         let workspace = path_param(&req, "workspace_id")?;
         answer::rate_limit(state, caller.user_id, Purpose::Mindmap).await?;
         let access = Access::open(&state.db, caller, workspace).await?;

@@ -1,6 +1,7 @@
 //! Uploads: a pending document and a presigned S3 PUT for its file.
 
 use common::State;
+use common::caller::Use;
 use common::http::{json, json_body, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
@@ -14,7 +15,7 @@ pub const FUNCTIONS: &[Function] = &[common::http_function!("uploads-create", cr
 /// `size` → 201 `{document_id, document, upload: {url, method, headers}, expires_at}`.
 pub async fn create(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::DocumentsWrite).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let new = json_body(&req, state.config.max_request_bytes)?;
         let planned = uploads::plan(access.workspace, new, &state.config)?;
