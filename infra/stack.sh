@@ -402,6 +402,8 @@ write_env() {
     "JWT_KEY_ID=$JWT_KEY_ID"
     "JWT_SIGNING_KEY=$(cat "$P/jwt-ed25519.pem")"
     "JWT_PUBLIC_KEY=$(cat "$P/jwt-ed25519.pub.pem")"
+    # Local stacks only: deployed stacks generate theirs (template.yaml).
+    "API_KEY_PEPPER=ragway-local-api-key-pepper-not-a-secret"
     "GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT"
     "RUST_LOG=info"
   )
@@ -422,7 +424,7 @@ write_env() {
   local sam=()
   for kv in "${vars[@]}"; do
     case "${kv%%=*}" in
-      DATABASE_URL | DATABASE_ADMIN_URL | AWS_ENDPOINT_URL | BUCKET_NAME | INGEST_QUEUE_URL | JWT_*) sam+=("$kv") ;;
+      DATABASE_URL | DATABASE_ADMIN_URL | AWS_ENDPOINT_URL | BUCKET_NAME | INGEST_QUEUE_URL | JWT_* | API_KEY_PEPPER) sam+=("$kv") ;;
     esac
   done
   "$PY" "$UTIL" sam-env "$P/sam-env.json" "${sam[@]}" || die "could not write $P/sam-env.json"

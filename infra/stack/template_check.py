@@ -51,6 +51,7 @@ SECRET_VARS = {
     "EMBEDDING_API_KEY",
     "CHAT_API_KEY",
     "AUTH_EXTERNAL_ISSUERS",
+    "API_KEY_PEPPER",
 }
 
 ISSUERS = "auth-signup auth-login auth-refresh".split()

@@ -61,6 +61,10 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
     vars.insert("AUTH_RATE_LIMIT_SOURCE_FAILURES".into(), "1000".into());
     vars.insert("AUTH_RATE_LIMIT_ACCOUNT_FAILURES".into(), "1000".into());
     vars.insert("MAX_REQUEST_BYTES".into(), "65536".into());
+    vars.insert(
+        "API_KEY_PEPPER".into(),
+        "test-api-key-pepper-of-at-least-32-chars".into(),
+    );
     // Invitations go through the test stack's SES (moto), where
     // `mailed_token` reads them back; `gateway` verifies the sender.
     vars.insert("MAIL_PROVIDER".into(), "ses".into());
