@@ -189,7 +189,7 @@ impl State {
         let caller = match crate::http::credential(req) {
             Some(Credential::ApiKey(key)) => crate::api_keys::authenticate(self, key).await?,
             Some(Credential::EmbedToken(token)) => {
-                crate::widgets::authenticate(self, token).await?
+                crate::widgets::authenticate(self, token, req).await?
             }
             // `Auth::caller` takes the header as sent ("Bearer ...").
             Some(Credential::Bearer(_)) => {

@@ -1,9 +1,11 @@
 //! Chat: conversations over the workspace's documents. Each user's
 //! sessions are their own; both turns of every exchange are stored.
+//! Widget visitors (embed tokens) chat too, each in sessions of its own.
 
 use common::State;
 use common::answer::{self, Options};
 use common::budget::Purpose;
+use common::caller::{Caller, Grant, Use};
 use common::conversations;
 use common::http::{
     json, json_body, json_private, no_content, path_param, respond, routed, routed_param,
@@ -75,9 +77,9 @@ impl ChatIn {
 /// Without `session_id` a new session starts (201); otherwise 200.
 pub async fn send(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Chat).await?;
         let workspace = path_param(&req, "workspace_id")?;
-        answer::rate_limit(state, caller.user_id, Purpose::Chat).await?;
+        rate_limit(state, &req, caller).await?;
         let access = Access::open(&state.db, caller, workspace).await?;
         let mut body: ChatIn = json_body(&req, state.config.max_request_bytes)?;
         let (message, options) = body.checked(state)?;
@@ -103,9 +105,9 @@ pub async fn send(state: &State, req: Request) -> Response<Body> {
 pub async fn stream(state: &State, req: Request) -> Response<SseBody> {
     sse::respond(&req, async {
         let params = routed(&req, "POST", STREAM_PATH)?;
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Chat).await?;
         let workspace = routed_param(&params, "workspace_id")?;
-        answer::rate_limit(state, caller.user_id, Purpose::Chat).await?;
+        rate_limit(state, &req, caller).await?;
         let access = Access::open(&state.db, caller, workspace).await?;
         let mut body: ChatIn = json_body(&req, state.config.max_request_bytes)?;
         let (message, options) = body.checked(state)?;
@@ -126,7 +128,7 @@ struct NewSession {
 /// with a chat message and no `session_id`).
 pub async fn create_session(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Chat).await?;
         let workspace = path_param(&req, "workspace_id")?;
         let body: NewSession = json_body(&req, state.config.max_request_bytes)?;
         let access = Access::open(&state.db, caller, workspace).await?;
@@ -140,7 +142,7 @@ pub async fn create_session(state: &State, req: Request) -> Response<Body> {
 /// caller's sessions, most recently active first.
 pub async fn sessions(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Chat).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let limit = pagination::limit(&req, 20, 100)?;
         let after = pagination::cursor(&req)?;
@@ -154,7 +156,7 @@ pub async fn sessions(state: &State, req: Request) -> Response<Body> {
 /// the session's messages, oldest first.
 pub async fn messages(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Chat).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let session = path_param(&req, "session_id")?;
         let limit = pagination::limit(&req, 50, 200)?;
@@ -168,11 +170,22 @@ pub async fn messages(state: &State, req: Request) -> Response<Body> {
 /// `DELETE /workspaces/{workspace_id}/chat/sessions/{session_id}` → 204.
 pub async fn delete(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
-        let caller = state.caller(&req).await?;
+        let caller = state.caller_for(&req, Use::Chat).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let session = path_param(&req, "session_id")?;
         conversations::delete(access, session).await?;
         Ok(no_content())
     })
     .await
+}
+
+/// A member's or key's messages count against the user's chat limit; a
+/// visitor's against its own and its token's (a widget's visitors all
+/// act for its creator, and must not share one count).
+async fn rate_limit(state: &State, req: &Request, caller: Caller) -> common::Result<()> {
+    if matches!(caller.grant, Some(Grant::Visitor { .. })) {
+        common::widgets::count_message(state, req, caller).await
+    } else {
+        answer::rate_limit(state, caller.user_id, Purpose::Chat).await
+    }
 }
