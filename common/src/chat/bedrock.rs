@@ -1,12 +1,18 @@
-//! Amazon Bedrock's Converse API, called over plain HTTPS with a SigV4
-//! signature (`aws-sigv4`), without the Bedrock SDK crate.
+//! Amazon Bedrock's Converse and ConverseStream APIs, called over plain
+//! HTTPS with a SigV4 signature (`aws-sigv4`), without the Bedrock SDK
+//! crate.
 
+mod stream;
+
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::citations::resolve;
-use super::prompt::Prompt;
-use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request};
+use super::prompt::{self, Prompt};
+use super::{
+    AnswerStream, ChatError, ChatModel, ChatRequest, ChatResponse, Role, Usage, check_request,
+};
 use crate::config::ChatConfig;
 use crate::token_count;
 use crate::transport::BedrockModel;
@@ -31,6 +37,18 @@ use crate::transport::BedrockModel;
 /// (429), 408, 5xx, timeouts and connection errors are retried, then are
 /// [`ChatError::Unavailable`]; validation and access errors are
 /// [`ChatError::Failed`] at once.
+///
+/// Streamed ([`ChatModel::stream`]), the same request goes to
+/// `/model/{modelId}/converse-stream`, signed the same way, and each text
+/// delta of the event-stream answer is a piece as soon as its frame is
+/// whole; usage comes from the final `metadata` event (counted as above
+/// if absent). Only getting the response started is retried; after that,
+/// an exception frame (throttling, model stream and server errors
+/// [`ChatError::Unavailable`], validation and access
+/// [`ChatError::Failed`]), a frame that does not decode, or a body that
+/// ends before `messageStop` is an error after the text already given,
+/// never a shortened answer. The configured timeout bounds the whole
+/// stream.
 pub struct BedrockChat {
     /// `/model/{encoded model id}/converse`.
     bedrock: BedrockModel,
@@ -82,22 +100,7 @@ impl BedrockChat {
         check_request(req)?;
         let prompt = Prompt::new(req);
         let messages = prompt.alternating();
-        let request = Request {
-            system: [Text {
-                text: &prompt.system,
-            }],
-            messages: messages
-                .iter()
-                .map(|m| Message {
-                    role: m.role,
-                    content: [Text { text: &m.content }],
-                })
-                .collect(),
-            inference_config: InferenceConfig {
-                max_tokens: req.max_tokens,
-                temperature: 0.0,
-            },
-        };
+        let request = Request::new(&prompt, &messages, req.max_tokens);
         let response: Response = self.bedrock.post_json("bedrock converse", &request).await?;
 
         let Some(message) = response.output.message else {
@@ -151,14 +154,67 @@ impl ChatModel for BedrockChat {
     ) -> BoxFuture<'a, Result<ChatResponse, ChatError>> {
         Box::pin(self.generated(req))
     }
+
+    fn stream<'a>(&'a self, req: &'a ChatRequest<'a>) -> AnswerStream<'a> {
+        let start = async move {
+            check_request(req)?;
+            let prompt = Prompt::new(req);
+            let messages = prompt.alternating();
+            let request = Request::new(&prompt, &messages, req.max_tokens);
+            let response = self
+                .bedrock
+                .post_for_stream(
+                    "bedrock converse-stream",
+                    "converse-stream",
+                    stream::EVENT_STREAM,
+                    &request,
+                )
+                .await?;
+            Ok::<_, ChatError>(stream::EventStreamReader::new(
+                response,
+                prompt.estimate_tokens(),
+            ))
+        };
+        futures::stream::once(start)
+            .flat_map(|started| match started {
+                Ok(reader) => futures::stream::unfold(reader, |mut reader| async move {
+                    reader.next().await.map(|piece| (piece, reader))
+                })
+                .boxed(),
+                Err(e) => futures::stream::iter([Err(e)]).boxed(),
+            })
+            .boxed()
+    }
 }
 
+/// The body of Converse and ConverseStream alike.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Request<'a> {
     system: [Text<'a>; 1],
     messages: Vec<Message<'a>>,
     inference_config: InferenceConfig,
+}
+
+impl<'a> Request<'a> {
+    fn new(prompt: &'a Prompt, messages: &'a [prompt::Message], max_tokens: u32) -> Self {
+        Request {
+            system: [Text {
+                text: &prompt.system,
+            }],
+            messages: messages
+                .iter()
+                .map(|m| Message {
+                    role: m.role,
+                    content: [Text { text: &m.content }],
+                })
+                .collect(),
+            inference_config: InferenceConfig {
+                max_tokens,
+                temperature: 0.0,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -342,11 +398,19 @@ mod tests {
     use aws_credential_types::provider::SharedCredentialsProvider;
     use serde_json::json;
 
+    use std::sync::{Arc, Mutex};
+
+    use aws_smithy_eventstream::frame::write_message_to;
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message as EventMessage};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
     use super::*;
-    use crate::chat::Turn;
+    use crate::chat::citations::MarkerFilter;
     use crate::chat::tests::{capitals, config};
+    use crate::chat::{Piece, Turn};
     use crate::config::ChatProvider;
-    use crate::test_server::{Reply, TestServer};
+    use crate::test_server::{Recorded, Reply, TestServer};
     use crate::transport::tests::expected_authorization;
 
     const KEY_ID: &str = "AKIDEXAMPLE";
@@ -365,9 +429,14 @@ mod tests {
     }
 
     fn chat(server: &TestServer) -> BedrockChat {
+        chat_at(&server.url(), Duration::from_secs(5))
+    }
+
+    fn chat_at(url: &str, timeout: Duration) -> BedrockChat {
         let mut c = config(ChatProvider::Bedrock);
         c.model = Some(MODEL.into());
-        c.base_url = Some(format!("{}/", server.url()));
+        c.base_url = Some(format!("{url}/"));
+        c.timeout = timeout;
         let mut chat = BedrockChat::from_config(&c, &sdk()).unwrap();
         chat.bedrock.retry.base = Duration::from_millis(5);
         chat
@@ -580,6 +649,487 @@ mod tests {
             matches!(&err, ChatError::Failed(m) if m.contains("content_filtered")),
             "{err}"
         );
+    }
+
+    // ConverseStream, against a local server writing real event-stream
+    // frames (encoded with the SDK's own encoder) step by step.
+
+    /// What the streaming server does after an answer's head.
+    enum Step {
+        Write(Vec<u8>),
+        Pause(Duration),
+        /// Waits for the test's go-ahead; a dropped sender ends the body.
+        Gate(tokio::sync::oneshot::Receiver<()>),
+    }
+
+    /// One connection's answer.
+    struct Script {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        steps: Vec<Step>,
+    }
+
+    impl Script {
+        fn stream(steps: Vec<Step>) -> Self {
+            Script {
+                status: 200,
+                headers: vec![("Content-Type", stream::EVENT_STREAM.into())],
+                steps,
+            }
+        }
+
+        /// Each frame in a write of its own.
+        fn frames(frames: Vec<Vec<u8>>) -> Self {
+            Self::stream(frames.into_iter().map(Step::Write).collect())
+        }
+    }
+
+    /// Answers the n-th connection with the n-th script, recording requests.
+    struct StreamServer {
+        url: String,
+        requests: Arc<Mutex<Vec<Recorded>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl StreamServer {
+        async fn start(scripts: Vec<Script>) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let log = requests.clone();
+            let task = tokio::spawn(async move {
+                let mut scripts = scripts.into_iter();
+                while let Ok((stream, _)) = listener.accept().await {
+                    let Some(script) = scripts.next() else { break };
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        let _ = serve_script(stream, &log, script).await;
+                    });
+                }
+            });
+            Self {
+                url,
+                requests,
+                task,
+            }
+        }
+
+        fn requests(&self) -> Vec<Recorded> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for StreamServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn serve_script(
+        mut stream: TcpStream,
+        log: &Mutex<Vec<Recorded>>,
+        script: Script,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos;
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or_default().split(' ');
+        let method = request_line.next().unwrap_or_default().to_owned();
+        let path = request_line.next().unwrap_or_default().to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = buf[head_end + 4..].to_vec();
+        while body.len() < length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        log.lock().unwrap().push(Recorded {
+            method,
+            path,
+            headers,
+            body,
+        });
+
+        let mut head = format!("HTTP/1.1 {} Test\r\n", script.status);
+        for (name, value) in &script.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        for step in script.steps {
+            match step {
+                Step::Write(bytes) => {
+                    stream.write_all(&bytes).await?;
+                    stream.flush().await?;
+                }
+                Step::Pause(wait) => tokio::time::sleep(wait).await,
+                Step::Gate(go) => {
+                    if go.await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        stream.shutdown().await
+    }
+
+    /// One event-stream frame with string headers and a JSON payload.
+    fn frame(headers: &[(&str, &str)], payload: serde_json::Value) -> Vec<u8> {
+        let mut message = EventMessage::new(payload.to_string().into_bytes());
+        for (name, value) in headers {
+            message = message.add_header(Header::new(
+                name.to_string(),
+                HeaderValue::String(value.to_string().into()),
+            ));
+        }
+        let mut out = Vec::new();
+        write_message_to(&message, &mut out).unwrap();
+        out
+    }
+
+    fn event(kind: &str, payload: serde_json::Value) -> Vec<u8> {
+        frame(
+            &[
+                (":event-type", kind),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload,
+        )
+    }
+
+    fn delta(text: &str) -> Vec<u8> {
+        event(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": text}, "p": "abcd"}),
+        )
+    }
+
+    fn exception_frame(kind: &str, message: &str) -> Vec<u8> {
+        frame(
+            &[
+                (":exception-type", kind),
+                (":content-type", "application/json"),
+                (":message-type", "exception"),
+            ],
+            json!({ "message": message }),
+        )
+    }
+
+    fn start() -> Vec<u8> {
+        event("messageStart", json!({"role": "assistant", "p": "ab"}))
+    }
+
+    /// What follows the last delta of a complete answer, without usage.
+    fn stop() -> Vec<Vec<u8>> {
+        vec![
+            event("contentBlockStop", json!({"contentBlockIndex": 0})),
+            event("messageStop", json!({"stopReason": "end_turn"})),
+        ]
+    }
+
+    fn metadata() -> Vec<u8> {
+        event(
+            "metadata",
+            json!({
+                "usage": {"inputTokens": 410, "outputTokens": 17, "totalTokens": 427},
+                "metrics": {"latencyMs": 300},
+                "p": "abcdef"
+            }),
+        )
+    }
+
+    /// A whole answer of these deltas, a frame per write.
+    fn answer(deltas: &[&str]) -> Vec<Vec<u8>> {
+        let mut frames = vec![start()];
+        frames.extend(deltas.iter().map(|d| delta(d)));
+        frames.extend(stop());
+        frames.push(metadata());
+        frames
+    }
+
+    fn question(sources: &[crate::chat::Source]) -> ChatRequest<'_> {
+        ChatRequest {
+            question: "What is the capital of France?",
+            history: &[],
+            sources,
+            max_tokens: 256,
+        }
+    }
+
+    /// Every piece until the stream ends.
+    async fn pieces(chat: &BedrockChat) -> Vec<Result<Piece, ChatError>> {
+        let sources = capitals();
+        let req = question(&sources);
+        tokio::time::timeout(Duration::from_secs(10), chat.stream(&req).collect())
+            .await
+            .expect("the stream ends")
+    }
+
+    fn texts(pieces: &[Result<Piece, ChatError>]) -> Vec<&str> {
+        pieces
+            .iter()
+            .filter_map(|p| match p {
+                Ok(Piece::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_signed_converse_stream_yields_each_delta_then_the_usage() {
+        let deltas = ["Paris is ", "the capital [", "1", "] of France", " [7]."];
+        let server = StreamServer::start(vec![Script::frames(answer(&deltas))]).await;
+        let chat = chat_at(&server.url, Duration::from_secs(5));
+        let pieces = pieces(&chat).await;
+
+        assert_eq!(texts(&pieces), deltas, "a piece per delta, in order");
+        assert_eq!(
+            pieces.last().unwrap().as_ref().unwrap(),
+            &Piece::Usage(Usage {
+                prompt_tokens: 410,
+                completion_tokens: 17
+            }),
+            "usage from metadata, last"
+        );
+        // Through the filter the streaming routes use, the split marker
+        // resolves and the one naming no source goes.
+        let mut filter = MarkerFilter::new(&[1, 2]);
+        let mut shown: String = deltas.iter().map(|d| filter.push(d)).collect();
+        shown.push_str(&filter.finish());
+        assert_eq!(shown, "Paris is the capital [1] of France.");
+        assert_eq!(filter.cited(), [1]);
+
+        let requests = server.requests();
+        assert_eq!(requests.len(), 1);
+        let r = &requests[0];
+        assert_eq!(r.method, "POST");
+        assert_eq!(
+            r.path,
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
+        );
+        assert_eq!(r.header("accept"), Some(stream::EVENT_STREAM));
+        assert_eq!(r.header("x-amz-security-token"), Some("session-token"));
+        assert_eq!(
+            r.header("authorization").unwrap(),
+            expected_authorization(r, &server.url, credentials(), "eu-west-1"),
+            "the signature must cover what was sent"
+        );
+        let body = r.json();
+        assert_eq!(
+            body["inferenceConfig"],
+            json!({"maxTokens": 256, "temperature": 0.0})
+        );
+        let sources = capitals();
+        let req = question(&sources);
+        let prompt = Prompt::new(&req);
+        let messages = prompt.alternating();
+        assert_eq!(
+            body,
+            serde_json::to_value(Request::new(&prompt, &messages, 256)).unwrap(),
+            "the body Converse gets"
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_writes_are_reassembled() {
+        let (a, b, c) = (delta("Paris is "), delta("the capital "), delta("[1]."));
+        // Mid-payload, mid-header (the prelude is 12 bytes), mid-prelude.
+        let (a1, a2) = a.split_at(a.len() - 9);
+        let (b1, b2) = b.split_at(20);
+        let (c1, c2) = c.split_at(5);
+        let mut steps = vec![Step::Write(start())];
+        for (first, second) in [(a1, a2), (b1, b2), (c1, c2)] {
+            steps.push(Step::Write(first.to_vec()));
+            steps.push(Step::Pause(Duration::from_millis(20)));
+            steps.push(Step::Write(second.to_vec()));
+        }
+        // Several frames in one write, too.
+        steps.push(Step::Write(stop().concat()));
+        steps.push(Step::Write(metadata()));
+        let server = StreamServer::start(vec![Script::stream(steps)]).await;
+        let pieces = pieces(&chat_at(&server.url, Duration::from_secs(5))).await;
+        assert_eq!(texts(&pieces), ["Paris is ", "the capital ", "[1]."]);
+        assert!(
+            matches!(pieces.last(), Some(Ok(Piece::Usage(_)))),
+            "{pieces:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_text_arrives_before_the_rest_is_sent() {
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let mut steps = vec![Step::Write(start()), Step::Write(delta("Paris "))];
+        steps.push(Step::Gate(wait));
+        steps.extend(
+            answer(&["is the capital [1]."])[1..]
+                .iter()
+                .cloned()
+                .map(Step::Write),
+        );
+        let server = StreamServer::start(vec![Script::stream(steps)]).await;
+        let chat = chat_at(&server.url, Duration::from_secs(10));
+        let sources = capitals();
+        let req = question(&sources);
+        let mut stream = chat.stream(&req);
+
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the first delta comes while the server still holds the rest");
+        assert_eq!(first.unwrap().unwrap(), Piece::Text("Paris ".into()));
+        go.send(()).unwrap();
+        let rest: Vec<_> = stream.collect().await;
+        assert_eq!(texts(&rest), ["is the capital [1]."]);
+        assert!(matches!(rest.last(), Some(Ok(Piece::Usage(_)))), "{rest:?}");
+    }
+
+    #[tokio::test]
+    async fn throttling_before_the_stream_starts_is_retried() {
+        let body =
+            json!({"message": "Too many requests, please wait before trying again."}).to_string();
+        let throttled = Script {
+            status: 429,
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                (
+                    "x-amzn-ErrorType",
+                    "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+                        .into(),
+                ),
+                ("Content-Length", body.len().to_string()),
+            ],
+            steps: vec![Step::Write(body.into_bytes())],
+        };
+        let server =
+            StreamServer::start(vec![throttled, Script::frames(answer(&["Paris [1]."]))]).await;
+        let pieces = pieces(&chat_at(&server.url, Duration::from_secs(5))).await;
+        assert_eq!(texts(&pieces), ["Paris [1]."]);
+        assert!(pieces.iter().all(Result::is_ok), "{pieces:?}");
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].body, requests[1].body, "the same request again");
+        assert_eq!(
+            requests[1].header("authorization").unwrap(),
+            expected_authorization(&requests[1], &server.url, credentials(), "eu-west-1"),
+            "signed afresh"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exception_mid_stream_ends_it_with_an_error_after_the_text() {
+        for (kind, retryable) in [
+            ("throttlingException", true),
+            ("modelStreamErrorException", true),
+            ("validationException", false),
+        ] {
+            let frames = vec![
+                start(),
+                delta("Paris is "),
+                exception_frame(kind, "Something went wrong."),
+            ];
+            let server = StreamServer::start(vec![Script::frames(frames)]).await;
+            let pieces = pieces(&chat_at(&server.url, Duration::from_secs(5))).await;
+            assert_eq!(pieces.len(), 2, "{kind}: {pieces:?}");
+            assert_eq!(
+                pieces[0].as_ref().unwrap(),
+                &Piece::Text("Paris is ".into())
+            );
+            let err = pieces[1].as_ref().unwrap_err();
+            assert_eq!(err.is_retryable(), retryable, "{kind}: {err}");
+            let message = err.to_string();
+            assert!(
+                message.contains(kind) && message.contains("Something went wrong."),
+                "{message}"
+            );
+            assert_eq!(
+                server.requests().len(),
+                1,
+                "a started stream is not retried"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn broken_streams_are_errors_never_short_answers() {
+        let mut corrupt = delta("the capital");
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff; // the message checksum
+        let cut = delta("the capital");
+        let cases = [
+            (vec![start(), delta("Paris is "), corrupt], "unreadable"),
+            (
+                vec![start(), delta("Paris is "), cut[..cut.len() - 3].to_vec()],
+                "inside a frame",
+            ),
+            (
+                vec![start(), delta("Paris is "), cut[..12].to_vec()],
+                "inside a frame",
+            ),
+            (vec![start(), delta("Paris is ")], "before messageStop"),
+        ];
+        for (frames, why) in cases {
+            let server = StreamServer::start(vec![Script::frames(frames)]).await;
+            let pieces = pieces(&chat_at(&server.url, Duration::from_secs(5))).await;
+            assert_eq!(texts(&pieces), ["Paris is "], "{why}");
+            assert_eq!(pieces.len(), 2, "{why}: {pieces:?}");
+            let err = pieces[1].as_ref().unwrap_err();
+            assert!(err.to_string().contains(why), "{why}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_is_counted_when_the_stream_reports_none() {
+        let mut frames = vec![start(), delta("Paris is "), delta("the capital [1].")];
+        frames.extend(stop());
+        let server = StreamServer::start(vec![Script::frames(frames)]).await;
+        let pieces = pieces(&chat_at(&server.url, Duration::from_secs(5))).await;
+        let sources = capitals();
+        assert_eq!(
+            pieces.last().unwrap().as_ref().unwrap(),
+            &Piece::Usage(Usage {
+                prompt_tokens: crate::chat::estimate_prompt_tokens(&question(&sources)),
+                completion_tokens: token_count::count("Paris is the capital [1].") as u64,
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_times_out_as_unavailable() {
+        let (_go, wait) = tokio::sync::oneshot::channel::<()>();
+        let steps = vec![
+            Step::Write(start()),
+            Step::Write(delta("Paris ")),
+            Step::Gate(wait),
+        ];
+        let server = StreamServer::start(vec![Script::stream(steps)]).await;
+        let started = std::time::Instant::now();
+        let pieces = pieces(&chat_at(&server.url, Duration::from_millis(400))).await;
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(texts(&pieces), ["Paris "]);
+        let err = pieces.last().unwrap().as_ref().unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(server.requests().len(), 1);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::Duration;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
-use super::{ProviderError, RetryPolicy, SigV4Signer, encode_json, http_client, send_json};
+use super::{
+    ProviderError, RetryPolicy, SigV4Signer, encode_json, http_client, send_json, send_ok,
+};
 
 /// SigV4 signing name of the Bedrock runtime.
 pub(crate) const BEDROCK_SIGNING_NAME: &str = "bedrock";
@@ -124,6 +126,30 @@ impl BedrockModel {
         self.retry
             .run(what, || async {
                 send_json(self.signer.post_json(&self.client, &url, &body).await?).await
+            })
+            .await
+    }
+}
+
+impl BedrockModel {
+    /// POSTs `body` as JSON to another `action` of this model
+    /// (`converse-stream`), asking for `accept`, signed and retried as
+    /// [`Self::post_json`] until a success status, which is returned with
+    /// its body unread: only getting that far is retried, never a stream
+    /// that broke off midway.
+    pub async fn post_for_stream(
+        &self,
+        what: &str,
+        action: &str,
+        accept: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let body = encode_json(what, body)?;
+        let model = self.path.rsplit_once('/').map_or("", |(model, _)| model);
+        let url = format!("{}{model}/{action}", self.endpoint);
+        self.retry
+            .run(what, || async {
+                send_ok(self.signer.post(&self.client, &url, &body, accept).await?).await
             })
             .await
     }

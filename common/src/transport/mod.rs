@@ -129,7 +129,7 @@ fn transport_error(e: reqwest::Error) -> AttemptError {
 }
 
 /// An error and its sources, joined: reqwest's own message rarely says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

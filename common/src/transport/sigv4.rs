@@ -93,11 +93,20 @@ impl SigV4Signer {
         url: &str,
         body: &[u8],
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
+        self.post(client, url, body, "application/json").await
+    }
+
+    /// [`Self::post_json`] asking for an answer of type `accept` (an
+    /// event stream).
+    pub async fn post(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        body: &[u8],
+        accept: &str,
+    ) -> Result<reqwest::RequestBuilder, AttemptError> {
         let credentials = self.credentials().await?;
-        let headers = [
-            ("content-type", "application/json"),
-            ("accept", "application/json"),
-        ];
+        let headers = [("content-type", "application/json"), ("accept", accept)];
         let identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
