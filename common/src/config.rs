@@ -383,6 +383,17 @@ pub struct InvitationConfig {
     pub per_workspace_per_day: u32,
 }
 
+/// Embed tokens of chat widgets (`EMBED_*` variables).
+#[derive(Debug, Clone)]
+pub struct EmbedConfig {
+    /// At most ten minutes, whatever is configured.
+    pub token_ttl: Duration,
+    /// Tokens issued per source IP per minute.
+    pub tokens_per_ip_per_minute: u32,
+    /// Chat messages one token may send (a visitor renews every few minutes).
+    pub messages_per_token: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Secret,
@@ -424,6 +435,7 @@ pub struct Config {
     pub ingest_queue_url: Option<String>,
     pub aws_endpoint_url: Option<String>,
     pub aws_region: String,
+    pub embed: EmbedConfig,
 }
 
 impl Config {
@@ -556,6 +568,14 @@ impl Config {
                 api_key: vars.optional("RERANK_API_KEY").map(Secret),
                 timeout: Duration::from_millis(vars.parse_or("RERANK_TIMEOUT_MS", 1500)?),
                 candidates: vars.parse_or("RERANK_CANDIDATES", 50)?,
+            embed: EmbedConfig {
+                token_ttl: secs(
+                    vars.parse_or::<u64>("EMBED_TOKEN_TTL_SECONDS", 600)?
+                        .min(600),
+                ),
+                tokens_per_ip_per_minute: vars.parse_or("EMBED_TOKENS_PER_IP_PER_MINUTE", 20)?,
+                messages_per_token: vars.parse_or("EMBED_MESSAGES_PER_TOKEN", 20)?,
+            },
                 default_on: vars.parse_or("RERANK_DEFAULT", false)?,
             },
             bucket_name: vars.optional("BUCKET_NAME"),

@@ -121,7 +121,7 @@ pub async fn send(
     options: &Options,
 ) -> Result<Reply> {
     let (history, retrieval_text) = context(&mut access, session, message).await?;
-    let (workspace, user) = (access.workspace, access.caller);
+    let (workspace, user, visitor) = (access.workspace, access.caller, access.visitor);
     let answered = answer::ask(
         state,
         access,
@@ -144,6 +144,7 @@ pub async fn send(
             answer: answered.answer.as_deref().unwrap_or_default(),
             citations: &answered.citations,
             usage: answered.usage,
+            visitor,
         },
     )
     .await?;
@@ -167,7 +168,7 @@ pub async fn send_stream(
     options: &Options,
 ) -> Result<lambda_http::Response<crate::sse::SseBody>> {
     let (history, retrieval_text) = context(&mut access, session, message).await?;
-    let (workspace, user) = (access.workspace, access.caller);
+    let (workspace, user, visitor) = (access.workspace, access.caller, access.visitor);
     let db = state.db.clone();
     let owned_message = message.to_owned();
     let on_finish: answer::stream::OnFinish = Box::new(move |finished| {
@@ -183,6 +184,7 @@ pub async fn send_stream(
                     answer: &answer,
                     citations: &finished.citations,
                     usage: finished.usage,
+                    visitor,
                 },
             )
             .await?;
@@ -228,13 +230,21 @@ struct Exchange<'a> {
     message: &'a str,
     answer: &'a str,
     citations: &'a [Citation],
+    /// A widget visitor's exchanges go to that visitor's sessions.
+    visitor: Option<Uuid>,
     usage: Usage,
 }
 
 /// Stores both turns (and the session, when new) in one transaction;
 /// returns the session id and the assistant message's id.
 async fn record(db: &PgPool, exchange: Exchange<'_>) -> Result<(Uuid, Uuid)> {
-    let mut tx = crate::db::tenant_tx(db, Some(exchange.user), Some(exchange.workspace)).await?;
+    let mut tx = crate::db::visitor_tx(
+        db,
+        Some(exchange.user),
+        Some(exchange.workspace),
+        exchange.visitor,
+    )
+    .await?;
     let ids = insert_exchange(&mut tx, exchange).await?;
     tx.commit().await?;
     Ok(ids)

@@ -87,15 +87,43 @@ pub async fn tenant_tx_on(
         .await
 }
 
+/// [`tenant_tx`] for a widget visitor (`app.visitor_id`): chat sessions
+/// are then those of that visitor only (and without one, members' only).
+pub async fn visitor_tx(
+    pool: &PgPool,
+    user: Option<UserId>,
+    workspace: Option<WorkspaceId>,
+    visitor: Option<uuid::Uuid>,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(sqlx::AssertSqlSafe(visitor_begin_statement(
+        user, workspace, visitor,
+    )))
+    .await
+}
+
 /// `BEGIN` and the RLS context in one simple query, one round trip instead
 /// of two. Safe to format: both values are typed UUIDs (hex and dashes).
 pub fn begin_statement(user: Option<UserId>, workspace: Option<WorkspaceId>) -> String {
+    visitor_begin_statement(user, workspace, None)
+}
+
+fn visitor_begin_statement(
+    user: Option<UserId>,
+    workspace: Option<WorkspaceId>,
+    visitor: Option<uuid::Uuid>,
+) -> String {
     let text = |id: Option<uuid::Uuid>| id.map(|u| u.to_string()).unwrap_or_default();
-    format!(
+    let mut statement = format!(
         "BEGIN; SELECT set_config('app.user_id', '{}', true), set_config('app.workspace_id', '{}', true)",
         text(user.map(|u| u.0)),
         text(workspace.map(|w| w.0)),
-    )
+    );
+    if let Some(visitor) = visitor {
+        statement.push_str(&format!(
+            ", set_config('app.visitor_id', '{visitor}', true)"
+        ));
+    }
+    statement
 }
 
 /// Builds (if missing) the shared HNSW cosine index for `dimensions`-long

@@ -173,6 +173,21 @@ impl TokenSigner {
     }
 }
 
+impl TokenSigner {
+    /// Signs `claims` with the current key (`kid` in the header): for
+    /// tokens of another kind than access tokens, told apart by their own
+    /// audience (see [`TokenVerifier::verify_own`]).
+    pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, ApiError> {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        let key = self.key.as_ref().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("this function has no JWT_SIGNING_KEY"))
+        })?;
+        jsonwebtoken::encode(&header, claims, key)
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("signing a token")))
+    }
+}
+
 /// Verifies bearer tokens: ours (EdDSA, current or previous key) and those
 /// of external issuers (JWKS or HS256 secret, each with its own algorithm
 /// allow-list and required audience).
@@ -253,6 +268,39 @@ impl TokenVerifier {
             tracing::info!(%reason, "rejected bearer token");
             ApiError::Unauthorized("invalid or expired access token".into())
         })
+    }
+
+    /// Verifies one of our own tokens of another kind: our issuer, our
+    /// keys, exactly `audience` (never the access tokens' own), and not
+    /// expired longer than `expired_grace` ago (zero: not expired). The
+    /// reason for a refusal is for the log only.
+    pub fn verify_own<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+        expired_grace: Duration,
+    ) -> Result<C, String> {
+        if audience == self.audience {
+            return Err("an access token's audience".into());
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
+        let kid = header.kid.as_deref().ok_or("token without kid")?;
+        let (key, alg) = self
+            .own_keys
+            .get(kid)
+            .ok_or_else(|| format!("unknown kid {kid}"))?;
+        if header.alg != *alg {
+            return Err(format!(
+                "algorithm {:?} not allowed for key {kid}",
+                header.alg
+            ));
+        }
+        let mut validation = validation(*alg, &self.issuer, audience);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = LEEWAY_SECS + expired_grace.as_secs();
+        jsonwebtoken::decode::<C>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
     }
 
     async fn verify_inner(&self, token: &str) -> Result<Principal, String> {

@@ -119,6 +119,10 @@ impl Auth {
         &self.signer
     }
 
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
     /// Resolves the caller from an `Authorization: Bearer` value (401 problem
     /// on anything but a fully valid token). External users get a local id
     /// on first sight.
