@@ -151,6 +151,7 @@ impl From<sqlx::Error> for ApiError {
 
 /// RFC 9457 problem details.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

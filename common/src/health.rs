@@ -10,6 +10,7 @@ use crate::ingest::Queue;
 use crate::storage::Bucket;
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ComponentHealth {
     pub status: &'static str,
     pub latency_ms: u64,
@@ -19,6 +20,7 @@ pub struct ComponentHealth {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `healthy` when every component answered, `degraded` otherwise.
     pub status: &'static str,

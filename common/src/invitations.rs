@@ -25,6 +25,7 @@ const TOKEN_PREFIX: &str = "rwi_";
 /// Whom to invite, and as what.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewInvitation {
     pub email: String,
     #[serde(default = "default_role")]
@@ -35,6 +36,7 @@ pub struct NewInvitation {
 /// invites them by email.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberRequest {
     #[serde(default)]
     pub email: Option<String>,
@@ -67,12 +69,14 @@ fn default_role() -> Role {
 /// The token that accepts an invitation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Acceptance {
     pub token: String,
 }
 
 /// An invitation as its workspace's owners and admins see it (never its token).
 #[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invitation {
     pub id: InvitationId,
     pub workspace_id: WorkspaceId,
@@ -88,6 +92,7 @@ pub struct Invitation {
 
 /// An open invitation as its invitee sees it.
 #[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Received {
     pub id: InvitationId,
     pub workspace_id: WorkspaceId,

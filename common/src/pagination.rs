@@ -19,6 +19,7 @@ use crate::error::{ApiError, Result};
 
 /// One page of a list and the cursor of the next, if there is one.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

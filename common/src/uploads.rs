@@ -18,6 +18,7 @@ use crate::workspaces::Access;
 /// `POST /workspaces/{id}/uploads`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewUpload {
     pub filename: String,
     pub content_type: String,
@@ -32,6 +33,7 @@ pub struct NewUpload {
 
 /// How the client sends the file.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadTarget {
     pub url: String,
     pub method: &'static str,
@@ -40,6 +42,7 @@ pub struct UploadTarget {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Upload {
     pub document_id: DocumentId,
     pub document: Document,

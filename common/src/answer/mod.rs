@@ -28,6 +28,7 @@ const SNIPPET_CHARS: usize = 240;
 /// `POST /workspaces/{id}/query` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryIn {
     pub question: String,
     #[serde(default)]
@@ -155,6 +156,7 @@ pub fn check_text(field: &str, text: &str) -> Result<String> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Locator {
     pub page: Option<i32>,
     pub heading: Option<String>,
@@ -162,6 +164,7 @@ pub struct Locator {
 
 /// A passage an answer rests on. In an answer, `[n]` refers to the n-th citation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Citation {
     pub document_id: DocumentId,
     pub title: String,
@@ -173,6 +176,7 @@ pub struct Citation {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -181,6 +185,7 @@ pub struct Usage {
 
 /// Where the time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timings {
     pub embed_ms: f64,
     pub retrieve_ms: f64,
@@ -196,6 +201,7 @@ pub struct Timings {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Answered {
     /// Absent when the request asked for passages only (`answer: false`).
     pub answer: Option<String>,

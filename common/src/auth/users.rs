@@ -9,6 +9,7 @@ use crate::ids::UserId;
 
 /// What `GET /auth/me` shows of an account.
 #[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserProfile {
     pub id: UserId,
     pub email: Option<String>,

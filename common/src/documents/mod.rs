@@ -30,6 +30,7 @@ use crate::workspaces::Access;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     Pending,
     Processing,
@@ -48,6 +49,7 @@ impl std::str::FromStr for Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Source {
     Inline,
     Upload,
@@ -57,6 +59,7 @@ pub enum Source {
 /// document is read whole (GET, writes, 412 bodies); lists and sync carry
 /// the rest and the client fetches bodies by `ETag`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Document {
     pub id: DocumentId,
     pub workspace_id: WorkspaceId,
@@ -72,6 +75,7 @@ pub struct Document {
     /// snapshots do not change it.
     pub etag: String,
     pub version: i32,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Json<Value>,
     pub created_by: Option<UserId>,
     pub updated_by: Option<UserId>,
@@ -135,6 +139,7 @@ macro_rules! update_state {
 /// `POST /workspaces/{id}/documents`: an inline document.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewDocument {
     /// A client-chosen id, unique within the workspace (offline-first
     /// clients create ids locally). Sending the same document again with
@@ -154,6 +159,7 @@ pub struct NewDocument {
 /// Metadata left out becomes `{}`; uploads take no `content` here.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DocumentReplacement {
     pub title: String,
     #[serde(default)]
@@ -178,6 +184,7 @@ pub struct Written {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VersionKind {
     Create,
     Update,
@@ -532,6 +539,8 @@ pub async fn list(
 
 /// Where in its source a chunk came from, for citations.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = ChunkLocator))]
 pub struct Locator {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<i32>,
@@ -540,6 +549,7 @@ pub struct Locator {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Chunk {
     pub id: ChunkId,
     pub ordinal: i32,

@@ -49,6 +49,7 @@ const EMPTY_SNAPSHOT: &str = "1:1:";
 
 /// What a sync cursor remembers (serialized opaquely).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cursor {
     /// The workspace it belongs to: a cursor is not valid elsewhere.
     w: WorkspaceId,
@@ -63,6 +64,7 @@ pub struct Cursor {
 /// One change: a live document's current state, or a tombstone.
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Change {
     Upsert {
         document: Box<Document>,
@@ -74,6 +76,7 @@ pub enum Change {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Changes {
     pub changes: Vec<Change>,
     /// Pass it back to get what changed next. Always present.

@@ -16,6 +16,7 @@ use crate::workspaces::Access;
 
 /// One version; `content` only when a single version is read.
 #[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Version {
     pub version: i32,
     pub kind: VersionKind,
@@ -26,6 +27,7 @@ pub struct Version {
     pub content_type: String,
     pub size: i64,
     pub etag: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Json<Value>,
     pub created_by: Option<UserId>,
     pub created_at: DateTime<Utc>,

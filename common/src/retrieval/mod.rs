@@ -54,6 +54,7 @@ pub use filters::Condition;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mode {
     #[default]
     Hybrid,
@@ -82,6 +83,7 @@ pub struct Filters {
 /// The request's `filters` member as sent.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FiltersIn {
     #[serde(default)]
     pub document_ids: Vec<DocumentId>,
@@ -147,6 +149,7 @@ pub struct Search<'a> {
 
 /// A retrieved chunk with what a citation shows.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hit {
     pub chunk_id: ChunkId,
     pub document_id: DocumentId,

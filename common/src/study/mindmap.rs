@@ -39,6 +39,7 @@ const TOPIC_PASSAGES: usize = 12;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MindmapIn {
     #[serde(default)]
     pub topic: Option<String>,
@@ -52,9 +53,12 @@ pub struct MindmapIn {
 
 /// One node of a mind map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Node {
     pub id: String,
     pub label: String,
+    // A reference to itself, which utoipa would otherwise expand for ever.
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub children: Vec<Node>,
 }
 
@@ -82,6 +86,7 @@ impl Node {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MindMap {
     pub root: Node,
     pub depth: u8,

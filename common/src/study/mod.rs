@@ -146,6 +146,8 @@ pub fn ms(since: Instant) -> f64 {
 
 /// Where the time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = StudyTimings))]
 pub struct Timings {
     /// Reading the documents (and, for topics, retrieval).
     pub read_ms: f64,

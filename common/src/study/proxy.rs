@@ -28,6 +28,7 @@ const WITH_CONTEXT: &str = "You are a helpful assistant. Follow the user's reque
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GenerateIn {
     pub prompt: String,
     #[serde(default)]
@@ -39,12 +40,14 @@ pub struct GenerateIn {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContextDocument {
     pub id: DocumentId,
     pub title: String,
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Generated {
     pub text: String,
     pub model: String,

@@ -21,6 +21,7 @@ const INSTRUCTIONS: &str = "Answer the user's question briefly and accurately, i
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QaIn {
     pub question: String,
     #[serde(default)]
@@ -36,6 +37,7 @@ pub struct QaIn {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QaAnswer {
     pub answer: String,
     pub use_rag: bool,

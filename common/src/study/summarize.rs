@@ -35,6 +35,7 @@ const MAP_MAX_TOKENS: u32 = 400;
 /// How the summary reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Style {
     /// Two or three sentences.
     #[default]
@@ -85,6 +86,7 @@ const MAP_INSTRUCTIONS: &str = "The user's text is one part of a longer text. Su
 /// `POST /workspaces/{id}/summarize` body: `document_ids` or `text`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SummarizeIn {
     #[serde(default)]
     pub document_ids: Option<Vec<DocumentId>>,
@@ -99,6 +101,7 @@ pub struct SummarizeIn {
 /// Lengths of what was summarized and of the summary: words as a reader
 /// counts them, tokens in cl100k.
 #[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Statistics {
     pub input_words: usize,
     pub input_tokens: usize,
@@ -111,12 +114,14 @@ pub struct Statistics {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SummaryDocument {
     pub id: DocumentId,
     pub title: String,
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Summary {
     pub summary: String,
     pub style: Style,

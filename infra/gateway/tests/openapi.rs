@@ -1,0 +1,145 @@
+//! The OpenAPI document: exactly template.yaml's routes (the API
+//! Gateway ones and the streaming function URLs), a valid OpenAPI 3.0
+//! document, served with a strong ETag beside its Redoc page; and
+//! schemathesis, fuzzing every operation against the local gateway with
+//! a real token, finds no 5xx and no response the document does not
+//! describe.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use ragway_gateway::{Gateway, registry, template};
+use serde_json::Value;
+use sqlx::PgPool;
+
+mod support;
+use support::{config, gateway, repo_root, state};
+
+/// `METHOD /path` of every route the gateway serves from template.yaml.
+fn template_routes() -> BTreeSet<String> {
+    let functions = template::load(&repo_root().join("template.yaml")).unwrap();
+    let gateway = Gateway::from_template(&functions, &registry()).unwrap();
+    gateway.routes.iter().map(|r| r.route_key()).collect()
+}
+
+/// `METHOD /path` of every operation in the document.
+fn documented_routes(doc: &Value) -> BTreeSet<String> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&&**method) {
+                routes.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn the_document_has_exactly_the_templates_routes() {
+    let routes = template_routes();
+    let documented = documented_routes(&docs::document());
+    let undocumented: Vec<_> = routes.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "routes without an operation: {undocumented:?}; operations without a route: {unserved:?}"
+    );
+    // The streamed answers are in it, as server-sent events.
+    let doc = docs::document();
+    for path in [
+        "/workspaces/{workspace_id}/query/stream",
+        "/workspaces/{workspace_id}/chat/stream",
+    ] {
+        assert!(
+            doc["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]
+                .is_object(),
+            "{path} does not document text/event-stream"
+        );
+    }
+}
+
+/// A tool of the fuzzing venv (infra/stack/fuzz.sh installs it).
+fn fuzz_tool(name: &str) -> PathBuf {
+    let path = repo_root().join(".local/fuzz-venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run infra/stack/fuzz.sh (installs infra/stack/fuzz-requirements.txt)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_document_is_valid_openapi_3_0() {
+    let doc = docs::document();
+    assert_eq!(doc["openapi"], docs::openapi30::VERSION);
+    let file = std::env::temp_dir().join(format!("ragway-openapi-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = Command::new(fuzz_tool("openapi-spec-validator"))
+        .args(["--schema", "3.0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn openapi_json_is_public_and_revalidates_by_its_etag(pool: PgPool) {
+    let api = gateway(state(pool, config(&[]))).await;
+    let reply = api.send("GET", "/openapi.json", None, None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.content_type(), "application/json");
+    assert_eq!(reply.body, docs::document());
+    let etag = reply.header("etag").to_owned();
+    assert!(etag.starts_with('"'), "a strong tag: {etag}");
+    assert!(reply.header("cache-control").starts_with("public"));
+
+    let again = api
+        .send_with(
+            "GET",
+            "/openapi.json",
+            None,
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(again.status, 304);
+    assert_eq!(again.body, Value::Null);
+    assert_eq!(again.header("etag"), etag);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_docs_page_loads_its_script_from_the_service(pool: PgPool) {
+    let api = gateway(state(pool, config(&[]))).await;
+    let page = api.send("GET", "/docs", None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.content_type().starts_with("text/html"));
+    let html = page.body.as_str().unwrap();
+    let script = format!("docs/{}", docs::REDOC_ASSET);
+    assert!(
+        html.contains(&format!(r#"<script src="{script}">"#)),
+        "{html}"
+    );
+    assert!(html.contains(r#"spec-url="openapi.json""#));
+    assert!(!html.contains("https://"), "nothing from a CDN: {html}");
+
+    let asset = api.send("GET", &format!("/{script}"), None, None).await;
+    assert_eq!(asset.status, 200);
+    assert!(asset.content_type().starts_with("text/javascript"));
+    assert!(
+        asset.body.as_str().unwrap().len() > 500_000,
+        "the Redoc bundle"
+    );
+    assert!(asset.header("cache-control").contains("immutable"));
+
+    let missing = api.send("GET", "/docs/redoc-0.0.0.js", None, None).await;
+    missing.problem(404);
+}
