@@ -19,6 +19,10 @@ pub(super) const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 /// Names the call in errors.
 const WHAT: &str = "bedrock converse-stream";
 
+/// The event-stream format's largest message: a garbled length is not
+/// buffered for ever.
+const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
 /// Reads a ConverseStream response: `messageStart`, `contentBlockDelta`s,
 /// `contentBlockStop`, `messageStop`, then `metadata` with the usage. A
 /// body that ends before `messageStop`, an exception frame or a frame that
@@ -101,6 +105,11 @@ impl EventStreamReader {
                 }
                 Ok(DecodedFrame::Incomplete) => {
                     self.in_frame |= self.buf.len() < before;
+                    if self.buf.len() > MAX_FRAME_BYTES {
+                        return Err(ChatError::Failed(format!(
+                            "{WHAT}: a frame longer than the format allows"
+                        )));
+                    }
                     return Ok(());
                 }
                 // A checksum or length that does not add up: the frames
