@@ -13,7 +13,8 @@ and checks what cfn-lint cannot know:
 - no function's environment holds a secret: the secret variables are
   declared empty, and no value comes from a NoEcho parameter;
 - each function may read exactly the secrets its *_SECRET_ARN variables
-  name (the signing key: only the functions that issue tokens), and no
+  name (the signing key: only the functions that issue tokens, access
+  or embed), and no
   statement of its role grants an action on every resource;
 - every function but the migration's waits for the migrations;
 - the database: TLS-only proxy, managed master password, the proxy
@@ -296,7 +297,8 @@ def check(template, name, overrides):
             if arn not in wanted.values():
                 errors.append(f"{fname}: may read the secret {arn} it does not use")
         if {"Ref": "JwtSigningKeySecret"} in readable and not any(
-            fname.startswith(p) for p in ("AuthSignup", "AuthLogin", "AuthRefresh")
+            # EmbedToken signs widget visitors' embed tokens (another audience).
+            fname.startswith(p) for p in ("AuthSignup", "AuthLogin", "AuthRefresh", "EmbedToken")
         ):
             errors.append(f"{fname}: may read the signing key")
 

@@ -3,6 +3,7 @@
 //! (payload 2.0) event and calling that route's handler in-process, and
 //! feeds the ingest queue's messages to the queue consumer as SQS batches.
 
+pub mod cors;
 pub mod events;
 pub mod schedule;
 pub mod sqs;
@@ -33,6 +34,8 @@ pub fn registry() -> Vec<Function> {
         workspaces::FUNCTIONS,
         members::FUNCTIONS,
         invitations::FUNCTIONS,
+        widgets::FUNCTIONS,
+        embed::FUNCTIONS,
         documents::FUNCTIONS,
         uploads::FUNCTIONS,
         ingest::FUNCTIONS,
@@ -129,6 +132,9 @@ pub struct Gateway {
     pub routes: Vec<Route>,
     pub queue_consumers: Vec<(TemplateFunction, Function)>,
     pub schedules: Vec<schedule::Schedule>,
+    /// The HTTP API's CORS configuration ([`template::cors`]); None: no
+    /// CORS, as an API without one.
+    pub cors: Option<cors::Cors>,
 }
 
 impl Gateway {
@@ -197,6 +203,7 @@ impl Gateway {
             routes,
             queue_consumers,
             schedules,
+            cors: None,
         })
     }
 
@@ -270,6 +277,40 @@ impl Gateway {
     ) -> Response<GatewayBody> {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
+        // API Gateway answers a preflight itself, on every path.
+        if let Some(cors) = &self.cors
+            && method == "OPTIONS"
+            && req.headers().contains_key("access-control-request-method")
+        {
+            let mut response = Response::builder().status(StatusCode::NO_CONTENT);
+            for (name, value) in cors.preflight(req.headers()).unwrap_or_default() {
+                response = response.header(name, value);
+            }
+            return response
+                .body(Full::new(Bytes::new()).boxed())
+                .expect("preflight headers are valid");
+        }
+        let origin = req
+            .headers()
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut response = self.route(state, req, &method, &path, peer).await;
+        if let Some(cors) = &self.cors {
+            cors.decorate(origin.as_deref(), response.headers_mut());
+        }
+        response
+    }
+
+    async fn route(
+        &self,
+        state: &State,
+        req: Request<Incoming>,
+        method: &str,
+        path: &str,
+        peer: SocketAddr,
+    ) -> Response<GatewayBody> {
+        let (method, path) = (method.to_owned(), path.to_owned());
         let Some((route, params)) = self.find(&method, &path) else {
             return gateway_message(StatusCode::NOT_FOUND, "Not Found");
         };

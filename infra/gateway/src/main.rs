@@ -22,7 +22,9 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let template_path = std::env::var("RAGWAY_TEMPLATE").unwrap_or_else(|_| "template.yaml".into());
     let functions = template::load(template_path.as_ref())?;
-    let gateway = Arc::new(Gateway::from_template(&functions, &registry())?);
+    let mut gateway = Gateway::from_template(&functions, &registry())?;
+    gateway.cors = template::load_cors(template_path.as_ref())?;
+    let gateway = Arc::new(gateway);
     let config = common::secrets::load_config().await?;
     let addr = std::env::var("GATEWAY_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let state = Arc::new(common::State::new(config)?);

@@ -146,3 +146,72 @@ pub fn parse(yaml: &str) -> anyhow::Result<Vec<TemplateFunction>> {
     }
     Ok(functions)
 }
+
+/// [`cors`] of the template at `path`, its allowed origins replaced by
+/// `CORS_ALLOWED_ORIGINS` (comma-separated, as the `CorsAllowedOrigins`
+/// parameter of a deployment) when that is set.
+pub fn load_cors(path: &Path) -> anyhow::Result<Option<crate::cors::Cors>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut cors = cors(&text)?;
+    if let (Some(cors), Ok(origins)) = (&mut cors, std::env::var("CORS_ALLOWED_ORIGINS")) {
+        cors.allow_origins = origins
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    Ok(cors)
+}
+
+/// The `CorsConfiguration` of the template's HTTP API, `!Ref`s to
+/// parameters resolved to their defaults (a `CommaDelimitedList` split at
+/// commas); None when the API has none.
+pub fn cors(yaml: &str) -> anyhow::Result<Option<crate::cors::Cors>> {
+    let doc: Value = serde_norway::from_str(yaml).context("template.yaml is not valid YAML")?;
+    let resources = doc
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .context("template.yaml has no Resources")?;
+    let Some(api) = resources
+        .values()
+        .find(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::HttpApi"))
+    else {
+        return Ok(None);
+    };
+    let Some(config) = api
+        .get("Properties")
+        .and_then(|p| p.get("CorsConfiguration"))
+    else {
+        return Ok(None);
+    };
+    let parameters = doc.get("Parameters");
+    let list = |key: &str| -> anyhow::Result<Vec<String>> {
+        let Some(value) = config.get(key) else {
+            return Ok(Vec::new());
+        };
+        match value {
+            Value::Tagged(tagged) if tagged.tag == "Ref" => {
+                let name = tagged.value.as_str().unwrap_or_default();
+                let parameter = parameters
+                    .and_then(|p| p.get(name))
+                    .with_context(|| format!("CorsConfiguration.{key}: no parameter {name}"))?;
+                let default = text(parameter.get("Default")).unwrap_or_default();
+                Ok(default
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect())
+            }
+            Value::Sequence(items) => Ok(items.iter().filter_map(|v| text(Some(v))).collect()),
+            other => bail!("CorsConfiguration.{key}: unsupported value {other:?}"),
+        }
+    };
+    Ok(Some(crate::cors::Cors {
+        allow_origins: list("AllowOrigins")?,
+        allow_methods: list("AllowMethods")?,
+        allow_headers: list("AllowHeaders")?,
+        expose_headers: list("ExposeHeaders")?,
+        max_age: config.get("MaxAge").and_then(Value::as_u64),
+    }))
+}

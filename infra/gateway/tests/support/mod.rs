@@ -147,7 +147,9 @@ pub fn ingest_worker() -> common::lambda::SqsHandler {
 pub async fn gateway(state: Arc<State>) -> Api {
     verify_sender().await;
     let functions = template::load(&repo_root().join("template.yaml")).unwrap();
-    let gateway = Arc::new(Gateway::from_template(&functions, &registry()).unwrap());
+    let mut gateway = Gateway::from_template(&functions, &registry()).unwrap();
+    gateway.cors = template::load_cors(&repo_root().join("template.yaml")).unwrap();
+    let gateway = Arc::new(gateway);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(gateway.serve(state, listener));
