@@ -166,6 +166,16 @@ async fn a_key_works_in_both_headers_within_its_scopes_and_workspace(pool: PgPoo
         )
         .await;
     assert_eq!(asked.status, 200, "{}", asked.body);
+    let asked = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{}/query", s.ws),
+            Some(&key),
+            Some(json!({ "question": "what is in here?" })),
+        )
+        .await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
 
     // Writing documents and the workspace's settings are outside its scopes.
     let write = s
