@@ -191,6 +191,8 @@ pub struct Access {
     pub caller: UserId,
     pub workspace: WorkspaceId,
     pub role: Role,
+    /// The widget visitor this transaction is scoped to (`app.visitor_id`).
+    pub visitor: Option<uuid::Uuid>,
 }
 
 impl Access {
@@ -205,7 +207,11 @@ impl Access {
         {
             return Err(ApiError::not_found("workspace"));
         }
-        let mut tx = crate::db::tenant_tx(db, Some(caller.user_id), None).await?;
+        let visitor = match caller.grant {
+            Some(crate::caller::Grant::Visitor { visitor, .. }) => Some(visitor),
+            _ => None,
+        };
+        let mut tx = crate::db::visitor_tx(db, Some(caller.user_id), None, visitor).await?;
         // The target list runs only for a matching row, so the transaction
         // is scoped to the workspace exactly when the caller is a member,
         // in the same round trip as the membership check.
@@ -220,6 +226,7 @@ impl Access {
             caller: caller.user_id,
             workspace,
             role,
+            visitor,
         })
     }
 
@@ -242,15 +249,17 @@ impl Access {
             caller,
             workspace,
             role,
+            visitor,
         } = self;
         tx.commit().await?;
         let value = call.await;
-        let tx = crate::db::tenant_tx(db, Some(caller), Some(workspace)).await?;
+        let tx = crate::db::visitor_tx(db, Some(caller), Some(workspace), visitor).await?;
         let access = Self {
             tx,
             caller,
             workspace,
             role,
+            visitor,
         };
         Ok((access, value))
     }
