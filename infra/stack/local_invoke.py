@@ -71,6 +71,7 @@ MEMBER_ID = "7d0e8f9a-2222-4b3c-9d8e-1f2a3b4c5d6e"
 UPLOAD_ID = "5a6b7c8d-3333-4e4f-8a0b-1c2d3e4f5a6b"
 INVITATION_ID = "0b4d3c2a-4444-4e5f-8a9b-0c1d2e3f4a5b"
 REVOKED_INVITATION_ID = "0b4d3c2a-5555-4e5f-8a9b-0c1d2e3f4a5b"
+WIDGET_ID = "0b4d3c2a-6666-4e5f-8a9b-0c1d2e3f4a5b"
 # A custom resource's ResponseURL, until its invocation's server has an address.
 RESPONSE_URL = "http://local-invoke.invalid/cfn-response/"
 
@@ -745,18 +746,26 @@ class Run:
         self.run("chat-sessions", 200)
         self.run("chat-session-create", 201, lambda _s, _h, body: body["title"] == "Trial questions" or fail(body))
         self.run("chat-messages", 200)
+        # A widget on https://shop.example.com, and a visitor's token for it.
+        self.run("widgets-create", 201, lambda _s, _h, body: s.update({WIDGET_ID: body["id"]}))
+        self.run("widgets-list", 200)
+        self.run("widgets-get", 200)
+        self.run("widgets-update", 200)
+        self.run("embed-token", 201, lambda _s, _h, body: body["token"].startswith("rwe_") or fail(body))
+        self.run("embed-script", 200)
         self.run("usage-today", 200)
         self.run("usage-days", 200)
         self.run("usage-sweeper")
         self.run("ingest-requeue")
         self.run("ingest-indexer")
 
-        last = ["members-remove", "chat-delete", "documents-delete", "workspaces-delete", "workspaces-purge",
-                "auth-logout", "auth-delete"]
+        last = ["widgets-delete", "members-remove", "chat-delete", "documents-delete", "workspaces-delete",
+                "workspaces-purge", "auth-logout", "auth-delete"]
         # Functions this list does not know yet: their fixture, any reply below 500.
         for binary in sorted(self.h.functions):
             if binary not in self.done and binary not in last:
                 self.run(binary)
+        self.run("widgets-delete", 204)
         self.run("members-remove", 204)
         self.run("chat-delete", 204)
         self.run("documents-delete", 204)
