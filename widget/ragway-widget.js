@@ -242,7 +242,12 @@ form button:disabled{opacity:.5;cursor:default}
       let retried = false;
       for (;;) {
         try {
-          if (!(await streamed(message, bubble))) await buffered(message, bubble);
+          // Which route answered, for the browser test and for debugging.
+          host.dataset.route = "stream";
+          if (!(await streamed(message, bubble))) {
+            host.dataset.route = "buffered";
+            await buffered(message, bubble);
+          }
           break;
         } catch (e) {
           // A token that lapsed (the tab slept): renew once and ask again.

@@ -44,6 +44,8 @@ let stored = {};
 try { stored = JSON.parse(sessionStorage.getItem('ragway-widget:' + h.dataset.ragwayWidget)) || {}; } catch (e) {}
 return {
   answers: cited.length + (answer ? 1 : 0),
+  route: h.dataset.route || null,
+  token_requests: performance.getEntriesByType('resource').filter((e) => /\/embed\/token$/.test(e.name)).length,
   session_id: stored.session || null,
   visitor_id: stored.visitor || null,
   title: text(r.querySelector('h2')),
@@ -101,6 +103,7 @@ def browser():
         "--window-size=1024,768",
         "--no-first-run",
         "--disable-extensions",
+        *os.environ.get("RAGWAY_CHROMIUM_ARGS", "").split(),  # for debugging
     ):
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))

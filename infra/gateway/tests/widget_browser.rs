@@ -59,7 +59,7 @@ fn page(api: &str, widget: &str, stream_api: Option<&str>) -> String {
     // The host's own CSS tries to restyle everything: the shadow root keeps
     // the widget as it is.
     format!(
-        "<!doctype html><html><head><title>A site</title>\
+        "<!doctype html><html><head><title>A site</title><link rel=\"icon\" href=\"data:,\">\
          <style>*{{font-family:serif!important;color:red!important}}button{{display:none!important}}</style>\
          </head><body><h1>A site with a chat widget</h1>\
          <script src=\"{api}/widget.js\" data-widget=\"{widget}\" data-api=\"{api}\"{stream} async></script>\
@@ -121,7 +121,15 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
     let probe = state(pool.clone(), config(&[]));
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let queue = support::test_queue(&probe, "widget", &suffix).await;
-    let state = state(pool, config(&[("INGEST_QUEUE_URL", queue.as_str())]));
+    // Tokens shorter-lived than the widget's renewal margin (a minute):
+    // every question renews first, and must keep the visitor.
+    let state = state(
+        pool,
+        config(&[
+            ("INGEST_QUEUE_URL", queue.as_str()),
+            ("EMBED_TOKEN_TTL_SECONDS", "30"),
+        ]),
+    );
     let api = gateway(state.clone()).await;
     let (token, _, _) = api.signup("site-owner@example.com").await;
     let ws = api.create_workspace(&token, "Atlas").await;
@@ -210,6 +218,7 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
     // its marker linked to the cited passage.
     let after = &a["after"];
     assert_eq!(after["errors"], json!([]), "{run}");
+    assert_eq!(after["route"], "stream", "{run}");
     let answer = after["answer"].as_str().unwrap();
     assert!(answer.contains("Paris is the capital of France"), "{run}");
     assert_eq!(after["citations"][0]["n"], 1, "{run}");
@@ -233,6 +242,9 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
     );
     assert_eq!(follow_up["session_id"], session, "{run}");
     assert_eq!(follow_up["visitor_id"], after["visitor_id"], "{run}");
+    assert_eq!(opened["visitor_id"], after["visitor_id"], "{run}");
+    // The token at load, then a renewal before each question.
+    assert_eq!(follow_up["token_requests"], 3, "{run}");
     assert!(
         screenshot.exists(),
         "no screenshot at {}",
@@ -242,13 +254,13 @@ async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(p
     eprintln!(
         "widget_browser: time to interactive {tti} ms (script request to launcher ready), \
          answer shown in {} ms; screenshot {}",
-        a["answer_ms"],
-        screenshot.display()
+        a["answer_ms"], run["screenshot"]
     );
 
     // With the streamed route unreachable the buffered one answers, cited.
     let fallback = &run["fallback"]["after"];
     assert_eq!(fallback["errors"], json!([]), "{run}");
+    assert_eq!(fallback["route"], "buffered", "{run}");
     assert!(
         fallback["answer"]
             .as_str()
