@@ -116,7 +116,6 @@ async fn drive(args: Vec<String>) -> Option<Value> {
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
-#[ignore = "needs the widgets, embed-token and widget.js routes (issue 19, backend part)"]
 async fn a_page_on_an_allowed_origin_gets_cited_answers_and_others_are_refused(pool: PgPool) {
     let probe = state(pool.clone(), config(&[]));
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
