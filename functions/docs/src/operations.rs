@@ -419,6 +419,26 @@ mod bodies {
         pub rerank: Option<bool>,
     }
 
+    /// One server-sent event of a streamed answer (common::answer::stream):
+    /// `citations`, then `delta`s (`{"text"}`), `usage`, and `done`; or
+    /// `error` with a problem document.
+    #[derive(ToSchema)]
+    pub struct AnswerEvent {
+        pub event: AnswerEventName,
+        /// The event's JSON, on one `data:` line.
+        pub data: String,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum AnswerEventName {
+        Citations,
+        Delta,
+        Usage,
+        Done,
+        Error,
+    }
+
     /// `POST .../chat/sessions` (functions/chat `NewSession`).
     #[derive(ToSchema)]
     pub struct NewSession {
@@ -735,7 +755,7 @@ impl utoipa::ToResponse<'static> for PreconditionRequired {
     request_body = QueryIn,
     responses((status = 200, content(
             (Answered = "application/json"),
-            (String = "text/event-stream"),
+            (AnswerEvent = "text/event-stream"),
         )),
         Authed, InWorkspace, JsonBody, Model))]
 fn query() {}
@@ -746,7 +766,7 @@ fn query() {}
     params(WorkspacePath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
     request_body = QueryIn,
     responses((status = 200, description = "Server-sent events.",
-            body = String, content_type = "text/event-stream"),
+            body = AnswerEvent, content_type = "text/event-stream"),
         Authed, InWorkspace, JsonBody, Model))]
 fn query_stream() {}
 
@@ -756,8 +776,8 @@ fn query_stream() {}
     security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = []), ("embedToken" = [])),
     request_body = ChatRequest,
     responses(
-        (status = 200, content((Reply = "application/json"), (String = "text/event-stream"))),
-        (status = 201, content((Reply = "application/json"), (String = "text/event-stream"))),
+        (status = 200, content((Reply = "application/json"), (AnswerEvent = "text/event-stream"))),
+        (status = 201, content((Reply = "application/json"), (AnswerEvent = "text/event-stream"))),
         Authed, InWorkspace, JsonBody, Model))]
 fn chat() {}
 
@@ -768,7 +788,7 @@ fn chat() {}
     security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = []), ("embedToken" = [])),
     request_body = ChatRequest,
     responses((status = 200, description = "Server-sent events.",
-            body = String, content_type = "text/event-stream"),
+            body = AnswerEvent, content_type = "text/event-stream"),
         Authed, InWorkspace, JsonBody, Model))]
 fn chat_stream() {}
 
