@@ -18,7 +18,7 @@
   let s = {};
   try { s = JSON.parse(sessionStorage.getItem(store)) || {}; } catch (e) { /* private mode */ }
   const save = () => { try { sessionStorage.setItem(store, JSON.stringify(s)); } catch (e) { /* ignore */ } };
-  let widget = null, busy = false, renewTimer = 0, refused = "";
+  let busy = false, renewTimer = 0, refused = "";
 
   const el = (tag, attrs, ...kids) => {
     const n = document.createElement(tag);
@@ -299,7 +299,7 @@ form button:disabled{opacity:.5;cursor:default}
   const start = () => {
     document.body.append(host);
     token().then(() => {
-      widget = s.widget || {};
+      const widget = s.widget || {};
       theme(widget.theme_color);
       title.textContent = widget.name || "Chat";
       if (widget.greeting) say("a", widget.greeting);
