@@ -2,6 +2,7 @@
 //!
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--batch N] [--keep]
+//!   ragway-bench keys [--runs N] [--docs N] [--keep]
 //!   ragway-bench hostile [NAME]
 //!   ragway-bench stream [--runs N] [--tokens N] [--token-ms MS] [--keep]
 //!   ragway-bench study [--runs N] [--sections N] [--keep]
@@ -31,6 +32,8 @@ use sqlx::{Executor, PgPool};
 mod hostile;
 #[path = "../bench/ingest.rs"]
 mod ingest;
+#[path = "../bench/keys.rs"]
+mod keys;
 #[path = "../bench/retrieval.rs"]
 mod retrieval;
 #[path = "../bench/scifact.rs"]
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("documents") => runtime.block_on(documents(&args[1..])),
         Some("ingest") => runtime.block_on(ingest::run(&args[1..])),
+        Some("keys") => runtime.block_on(keys::run(&args[1..])),
         Some("hostile") => hostile::run(&args[1..]),
         Some("retrieval") => runtime.block_on(retrieval::run(&args[1..])),
         Some("scifact") => runtime.block_on(scifact::run(&args[1..])),
@@ -59,7 +63,8 @@ fn main() -> anyhow::Result<()> {
             "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--batch N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
              | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] | hostile [NAME] \
-             | stream [--runs N] [--tokens N] [--token-ms MS] [--keep] | study [--runs N] [--sections N] [--keep]"
+             | stream [--runs N] [--tokens N] [--token-ms MS] [--keep] | study [--runs N] [--sections N] [--keep] \
+             | keys [--runs N] [--docs N] [--keep]"
         ),
     }
 }
