@@ -319,6 +319,45 @@ pub async fn range(
     .await?)
 }
 
+/// What one API key spent over a range of days.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct KeyUsage {
+    pub key_id: Uuid,
+    /// None once the key is gone with its workspace's keys.
+    pub name: Option<String>,
+    pub requests: i64,
+    /// Tokens the provider reported, of settled requests.
+    pub used: i64,
+    /// Tokens held by requests still running.
+    pub reserved: i64,
+}
+
+/// Spending per API key from `from` to `to` inclusive (UTC days), most
+/// used first, inside a transaction scoped to the workspace. Requests by
+/// signed-in users are not in it; the days' totals include both.
+pub async fn by_key(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<KeyUsage>> {
+    Ok(sqlx::query_as(
+        "SELECT r.api_key_id AS key_id, k.name, count(*) AS requests,
+                coalesce(sum(r.prompt_tokens + r.completion_tokens)
+                         FILTER (WHERE r.state = 'committed'), 0)::bigint AS used,
+                coalesce(sum(r.amount) FILTER (WHERE r.state = 'reserved'), 0)::bigint AS reserved
+         FROM token_reservations r LEFT JOIN api_keys k ON k.id = r.api_key_id
+         WHERE r.workspace_id = $1 AND r.day BETWEEN $2 AND $3 AND r.api_key_id IS NOT NULL
+         GROUP BY r.api_key_id, k.name
+         ORDER BY used DESC, key_id",
+    )
+    .bind(workspace)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,23 @@ pub async fn tenant_tx(
         .await
 }
 
+/// [`tenant_tx`] for a request made with an API key (`key`): also sets
+/// `app.api_key_id`, which the usage log records for what the request
+/// spends (`app_api_key_id()`). Still one round trip.
+pub async fn keyed_tenant_tx(
+    pool: &PgPool,
+    user: Option<UserId>,
+    workspace: Option<WorkspaceId>,
+    key: Option<uuid::Uuid>,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut sql = begin_statement(user, workspace);
+    if let Some(key) = key {
+        // A typed UUID: safe to format, as in `begin_statement`.
+        sql.push_str(&format!(", set_config('app.api_key_id', '{key}', true)"));
+    }
+    pool.begin_with(sqlx::AssertSqlSafe(sql)).await
+}
+
 /// [`tenant_tx`] on a connection already held (the indexer's locked
 /// session, a second pool connection).
 pub async fn tenant_tx_on(
