@@ -193,6 +193,9 @@ pub struct Access {
     pub role: Role,
     /// The widget visitor this transaction is scoped to (`app.visitor_id`).
     pub visitor: Option<uuid::Uuid>,
+    /// The API key the request came with (`app.api_key_id`): what the
+    /// request spends is recorded against it.
+    pub key: Option<uuid::Uuid>,
 }
 
 impl Access {
@@ -211,7 +214,11 @@ impl Access {
             Some(crate::caller::Grant::Visitor { visitor, .. }) => Some(visitor),
             _ => None,
         };
-        let mut tx = crate::db::visitor_tx(db, Some(caller.user_id), None, visitor).await?;
+        let key = match caller.grant {
+            Some(crate::caller::Grant::Key { key_id, .. }) => Some(key_id),
+            _ => None,
+        };
+        let mut tx = Self::begin(db, caller.user_id, None, visitor, key).await?;
         // The target list runs only for a matching row, so the transaction
         // is scoped to the workspace exactly when the caller is a member,
         // in the same round trip as the membership check.
@@ -227,6 +234,22 @@ impl Access {
             workspace,
             role,
             visitor,
+            key,
+        })
+    }
+
+    /// A tenant transaction carrying the grant's context (a caller holds
+    /// a visitor's or a key's, never both).
+    async fn begin(
+        db: &PgPool,
+        user: UserId,
+        workspace: Option<WorkspaceId>,
+        visitor: Option<uuid::Uuid>,
+        key: Option<uuid::Uuid>,
+    ) -> Result<Transaction<'static, Postgres>> {
+        Ok(match key {
+            Some(_) => crate::db::keyed_tenant_tx(db, Some(user), workspace, key).await?,
+            None => crate::db::visitor_tx(db, Some(user), workspace, visitor).await?,
         })
     }
 
@@ -250,16 +273,18 @@ impl Access {
             workspace,
             role,
             visitor,
+            key,
         } = self;
         tx.commit().await?;
         let value = call.await;
-        let tx = crate::db::visitor_tx(db, Some(caller), Some(workspace), visitor).await?;
+        let tx = Self::begin(db, caller, Some(workspace), visitor, key).await?;
         let access = Self {
             tx,
             caller,
             workspace,
             role,
             visitor,
+            key,
         };
         Ok((access, value))
     }
@@ -294,6 +319,58 @@ pub(crate) async fn audit(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// One entry of a workspace's audit log.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub action: String,
+    pub actor_id: Option<UserId>,
+    /// The actor's display name, else email.
+    pub actor_label: Option<String>,
+    /// The member the action was about, if any.
+    pub subject_id: Option<uuid::Uuid>,
+    pub details: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The workspace's audit log, newest first (owners and admins),
+/// optionally of one action only (`key.created`, `member.removed`...).
+pub async fn audit_log(
+    mut access: Access,
+    action: Option<&str>,
+    limit: usize,
+    before: Option<i64>,
+) -> Result<crate::pagination::Page<AuditEntry>> {
+    access.require(access.role.manages_members(), "see the audit log")?;
+    if let Some(action) = action
+        && (action.len() > 100 || action.chars().any(char::is_control))
+    {
+        return Err(ApiError::unprocessable("action", "not an action name"));
+    }
+    // No row-level security on audit_log: this explicit workspace filter,
+    // after the role check above, is what keeps it to the workspace.
+    let rows = sqlx::query_as(
+        "SELECT a.id, a.action, a.actor_id, coalesce(u.display_name, u.email) AS actor_label,
+                a.subject_id, a.details, a.created_at
+         FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id
+         WHERE a.workspace_id = $1 AND ($2::text IS NULL OR a.action = $2)
+           AND ($3::bigint IS NULL OR a.id < $3)
+         ORDER BY a.id DESC LIMIT $4",
+    )
+    .bind(access.workspace)
+    .bind(action)
+    .bind(before)
+    .bind(limit as i64 + 1)
+    .fetch_all(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    Ok(crate::pagination::Page::from_rows(
+        rows,
+        limit,
+        |e: &AuditEntry| e.id,
+    ))
 }
 
 /// Creates a workspace owned by the caller.
@@ -615,6 +692,10 @@ pub async fn remove_member(mut access: Access, user: UserId) -> Result<()> {
         serde_json::json!({ "role": target }),
     )
     .await?;
+    // Their keys act for them: they stop with the membership, not merely
+    // fail its check until the member is invited back.
+    crate::api_keys::revoke_for_member(&mut access.tx, access.workspace, user, access.caller)
+        .await?;
     access.commit().await
 }
 
