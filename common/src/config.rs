@@ -415,6 +415,11 @@ pub struct Config {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub external_issuers: Vec<ExternalIssuer>,
+    /// `API_KEY_PEPPER`: the server secret workspace API keys are hashed
+    /// with (HMAC-SHA256). Without it no key can be created or used.
+    pub api_key_pepper: Option<Secret>,
+    /// `API_KEY_RATE_LIMIT_PER_MINUTE`: requests one API key may make a minute.
+    pub api_key_rate_limit_per_minute: u32,
     pub jwks_cache_ttl: Duration,
     pub jwks_min_refetch_interval: Duration,
     /// Sign-ups per source IP per fixed window.
@@ -469,6 +474,8 @@ impl Config {
             access_token_ttl: secs(vars.parse_or("ACCESS_TOKEN_TTL_SECONDS", 900)?),
             refresh_token_ttl: secs(vars.parse_or("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)?),
             external_issuers: vars.json_or("AUTH_EXTERNAL_ISSUERS")?,
+            api_key_pepper: vars.optional("API_KEY_PEPPER").map(Secret),
+            api_key_rate_limit_per_minute: vars.parse_or("API_KEY_RATE_LIMIT_PER_MINUTE", 600)?,
             jwks_cache_ttl: secs(vars.parse_or("JWKS_CACHE_TTL_SECONDS", 600)?),
             jwks_min_refetch_interval: secs(vars.parse_or("JWKS_MIN_REFETCH_SECONDS", 30)?),
             auth_rate_limit_per_ip: vars.parse_or("AUTH_RATE_LIMIT_PER_IP", 100)?,
@@ -603,6 +610,17 @@ impl Config {
         }
         if self.database_max_connections == 0 {
             return bad("DATABASE_MAX_CONNECTIONS", "must be at least 1");
+        }
+        // A short pepper is a guessable one: every key's hash would fall with it.
+        if self
+            .api_key_pepper
+            .as_ref()
+            .is_some_and(|pepper| pepper.expose().len() < 32)
+        {
+            return bad("API_KEY_PEPPER", "must be at least 32 characters");
+        }
+        if self.api_key_rate_limit_per_minute == 0 {
+            return bad("API_KEY_RATE_LIMIT_PER_MINUTE", "must be at least 1");
         }
         if crate::auth::jwt::own_algorithm(&self.jwt_algorithm).is_err() {
             return bad("JWT_ALGORITHM", "must be EdDSA, RS256 or ES256");
