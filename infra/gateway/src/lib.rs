@@ -34,6 +34,7 @@ pub fn registry() -> Vec<Function> {
         workspaces::FUNCTIONS,
         members::FUNCTIONS,
         invitations::FUNCTIONS,
+        keys::FUNCTIONS,
         widgets::FUNCTIONS,
         embed::FUNCTIONS,
         documents::FUNCTIONS,
