@@ -72,6 +72,7 @@ UPLOAD_ID = "5a6b7c8d-3333-4e4f-8a0b-1c2d3e4f5a6b"
 INVITATION_ID = "0b4d3c2a-4444-4e5f-8a9b-0c1d2e3f4a5b"
 REVOKED_INVITATION_ID = "0b4d3c2a-5555-4e5f-8a9b-0c1d2e3f4a5b"
 WIDGET_ID = "0b4d3c2a-6666-4e5f-8a9b-0c1d2e3f4a5b"
+API_KEY_ID = "0b4d3c2a-7e7e-4e5f-8a9b-0c1d2e3f4a5b"
 # A custom resource's ResponseURL, until its invocation's server has an address.
 RESPONSE_URL = "http://local-invoke.invalid/cfn-response/"
 
@@ -708,6 +709,10 @@ class Run:
         self.run("invitations-decline", 409)
         self.run("invitations-create", 201, lambda _s, _h, body: s.update({REVOKED_INVITATION_ID: body["id"]}))
         self.run("invitations-revoke", 204)
+        self.run("keys-create", 201, lambda _s, _h, body: s.update({API_KEY_ID: body["id"]}))
+        self.run("keys-list", 200, lambda _s, _h, body: "key" not in body["items"][0] or fail(body))
+        self.run("keys-revoke", 204)
+        self.run("workspaces-audit", 200, lambda _s, _h, body: body["items"][0]["action"] == "key.revoked" or fail(body))
 
         def created(_status, headers, body):
             s[DOCUMENT_ID] = body["id"]
