@@ -531,7 +531,7 @@ async fn renewal_keeps_the_visitor_and_nothing_else_proves_one(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
-async fn disabling_a_widget_refuses_its_tokens_at_once(pool: PgPool) {
+async fn disabling_a_widget_or_deleting_its_workspace_refuses_its_tokens_at_once(pool: PgPool) {
     let s = stack(pool, &[]).await;
     let widget = s.shop_widget().await;
     let (token, _) = s.visitor(&widget).await;
@@ -555,6 +555,26 @@ async fn disabling_a_widget_refuses_its_tokens_at_once(pool: PgPool) {
         .await
         .problem(401);
     s.token_from(Some(SHOP), json!({ "widget_id": widget }))
+        .await
+        .problem(404);
+
+    // A deleted workspace's widgets serve nobody either.
+    let live = s.shop_widget().await;
+    let (token, _) = s.visitor(&live).await;
+    let deleted = s
+        .api
+        .send(
+            "DELETE",
+            &format!("/workspaces/{}", s.ws),
+            Some(&s.owner),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    s.as_visitor("GET", &sessions, &token, None)
+        .await
+        .problem(401);
+    s.token_from(Some(SHOP), json!({ "widget_id": live }))
         .await
         .problem(404);
 }
