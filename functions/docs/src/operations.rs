@@ -16,6 +16,7 @@ use common::auth::{
     AccountDeletion, Credentials, ProfileChanges, RefreshRequest, Signup, TokenPair, UserProfile,
 };
 
+use common::api_keys::{ApiKey as WorkspaceApiKey, CreatedKey, NewKey};
 use common::budget::DayUsage;
 use common::conversations::{Message, Reply, Session};
 use common::documents::sync::Changes;
@@ -30,7 +31,8 @@ use common::study::proxy::{GenerateIn, Generated};
 use common::study::qa::{QaAnswer, QaIn};
 use common::study::summarize::{SummarizeIn, Summary};
 use common::uploads::{NewUpload, Upload};
-use common::workspaces::{Member, NewWorkspace, Workspace, WorkspaceChanges};
+use common::widgets::{IssuedToken, NewWidget, TokenRequest, Widget, WidgetChanges};
+use common::workspaces::{AuditEntry, Member, NewWorkspace, Workspace, WorkspaceChanges};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
@@ -56,8 +58,11 @@ pub fn openapi() -> OpenApiDoc {
         license(name = "Apache-2.0"),
     ),
     paths(
-        health, signup, login, refresh, logout, me, update_me, delete_me, jwks,
+        health, signup, login, refresh, logout, me, update_me, delete_me, jwks, openid,
         create_workspace, list_workspaces, get_workspace, update_workspace, delete_workspace,
+        audit, create_key, list_keys, revoke_key,
+        create_widget, list_widgets, get_widget, update_widget, delete_widget,
+        embed_token, widget_script,
         list_members, add_member, remove_member,
         create_invitation, list_invitations, revoke_invitation, received_invitations,
         accept_invitation, decline_invitation,
@@ -329,6 +334,43 @@ struct InvitationPath {
 
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
+struct KeyPath {
+    workspace_id: Uuid,
+    key_id: Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+struct WidgetPath {
+    workspace_id: Uuid,
+    widget_id: Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// Only entries of this action (`key.created`, `member.removed`, ...).
+    action: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+struct EmbedOrigin {
+    /// The embedding page's origin, as the browser sends it; the widget
+    /// must allow it.
+    #[param(rename = "Origin")]
+    origin: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+struct IfNoneMatch {
+    #[param(rename = "If-None-Match")]
+    if_none_match: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
 struct SessionPath {
     workspace_id: Uuid,
     session_id: Uuid,
@@ -512,6 +554,12 @@ fn delete_me() {}
         body = inline(Object), content_type = "application/json")))]
 fn jwks() {}
 
+/// OpenID Connect discovery, for API Gateway's JWT authorizers.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "auth", security(()),
+    responses((status = 200, description = "An OpenID provider configuration.",
+        body = inline(Object), content_type = "application/json")))]
+fn openid() {}
+
 /// Dummy type naming the shared 401 response for `inline(...)` above.
 struct Unauthorized;
 
@@ -615,6 +663,98 @@ fn accept_invitation() {}
     params(InvitationPath), security(("bearer" = [])),
     responses((status = 204, description = "Declined."), Authed, InWorkspace, Conflict))]
 fn decline_invitation() {}
+
+/// The workspace's audit log, newest first (owners and admins, or an
+/// `admin` key).
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/audit", tag = "workspaces",
+    params(WorkspacePath, AuditQuery, PageQuery),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Page<AuditEntry>), Authed, InWorkspace, Paged))]
+fn audit() {}
+
+// ---- API keys and widgets (a signed-in owner or admin) ----
+
+/// Create an API key; the key itself is in this answer only.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/keys", tag = "keys",
+    params(WorkspacePath), security(("bearer" = [])),
+    request_body = NewKey,
+    responses((status = 201, body = CreatedKey), Authed, InWorkspace, JsonBody))]
+fn create_key() {}
+
+/// The workspace's API keys, newest first, masked.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/keys", tag = "keys",
+    params(WorkspacePath, PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<WorkspaceApiKey>), Authed, InWorkspace, Paged))]
+fn list_keys() {}
+
+/// Revoke an API key (204 also when revoked already); it is refused at once.
+#[utoipa::path(delete, path = "/workspaces/{workspace_id}/keys/{key_id}", tag = "keys",
+    params(KeyPath), security(("bearer" = [])),
+    responses((status = 204, description = "Revoked."), Authed, InWorkspace))]
+fn revoke_key() {}
+
+/// Configure a chat widget: allowed origins, greeting, colour, limits.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/widgets", tag = "widgets",
+    params(WorkspacePath), security(("bearer" = [])),
+    request_body = NewWidget,
+    responses((status = 201, body = Widget), Authed, InWorkspace, JsonBody))]
+fn create_widget() {}
+
+/// The workspace's widgets.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/widgets", tag = "widgets",
+    params(WorkspacePath), security(("bearer" = [])),
+    responses((status = 200, body = Items<Widget>), Authed, InWorkspace))]
+fn list_widgets() {}
+
+/// One widget.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/widgets/{widget_id}", tag = "widgets",
+    params(WidgetPath), security(("bearer" = [])),
+    responses((status = 200, body = Widget), Authed, InWorkspace))]
+fn get_widget() {}
+
+/// Change a widget; what the body names changes.
+#[utoipa::path(patch, path = "/workspaces/{workspace_id}/widgets/{widget_id}",
+    tag = "widgets", params(WidgetPath), security(("bearer" = [])),
+    request_body = WidgetChanges,
+    responses((status = 200, body = Widget), Authed, InWorkspace, JsonBody))]
+fn update_widget() {}
+
+/// Delete a widget; its tokens stop working.
+#[utoipa::path(delete, path = "/workspaces/{workspace_id}/widgets/{widget_id}",
+    tag = "widgets", params(WidgetPath), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted."), Authed, InWorkspace))]
+fn delete_widget() {}
+
+/// A short-lived embed token for a widget's visitor, from a page whose
+/// `Origin` the widget allows; good for chat in its workspace only.
+#[utoipa::path(post, path = "/embed/token", tag = "widgets", security(()),
+    params(EmbedOrigin), request_body = TokenRequest,
+    responses((status = 201, body = IssuedToken), JsonBody, NotFound, Throttled,
+        (status = 403, response = inline(ForbiddenOrigin))))]
+fn embed_token() {}
+
+/// The chat widget's script, for one `<script>` tag.
+#[utoipa::path(get, path = "/widget.js", tag = "widgets", security(()), params(IfNoneMatch),
+    responses(
+        (status = 200, description = "JavaScript.", body = String,
+            content_type = "text/javascript", headers(("ETag" = String))),
+        (status = 304, description = "Not modified.", headers(("ETag" = String))),
+        BadRequestOnly))]
+fn widget_script() {}
+
+struct ForbiddenOrigin;
+
+impl utoipa::ToResponse<'static> for ForbiddenOrigin {
+    fn response() -> (&'static str, RefOr<Response>) {
+        let r = "#/components/responses/Forbidden";
+        ("Forbidden", RefOr::Ref(utoipa::openapi::Ref::new(r)))
+    }
+}
+
+problem_set!(
+    /// A malformed conditional header.
+    BadRequestOnly = [400]
+);
 
 // ---- documents ----
 

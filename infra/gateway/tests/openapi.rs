@@ -226,7 +226,33 @@ async fn schemathesis_finds_no_server_errors_and_no_undocumented_responses(pool:
         )
         .await;
     assert_eq!(invitation.status, 201, "{}", invitation.body);
+    let key = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/keys"),
+            Some(&token),
+            Some(serde_json::json!({ "name": "fuzz", "scopes": ["query"] })),
+        )
+        .await;
+    assert_eq!(key.status, 201, "{}", key.body);
+    let widget = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/widgets"),
+            Some(&token),
+            Some(serde_json::json!({ "name": "fuzz", "allowed_origins": ["https://example.com"] })),
+        )
+        .await;
+    assert_eq!(widget.status, 201, "{}", widget.body);
     let env = vec![
+        (
+            "RAGWAY_FUZZ_KEY_ID",
+            key.body["id"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "RAGWAY_FUZZ_WIDGET_ID",
+            widget.body["id"].as_str().unwrap().to_owned(),
+        ),
         ("RAGWAY_FUZZ_TOKEN", token.clone()),
         ("RAGWAY_FUZZ_WORKSPACE_ID", ws.clone()),
         (
