@@ -26,6 +26,7 @@ use common::error::Problem;
 use common::health::Health;
 use common::invitations::{Acceptance, Invitation, MemberRequest, NewInvitation, Received};
 use common::pagination::Page;
+use common::shares::{CreatedShare, NewShare, ShareLink, SharedView};
 use common::study::mindmap::{MindMap, MindmapIn};
 use common::study::proxy::{GenerateIn, Generated};
 use common::study::qa::{QaAnswer, QaIn};
@@ -63,6 +64,7 @@ pub fn openapi() -> OpenApiDoc {
         audit, create_key, list_keys, revoke_key,
         create_widget, list_widgets, get_widget, update_widget, delete_widget,
         embed_token, widget_script,
+        create_share, list_shares, revoke_share, view_share,
         list_members, add_member, remove_member,
         create_invitation, list_invitations, revoke_invitation, received_invitations,
         accept_invitation, decline_invitation,
@@ -344,6 +346,20 @@ struct KeyPath {
 struct WidgetPath {
     workspace_id: Uuid,
     widget_id: Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+struct SharePath {
+    workspace_id: Uuid,
+    share_id: Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ShareTokenPath {
+    /// The link's token, as its URL carries it.
+    token: String,
 }
 
 #[derive(IntoParams)]
@@ -755,6 +771,34 @@ problem_set!(
     /// A malformed conditional header.
     BadRequestOnly = [400]
 );
+
+// ---- share links ----
+
+/// A read-only link to a document or a chat session; the token is in this
+/// answer only.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/shares", tag = "shares",
+    params(WorkspacePath), security(("bearer" = [])),
+    request_body = NewShare,
+    responses((status = 201, body = CreatedShare), Authed, InWorkspace, JsonBody))]
+fn create_share() {}
+
+/// The workspace's share links, newest first, never their tokens.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/shares", tag = "shares",
+    params(WorkspacePath, PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<ShareLink>), Authed, InWorkspace, Paged))]
+fn list_shares() {}
+
+/// Revoke a share link (204 also when revoked already).
+#[utoipa::path(delete, path = "/workspaces/{workspace_id}/shares/{share_id}", tag = "shares",
+    params(SharePath), security(("bearer" = [])),
+    responses((status = 204, description = "Revoked."), Authed, InWorkspace))]
+fn revoke_share() {}
+
+/// What a share link shows, without signing in.
+#[utoipa::path(get, path = "/share/{token}", tag = "shares", security(()),
+    params(ShareTokenPath),
+    responses((status = 200, body = SharedView), InWorkspace, Throttled))]
+fn view_share() {}
 
 // ---- documents ----
 

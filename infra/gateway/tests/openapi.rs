@@ -150,8 +150,13 @@ async fn schemathesis(
     env: Vec<(&'static str, String)>,
     args: &[&str],
 ) -> (bool, String) {
+    // Hypothesis keeps an example database in the working directory: a
+    // scratch one, not the crate's.
+    let scratch = std::env::temp_dir().join(format!("ragway-schemathesis-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
     let mut command = Command::new(fuzz_tool("schemathesis"));
     command
+        .current_dir(&scratch)
         .arg("--config-file")
         .arg(repo_root().join("infra/stack/schemathesis.toml"))
         .args(["--no-color", "run", &format!("{base}/openapi.json")])
@@ -168,6 +173,7 @@ async fn schemathesis(
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -244,7 +250,24 @@ async fn schemathesis_finds_no_server_errors_and_no_undocumented_responses(pool:
         )
         .await;
     assert_eq!(widget.status, 201, "{}", widget.body);
+    let share = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/shares"),
+            Some(&token),
+            Some(serde_json::json!({ "document_id": document.body["id"] })),
+        )
+        .await;
+    assert_eq!(share.status, 201, "{}", share.body);
     let env = vec![
+        (
+            "RAGWAY_FUZZ_SHARE_ID",
+            share.body["id"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "RAGWAY_FUZZ_SHARE_TOKEN",
+            share.body["token"].as_str().unwrap().to_owned(),
+        ),
         (
             "RAGWAY_FUZZ_KEY_ID",
             key.body["id"].as_str().unwrap().to_owned(),
