@@ -56,6 +56,11 @@ infra/stack/browser.sh 7>&- ||
   echo "infra/test.sh: warning: the headless browser is not installed; widget_browser will fail" >&2
 export RAGWAY_BROWSER=required
 
+# Schema fuzzing (infra/gateway/tests/openapi.rs): schemathesis and
+# openapi-spec-validator in .local/fuzz-venv. Missing, that test fails.
+infra/stack/fuzz.sh 7>&- ||
+  echo "infra/test.sh: warning: schemathesis is not installed; tests/openapi.rs will fail" >&2
+
 lint_status=0
 if [[ -f template.yaml ]]; then
   echo "infra/test.sh: cfn-lint template.yaml"

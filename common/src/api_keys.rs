@@ -146,6 +146,7 @@ pub async fn authenticate(state: &State, key: &str) -> Result<Caller> {
 /// `POST .../keys`: a name, scope names, and optionally a lifetime.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewKey {
     pub name: String,
     pub scopes: Vec<String>,
@@ -155,6 +156,7 @@ pub struct NewKey {
 
 /// Who created a key.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Creator {
     pub id: UserId,
     /// Display name, else email.
@@ -163,6 +165,7 @@ pub struct Creator {
 
 /// A key as listings show it: never the secret.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     pub id: Uuid,
     pub name: String,
@@ -181,6 +184,7 @@ pub struct ApiKey {
 /// A key just created: the listing fields, and the key itself, shown this
 /// once.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub listed: ApiKey,

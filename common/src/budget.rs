@@ -68,6 +68,7 @@ pub struct Reservation {
 
 /// One UTC day of a workspace's budget.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DayUsage {
     pub day: NaiveDate,
     pub limit: i64,

@@ -42,6 +42,7 @@ const MAX_ORIGINS: usize = 50;
 
 /// A chat widget as its workspace's owners and admins see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Widget {
     pub id: Uuid,
     pub workspace_id: WorkspaceId,
@@ -63,6 +64,7 @@ pub struct Widget {
 /// `POST /workspaces/{id}/widgets` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewWidget {
     pub name: String,
     pub allowed_origins: Vec<String>,
@@ -79,6 +81,7 @@ pub struct NewWidget {
 /// `PATCH /workspaces/{id}/widgets/{widget_id}` body: what is present changes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WidgetChanges {
     #[serde(default)]
     pub name: Option<String>,
@@ -386,6 +389,7 @@ pub fn script_tag(script: &str) -> String {
 /// `POST /embed/token` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRequest {
     pub widget_id: Uuid,
     /// The visitor's current (or, up to [`RENEW_GRACE`], expired) token:
@@ -396,6 +400,7 @@ pub struct TokenRequest {
 
 /// What a page's widget shows.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WidgetLook {
     pub id: Uuid,
     pub name: String,
@@ -405,6 +410,7 @@ pub struct WidgetLook {
 
 /// `POST /embed/token`'s answer.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedToken {
     pub token: String,
     pub expires_in: u64,

@@ -17,6 +17,7 @@ use crate::ids::{UserId, WorkspaceId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     Owner,
     Admin,
@@ -31,6 +32,7 @@ impl Role {
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Workspace {
     pub id: WorkspaceId,
     pub name: String,
@@ -54,6 +56,7 @@ pub struct Workspace {
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     pub user_id: UserId,
     pub email: Option<String>,
@@ -64,6 +67,7 @@ pub struct Member {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewWorkspace {
     pub name: String,
     #[serde(default)]
@@ -74,6 +78,7 @@ pub struct NewWorkspace {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkspaceChanges {
     #[serde(default)]
     pub name: Option<String>,
@@ -323,6 +328,7 @@ pub(crate) async fn audit(
 
 /// One entry of a workspace's audit log.
 #[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: i64,
     pub action: String,

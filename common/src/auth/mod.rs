@@ -23,6 +23,7 @@ pub use users::UserProfile;
 /// Credentials for sign-up and login.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
     pub email: String,
     pub password: String,
@@ -30,6 +31,7 @@ pub struct Credentials {
 
 /// What sign-up, login and refresh return.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
@@ -40,6 +42,7 @@ pub struct TokenPair {
 /// `POST /auth/signup`: credentials and an optional display name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Signup {
     pub email: String,
     pub password: String,
@@ -52,6 +55,7 @@ pub struct Signup {
 /// as `null` (an empty body must not wipe the name).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfileChanges {
     #[serde(default, deserialize_with = "present")]
     pub display_name: Option<Option<String>>,
@@ -67,6 +71,7 @@ fn present<'de, D: serde::Deserializer<'de>>(
 /// accounts have none and send `{}` (their valid bearer token is the proof).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountDeletion {
     #[serde(default)]
     pub password: Option<String>,
@@ -74,6 +79,7 @@ pub struct AccountDeletion {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
