@@ -65,3 +65,7 @@ id_type!(
     /// An invitation to join a workspace.
     InvitationId
 );
+id_type!(
+    /// A share link to one object of a workspace.
+    ShareLinkId
+);

@@ -34,6 +34,7 @@ pub mod rerank;
 pub mod retrieval;
 pub mod secrets;
 pub mod sentences;
+pub mod shares;
 pub mod sse;
 pub mod state;
 pub mod storage;

@@ -84,6 +84,7 @@ impl CursorKey for crate::ids::WorkspaceId {}
 impl CursorKey for crate::ids::DocumentId {}
 impl CursorKey for crate::ids::ChunkId {}
 impl CursorKey for crate::ids::InvitationId {}
+impl CursorKey for crate::ids::ShareLinkId {}
 
 /// Times we wrote came from Postgres, so they are within the years it holds.
 impl CursorKey for chrono::DateTime<chrono::Utc> {
