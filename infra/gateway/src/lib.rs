@@ -37,6 +37,7 @@ pub fn registry() -> Vec<Function> {
         keys::FUNCTIONS,
         widgets::FUNCTIONS,
         embed::FUNCTIONS,
+        shares::FUNCTIONS,
         documents::FUNCTIONS,
         uploads::FUNCTIONS,
         ingest::FUNCTIONS,
