@@ -72,6 +72,7 @@ UPLOAD_ID = "5a6b7c8d-3333-4e4f-8a0b-1c2d3e4f5a6b"
 INVITATION_ID = "0b4d3c2a-4444-4e5f-8a9b-0c1d2e3f4a5b"
 REVOKED_INVITATION_ID = "0b4d3c2a-5555-4e5f-8a9b-0c1d2e3f4a5b"
 WIDGET_ID = "0b4d3c2a-6666-4e5f-8a9b-0c1d2e3f4a5b"
+SHARE_ID = "0b4d3c2a-8888-4e5f-8a9b-0c1d2e3f4a5b"
 API_KEY_ID = "0b4d3c2a-7e7e-4e5f-8a9b-0c1d2e3f4a5b"
 # A custom resource's ResponseURL, until its invocation's server has an address.
 RESPONSE_URL = "http://local-invoke.invalid/cfn-response/"
@@ -751,6 +752,16 @@ class Run:
         self.run("chat-sessions", 200)
         self.run("chat-session-create", 201, lambda _s, _h, body: body["title"] == "Trial questions" or fail(body))
         self.run("chat-messages", 200)
+        # A link to the document; opened without signing in, then revoked.
+
+        def shared(_status, _headers, body):
+            s[SHARE_ID] = body["id"]
+            s["REPLACE_WITH_SHARE_TOKEN"] = body["token"]
+
+        self.run("shares-create", 201, shared)
+        self.run("shares-list", 200, lambda _s, _h, body: "token" not in body["items"][0] or fail(body))
+        self.run("shares-view", 200, lambda _s, _h, body: body["kind"] == "document" or fail(body))
+        self.run("shares-revoke", 204)
         # A widget on https://shop.example.com, and a visitor's token for it.
         self.run("widgets-create", 201, lambda _s, _h, body: s.update({WIDGET_ID: body["id"]}))
         self.run("widgets-list", 200)

@@ -113,6 +113,9 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "invitations-create",
         "invitations-list",
         "invitations-revoke",
+        "shares-create",
+        "shares-list",
+        "shares-revoke",
         "documents-create",
         "documents-list",
         "documents-get",
@@ -216,6 +219,41 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         ("0b4d3c2a-2222-4e5f-8a9b-0c1d2e3f4a5b", doc_id.as_str()),
         ("REPLACE_WITH_ETAG", etag.as_str()),
     ];
+    // A share link to the document: made, listed, opened without signing
+    // in, revoked; then it opens no more.
+    let (status, shared) = invoke(&state, "shares-create", &on_doc).await;
+    assert_eq!(
+        (status, shared["target_kind"].as_str()),
+        (201, Some("document")),
+        "{shared}"
+    );
+    let on_share = [
+        real[0],
+        real[1],
+        real[2],
+        (
+            "0b4d3c2a-8888-4e5f-8a9b-0c1d2e3f4a5b",
+            shared["id"].as_str().unwrap(),
+        ),
+        (
+            "REPLACE_WITH_SHARE_TOKEN",
+            shared["token"].as_str().unwrap(),
+        ),
+    ];
+    let (status, listed) = invoke(&state, "shares-list", &on_share).await;
+    assert_eq!(
+        (status, listed["items"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{listed}"
+    );
+    let (status, view) = invoke(&state, "shares-view", &on_share).await;
+    assert_eq!(
+        (status, view["kind"].as_str()),
+        (200, Some("document")),
+        "{view}"
+    );
+    assert_eq!(invoke(&state, "shares-revoke", &on_share).await.0, 204);
+    assert_eq!(invoke(&state, "shares-view", &on_share).await.0, 404);
     for (binary, expected) in [
         ("documents-list", 200),
         ("documents-get", 200),
