@@ -31,8 +31,10 @@ pub const MAX_EXPIRY_HOURS: u32 = 90 * 24;
 /// Views per source address per minute, unknown tokens included, so
 /// guessing costs the guesser.
 pub const VIEWS_PER_IP_PER_MINUTE: u32 = 60;
-/// Messages a shared chat session shows at most, oldest first.
-const MAX_SHARED_MESSAGES: i64 = 1000;
+/// Bytes of passages or messages one view carries, the first ones in
+/// order, up to the one that crosses this (a document may have thousands
+/// of chunks, and a Lambda response is at most 6 MB).
+const MAX_SHARED_BYTES: i64 = 4 * 1024 * 1024;
 
 /// What a link points at. Classification job results are to be another
 /// kind here (and in the table's CHECK) once jobs exist.
@@ -123,6 +125,9 @@ pub struct SharedDocument {
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub passages: Vec<SharedPassage>,
+    /// Whether passages past the first 4 MiB or so of text were left out.
+    #[sqlx(skip)]
+    pub truncated: bool,
 }
 
 /// One passage of an uploaded document's text.
@@ -142,6 +147,8 @@ pub struct SharedSession {
     pub title: String,
     pub created_at: DateTime<Utc>,
     pub messages: Vec<SharedMessage>,
+    /// Whether messages past the first 4 MiB or so were left out.
+    pub truncated: bool,
 }
 
 /// One message of a shared session (no token usage).
@@ -454,14 +461,23 @@ async fn shared_document(
         return Ok(None);
     };
     if document.content.is_none() {
-        document.passages = sqlx::query_as(
-            "SELECT ordinal, page, heading, content AS text FROM chunks
-             WHERE document_id = $1 AND workspace_id = $2 ORDER BY ordinal",
-        )
-        .bind(id)
-        .bind(workspace)
-        .fetch_all(&mut **tx)
-        .await?;
+        let (passages, truncated) = within_budget(
+            sqlx::query_as(
+                "SELECT ordinal, page, heading, text, total FROM (
+                    SELECT ordinal, page, heading, content AS text, count(*) OVER () AS total,
+                           octet_length(content) AS bytes,
+                           sum(octet_length(content)) OVER (ORDER BY ordinal) AS upto
+                    FROM chunks WHERE document_id = $1 AND workspace_id = $2) c
+                 WHERE upto - bytes < $3 ORDER BY ordinal",
+            )
+            .bind(id)
+            .bind(workspace)
+            .bind(MAX_SHARED_BYTES)
+            .fetch_all(&mut **tx)
+            .await?,
+        );
+        document.passages = passages;
+        document.truncated = truncated;
     }
     Ok(Some(document))
 }
@@ -484,20 +500,45 @@ async fn shared_session(
     let Some((title, created_at)) = session else {
         return Ok(None);
     };
-    let messages = sqlx::query_as(
-        "SELECT role, content, citations, created_at FROM chat_messages
-         WHERE workspace_id = $1 AND session_id = $2 ORDER BY id LIMIT $3",
-    )
-    .bind(workspace)
-    .bind(id)
-    .bind(MAX_SHARED_MESSAGES)
-    .fetch_all(&mut **tx)
-    .await?;
+    let (messages, truncated) = within_budget(
+        sqlx::query_as(
+            "SELECT role, content, citations, created_at, total FROM (
+                SELECT id, role, content, citations, created_at, count(*) OVER () AS total,
+                       octet_length(content) + octet_length(citations::text) AS bytes,
+                       sum(octet_length(content) + octet_length(citations::text))
+                           OVER (ORDER BY id) AS upto
+                FROM chat_messages WHERE workspace_id = $1 AND session_id = $2) m
+             WHERE upto - bytes < $3 ORDER BY id",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(MAX_SHARED_BYTES)
+        .fetch_all(&mut **tx)
+        .await?,
+    );
     Ok(Some(SharedSession {
         title,
         created_at,
         messages,
+        truncated,
     }))
+}
+
+/// A row and the count of all rows, of which only those within the byte
+/// budget were fetched.
+#[derive(sqlx::FromRow)]
+struct Counted<T> {
+    #[sqlx(flatten)]
+    item: T,
+    total: i64,
+}
+
+/// The rows fetched, and whether some were left out.
+fn within_budget<T>(rows: Vec<Counted<T>>) -> (Vec<T>, bool) {
+    let total = rows.first().map_or(0, |r| r.total);
+    let items: Vec<T> = rows.into_iter().map(|r| r.item).collect();
+    let truncated = (items.len() as i64) < total;
+    (items, truncated)
 }
 
 #[cfg(test)]

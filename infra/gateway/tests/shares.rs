@@ -610,3 +610,136 @@ async fn bad_requests_are_refused_and_create_nothing(pool: PgPool) {
     let default = s.share(&s.alice, json!({ "document_id": document })).await;
     assert_eq!(default.status, 201, "{}", default.body);
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_uploaded_document_shows_its_extracted_passages_in_order(pool: PgPool) {
+    let stack = support::uploads::stack(
+        pool,
+        &[("CHUNK_TOKENS", "60"), ("CHUNK_OVERLAP_TOKENS", "10")],
+    )
+    .await;
+    let api = &stack.api;
+    let (alice, _, _) = api.signup("alice@example.com").await;
+    let ws = api.create_workspace(&alice, "Library").await;
+    let text = format!(
+        "# Guide\n\n## Setup\n\n{}\n\n## Usage\n\n{}",
+        "Install the sampler and calibrate it at every site. ".repeat(20),
+        "Run the sampler once a day and log the readings. ".repeat(20)
+    );
+    let asked = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/uploads"),
+            Some(&alice),
+            Some(json!({ "filename": "guide.md", "content_type": "text/markdown", "size": text.len() })),
+        )
+        .await;
+    assert_eq!(asked.status, 201, "{}", asked.body);
+    let upload = &asked.body["upload"];
+    let mut put = reqwest::Client::new()
+        .put(upload["url"].as_str().unwrap())
+        .body(text.clone());
+    for (name, value) in upload["headers"].as_object().unwrap() {
+        put = put.header(name, value.as_str().unwrap());
+    }
+    assert!(put.send().await.unwrap().status().is_success());
+    let document = asked.body["document_id"].as_str().unwrap();
+    let outcome = support::drain(&stack.state, &stack.queue).await;
+    assert_eq!(outcome.failed, 0, "ingestion failed");
+
+    let created = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/shares"),
+            Some(&alice),
+            Some(json!({ "document_id": document })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let token = created.body["token"].as_str().unwrap();
+    let view = api
+        .send("GET", &format!("/share/{token}"), None, None)
+        .await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    let shared = &view.body["document"];
+    assert_eq!(shared["title"], "guide.md");
+    assert_eq!(shared["status"], "ready");
+    assert!(shared.get("content").is_none(), "{shared}");
+    assert_eq!(shared["truncated"], false);
+    let passages = shared["passages"].as_array().unwrap();
+    assert!(passages.len() > 2, "{shared}");
+    let ordinals: Vec<i64> = passages
+        .iter()
+        .map(|p| p["ordinal"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ordinals, (0..passages.len() as i64).collect::<Vec<_>>());
+    assert!(passages[0]["text"].as_str().unwrap().contains("calibrate"));
+    assert!(
+        passages.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("readings")
+    );
+    assert_eq!(passages.last().unwrap()["heading"], "Guide > Usage");
+    // Where the file lies is not shared.
+    let body = view.body.to_string();
+    assert!(!body.contains(&stack.bucket) && !body.contains("workspaces/"));
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_long_session_is_shared_up_to_a_size_and_says_so(pool: PgPool) {
+    let s = setup(pool, &[]).await;
+    let session = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{}/chat/sessions", s.ws),
+            Some(&s.alice),
+            Some(json!({ "title": "Long" })),
+        )
+        .await;
+    assert_eq!(session.status, 201, "{}", session.body);
+    let session = session.body["id"].as_str().unwrap();
+    let owner: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = $1")
+        .bind("alice@example.com")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    // Three messages of 2 MiB each, as the session's own user.
+    let mut tx = s.in_workspace().await;
+    sqlx::query("SELECT set_config('app.user_id', $1, true)")
+        .bind(&owner)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for (n, letter) in ["a", "b", "c"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO chat_messages (workspace_id, session_id, id, role, content)
+             VALUES ($1::uuid, $2::uuid, $3, $4, repeat($5, 2 * 1024 * 1024))",
+        )
+        .bind(&s.ws)
+        .bind(session)
+        .bind(uuid::Uuid::now_v7())
+        .bind(if n % 2 == 0 { "user" } else { "assistant" })
+        .bind(letter)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let created = s
+        .share(&s.alice, json!({ "chat_session_id": session }))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let view = s.view(created.body["token"].as_str().unwrap()).await;
+    assert_eq!(view.status, 200);
+    let shared = &view.body["chat_session"];
+    let firsts: Vec<&str> = shared["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["content"].as_str().unwrap()[..1])
+        .collect();
+    assert_eq!(firsts, ["a", "b"]);
+    assert_eq!(shared["truncated"], true);
+}
