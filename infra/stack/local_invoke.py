@@ -669,6 +669,9 @@ class Run:
         self.run("health-check", 200)
         self.run("auth-jwks", 200)
         self.run("auth-openid", 200)
+        self.run("docs-openapi", 200)
+        self.run("docs-page", 200)
+        self.run("docs-asset", 200)
 
         def tokens(_status, _headers, body):
             s["REPLACE_WITH_ACCESS_TOKEN"] = body["access_token"]

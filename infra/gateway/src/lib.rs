@@ -47,6 +47,7 @@ pub fn registry() -> Vec<Function> {
         ai::FUNCTIONS,
         usage::FUNCTIONS,
         database::FUNCTIONS,
+        docs::FUNCTIONS,
     ]
     .concat()
 }
