@@ -138,11 +138,12 @@ pub async fn set_display_name(db: &PgPool, id: UserId, name: Option<&str>) -> Re
         == 1)
 }
 
-/// Whether this id is an account that was deleted (an id never stored is
-/// not: external users get their row on first sight).
+/// Whether this id is not a live account: deleted, or never stored here
+/// (a token our key signed for another database's user; external users
+/// get their row before this is asked).
 pub async fn is_deleted(db: &PgPool, id: UserId) -> Result<bool> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NOT NULL)",
+        "SELECT NOT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL)",
     )
     .bind(id)
     .fetch_one(db)

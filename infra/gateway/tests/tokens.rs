@@ -102,8 +102,18 @@ async fn assert_rejected(state: &common::State, token: &str, why: &str) {
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn own_tokens_verify_with_current_and_previous_keys(pool: PgPool) {
-    let (state, _) = setup(pool).await;
+    let (state, _) = setup(pool.clone()).await;
     let user = uuid::Uuid::new_v4().to_string();
+    // A correctly signed token speaks only for an account this database
+    // holds (one of another deployment's users gets 401, not a 500 when
+    // its id first reaches a foreign key).
+    let stranger = sign(Algorithm::EdDSA, Some(KID), &own_key(), own_claims(&user));
+    assert_rejected(&state, &stranger, "an account never stored").await;
+    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1::uuid, 'k@example.com', 'x')")
+        .bind(&user)
+        .execute(&pool)
+        .await
+        .unwrap();
     let token = sign(Algorithm::EdDSA, Some(KID), &own_key(), own_claims(&user));
     assert_eq!(
         caller(&state, &token).await.unwrap().user_id.to_string(),
@@ -127,7 +137,7 @@ async fn own_tokens_verify_with_current_and_previous_keys(pool: PgPool) {
     let issued = state
         .auth
         .signer()
-        .issue(common::ids::UserId::new(), Some("a@b.co"))
+        .issue(user.parse().unwrap(), Some("k@example.com"))
         .unwrap();
     assert!(caller(&state, &issued).await.is_ok());
 }
