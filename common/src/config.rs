@@ -435,12 +435,12 @@ pub struct Config {
     pub chat: ChatConfig,
     pub query: QueryConfig,
     pub invitations: InvitationConfig,
+    pub embed: EmbedConfig,
     pub rerank: RerankConfig,
     pub bucket_name: Option<String>,
     pub ingest_queue_url: Option<String>,
     pub aws_endpoint_url: Option<String>,
     pub aws_region: String,
-    pub embed: EmbedConfig,
 }
 
 impl Config {
@@ -568,13 +568,6 @@ impl Config {
                 per_inviter_per_hour: vars.parse_or("INVITATIONS_PER_INVITER_PER_HOUR", 20)?,
                 per_workspace_per_day: vars.parse_or("INVITATIONS_PER_WORKSPACE_PER_DAY", 100)?,
             },
-            rerank: RerankConfig {
-                provider: vars.parse_or("RERANK_PROVIDER", RerankProvider::None)?,
-                base_url: vars.optional("RERANK_BASE_URL"),
-                model: vars.optional("RERANK_MODEL"),
-                api_key: vars.optional("RERANK_API_KEY").map(Secret),
-                timeout: Duration::from_millis(vars.parse_or("RERANK_TIMEOUT_MS", 1500)?),
-                candidates: vars.parse_or("RERANK_CANDIDATES", 50)?,
             embed: EmbedConfig {
                 token_ttl: secs(
                     vars.parse_or::<u64>("EMBED_TOKEN_TTL_SECONDS", 600)?
@@ -583,6 +576,13 @@ impl Config {
                 tokens_per_ip_per_minute: vars.parse_or("EMBED_TOKENS_PER_IP_PER_MINUTE", 20)?,
                 messages_per_token: vars.parse_or("EMBED_MESSAGES_PER_TOKEN", 20)?,
             },
+            rerank: RerankConfig {
+                provider: vars.parse_or("RERANK_PROVIDER", RerankProvider::None)?,
+                base_url: vars.optional("RERANK_BASE_URL"),
+                model: vars.optional("RERANK_MODEL"),
+                api_key: vars.optional("RERANK_API_KEY").map(Secret),
+                timeout: Duration::from_millis(vars.parse_or("RERANK_TIMEOUT_MS", 1500)?),
+                candidates: vars.parse_or("RERANK_CANDIDATES", 50)?,
                 default_on: vars.parse_or("RERANK_DEFAULT", false)?,
             },
             bucket_name: vars.optional("BUCKET_NAME"),
