@@ -24,6 +24,7 @@ pub const HISTORY_TURNS: i64 = 10;
 const TITLE_CHARS: usize = 80;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     pub id: Uuid,
     pub title: String,
@@ -32,11 +33,14 @@ pub struct Session {
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: Uuid,
     pub role: String,
     pub content: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::answer::Citation>))]
     pub citations: Json<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::answer::Usage>))]
     pub usage: Option<Json<Value>>,
     pub created_at: DateTime<Utc>,
 }
@@ -102,6 +106,7 @@ fn retrieval_text(history: &[Turn], message: &str) -> String {
 
 /// A chat message answered and stored.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reply {
     pub session_id: Uuid,
     /// The assistant's message.
@@ -139,12 +144,12 @@ pub async fn send(
         Exchange {
             workspace,
             user,
+            visitor,
             session,
             message,
             answer: answered.answer.as_deref().unwrap_or_default(),
             citations: &answered.citations,
             usage: answered.usage,
-            visitor,
         },
     )
     .await?;
@@ -179,12 +184,12 @@ pub async fn send_stream(
                 Exchange {
                     workspace,
                     user,
+                    visitor,
                     session,
                     message: &owned_message,
                     answer: &answer,
                     citations: &finished.citations,
                     usage: finished.usage,
-                    visitor,
                 },
             )
             .await?;
@@ -225,13 +230,13 @@ async fn context(
 struct Exchange<'a> {
     workspace: WorkspaceId,
     user: UserId,
+    /// A widget visitor's exchanges go to that visitor's sessions.
+    visitor: Option<Uuid>,
     /// None: start a session named after the message.
     session: Option<Uuid>,
     message: &'a str,
     answer: &'a str,
     citations: &'a [Citation],
-    /// A widget visitor's exchanges go to that visitor's sessions.
-    visitor: Option<Uuid>,
     usage: Usage,
 }
 
