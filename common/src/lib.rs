@@ -40,9 +40,9 @@ pub mod state;
 pub mod storage;
 pub mod study;
 pub mod telemetry;
-pub mod text;
 #[cfg(any(test, feature = "test-server"))]
 pub mod test_server;
+pub mod text;
 pub mod token_count;
 mod transport;
 pub mod uploads;

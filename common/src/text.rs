@@ -371,8 +371,14 @@ mod tests {
         ] {
             assert_eq!(stem(word), want, "{word}");
         }
-        assert_eq!(terms("How do I install 2 servers?"), ["install", "2", "server"]);
-        assert_eq!(content_words("How do I install 2 servers?"), ["install", "server"]);
+        assert_eq!(
+            terms("How do I install 2 servers?"),
+            ["install", "2", "server"]
+        );
+        assert_eq!(
+            content_words("How do I install 2 servers?"),
+            ["install", "server"]
+        );
     }
 
     #[test]

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{DocumentText, Section, Spent, Timings};
-use crate::text;
 use crate::answer::Usage;
 use crate::budget::Purpose;
 use crate::chat::{GenerateRequest, estimate_generate_tokens};
@@ -24,6 +23,7 @@ use crate::error::{ApiError, Result};
 use crate::ids::DocumentId;
 use crate::retrieval::{self, Filters, Mode, Search};
 use crate::state::State;
+use crate::text;
 use crate::token_count;
 use crate::workspaces::Access;
 

@@ -13,7 +13,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{Spent, Timings};
-use crate::text;
 use crate::answer::Usage;
 use crate::budget::Purpose;
 use crate::chat::{ChatModel, GenerateRequest, estimate_generate_tokens};
@@ -21,6 +20,7 @@ use crate::config::ChatProvider;
 use crate::error::{ApiError, Result};
 use crate::ids::DocumentId;
 use crate::state::State;
+use crate::text;
 use crate::token_count;
 use crate::workspaces::Access;
 

@@ -109,11 +109,13 @@ async fn own_tokens_verify_with_current_and_previous_keys(pool: PgPool) {
     // its id first reaches a foreign key).
     let stranger = sign(Algorithm::EdDSA, Some(KID), &own_key(), own_claims(&user));
     assert_rejected(&state, &stranger, "an account never stored").await;
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1::uuid, 'k@example.com', 'x')")
-        .bind(&user)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash) VALUES ($1::uuid, 'k@example.com', 'x')",
+    )
+    .bind(&user)
+    .execute(&pool)
+    .await
+    .unwrap();
     let token = sign(Algorithm::EdDSA, Some(KID), &own_key(), own_claims(&user));
     assert_eq!(
         caller(&state, &token).await.unwrap().user_id.to_string(),
@@ -449,10 +451,15 @@ async fn verify_as_an_authorizer(api: &support::Api, token: &str) -> Value {
         .await;
     assert_eq!(discovery.status, 200);
     let jwks_uri = discovery.body["jwks_uri"].as_str().unwrap();
-    let path = jwks_uri.strip_prefix(ISSUER).expect("keys under the issuer");
-    let jwks: JwkSet = serde_json::from_value(api.send("GET", path, None, None).await.body).unwrap();
+    let path = jwks_uri
+        .strip_prefix(ISSUER)
+        .expect("keys under the issuer");
+    let jwks: JwkSet =
+        serde_json::from_value(api.send("GET", path, None, None).await.body).unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid published");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid published");
     let alg: Algorithm = jwk
         .common
         .key_algorithm
@@ -496,17 +503,34 @@ async fn rs256_and_es256_tokens_verify_as_api_gateway_would(pool: PgPool) {
         );
         let api = gateway(state.clone()).await;
         let (access, _, user) = api.signup(&format!("{alg}@example.com")).await;
-        assert_eq!(format!("{:?}", jsonwebtoken::decode_header(&access).unwrap().alg), alg);
+        assert_eq!(
+            format!("{:?}", jsonwebtoken::decode_header(&access).unwrap().alg),
+            alg
+        );
         // An authorizer holding only the discovery document verifies it...
         let claims = verify_as_an_authorizer(&api, &access).await;
         assert_eq!(claims["sub"], user);
         // ...and so do we, on every route.
-        assert_eq!(api.send("GET", "/auth/me", Some(&access), None).await.status, 200);
+        assert_eq!(
+            api.send("GET", "/auth/me", Some(&access), None)
+                .await
+                .status,
+            200
+        );
 
         // The Ed25519 key rotated out still verifies its own tokens.
-        let old = EncodingKey::from_ed_pem(fixture("test-ed25519-previous.pem").as_bytes()).unwrap();
-        let rotated = sign(Algorithm::EdDSA, Some(PREVIOUS_KID), &old, own_claims(&user));
-        assert!(caller(&state, &rotated).await.is_ok(), "{alg}: previous key");
+        let old =
+            EncodingKey::from_ed_pem(fixture("test-ed25519-previous.pem").as_bytes()).unwrap();
+        let rotated = sign(
+            Algorithm::EdDSA,
+            Some(PREVIOUS_KID),
+            &old,
+            own_claims(&user),
+        );
+        assert!(
+            caller(&state, &rotated).await.is_ok(),
+            "{alg}: previous key"
+        );
 
         // A key verifies only the algorithm it was published for: an
         // EdDSA-signed token naming the current key's kid is refused.
