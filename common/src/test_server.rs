@@ -144,11 +144,9 @@ impl Drop for TestServer {
     }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    log: &Mutex<Vec<Recorded>>,
-    handler: &Handler,
-) -> std::io::Result<()> {
+/// Reads one HTTP/1.1 request (head and a `Content-Length` body); None
+/// when the client closes before its head is complete.
+pub async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Recorded>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -157,7 +155,7 @@ async fn serve(
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -183,11 +181,21 @@ async fn serve(
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    let request = Recorded {
+    Ok(Some(Recorded {
         method,
         path,
         headers,
         body,
+    }))
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    log: &Mutex<Vec<Recorded>>,
+    handler: &Handler,
+) -> std::io::Result<()> {
+    let Some(request) = read_request(&mut stream).await? else {
+        return Ok(());
     };
     let n = {
         let mut log = log.lock().unwrap();
