@@ -29,7 +29,7 @@ use crate::rate_limit;
 use crate::workspaces::{self, Access};
 
 /// What every key starts with, so a bearer value is recognised as a key.
-pub const PREFIX: &str = "rwk_";
+pub const PREFIX: &str = crate::caller::API_KEY_PREFIX;
 const PUBLIC_CHARS: usize = 12;
 const SECRET_CHARS: usize = 32;
 const CHECKSUM_CHARS: usize = 6;
@@ -421,38 +421,6 @@ pub async fn revoke(mut access: Access, id: Uuid) -> Result<()> {
         .await?;
     }
     access.commit().await
-}
-
-/// Inside the transaction that removes `member` from `workspace`: revokes
-/// the keys they created there, audited as done by `actor`.
-pub(crate) async fn revoke_for_member(
-    tx: &mut Transaction<'static, Postgres>,
-    workspace: WorkspaceId,
-    member: UserId,
-    actor: UserId,
-) -> Result<()> {
-    let revoked: Vec<(Uuid, String)> = sqlx::query_as(
-        "UPDATE api_keys SET revoked_at = now(), revoked_by = $3
-         WHERE workspace_id = $1 AND created_by = $2 AND revoked_at IS NULL
-         RETURNING id, name",
-    )
-    .bind(workspace)
-    .bind(member)
-    .bind(actor)
-    .fetch_all(&mut **tx)
-    .await?;
-    for (id, name) in revoked {
-        workspaces::audit(
-            tx,
-            workspace,
-            actor,
-            "key.revoked",
-            Some(member),
-            serde_json::json!({ "key_id": id, "name": name, "reason": "creator left the workspace" }),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,12 @@
 
 use crate::ids::{UserId, WorkspaceId};
 
+/// What every workspace API key starts with, so a bearer value is
+/// recognised as a key.
+pub const API_KEY_PREFIX: &str = "rwk_";
+/// What every widget embed token starts with.
+pub const EMBED_TOKEN_PREFIX: &str = "rwe_";
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {

@@ -319,9 +319,9 @@ pub fn credential(req: &Request) -> Option<Credential<'_>> {
         .strip_prefix("Bearer ")
         .or_else(|| token.strip_prefix("bearer "))?
         .trim();
-    Some(if token.starts_with(crate::api_keys::PREFIX) {
+    Some(if token.starts_with(crate::caller::API_KEY_PREFIX) {
         Credential::ApiKey(token)
-    } else if token.starts_with(crate::widgets::PREFIX) {
+    } else if token.starts_with(crate::caller::EMBED_TOKEN_PREFIX) {
         Credential::EmbedToken(token)
     } else {
         Credential::Bearer(token)

@@ -26,7 +26,7 @@ use crate::rate_limit::{self, Rule};
 use crate::workspaces::Access;
 
 /// What every embed token starts with.
-pub const PREFIX: &str = "rwe_";
+pub const PREFIX: &str = crate::caller::EMBED_TOKEN_PREFIX;
 
 /// The `aud` of embed tokens: the access-token verifier refuses it, and
 /// [`authenticate`] refuses every other.

@@ -700,9 +700,36 @@ pub async fn remove_member(mut access: Access, user: UserId) -> Result<()> {
     .await?;
     // Their keys act for them: they stop with the membership, not merely
     // fail its check until the member is invited back.
-    crate::api_keys::revoke_for_member(&mut access.tx, access.workspace, user, access.caller)
-        .await?;
+    revoke_keys_of(&mut access.tx, access.workspace, user, access.caller).await?;
     access.commit().await
+}
+
+/// Inside the transaction that removes `member` from `workspace`: revokes
+/// the API keys they created there, audited as done by `actor`. Here, not
+/// in api_keys, which builds on this module.
+async fn revoke_keys_of(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    member: UserId,
+    actor: UserId,
+) -> Result<()> {
+    let revoked: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = now(), revoked_by = $3
+         WHERE workspace_id = $1 AND created_by = $2 AND revoked_at IS NULL
+         RETURNING id, name",
+    )
+    .bind(workspace)
+    .bind(member)
+    .bind(actor)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (id, name) in revoked {
+        let details = serde_json::json!({
+            "key_id": id, "name": name, "reason": "creator left the workspace"
+        });
+        audit(tx, workspace, actor, "key.revoked", Some(member), details).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
