@@ -19,6 +19,7 @@ Run by infra/stack.sh with the venv's python (boto3 comes with moto).
 import argparse
 import json
 import sys
+import urllib.request
 
 import boto3
 from botocore.config import Config
@@ -114,6 +115,21 @@ def drop_test_events(sqs, url):
                 )
 
 
+def freeze_key_restore(endpoint):
+    """moto advances every object's restore state each time its status is
+    read, and a multipart part (which has no bucket) then raises in
+    /moto-api/data.json, the SES outbox tests read. Nothing of ours
+    restores from Glacier, so keep that state still."""
+    body = json.dumps(
+        {"model_name": "s3::keyrestore",
+         "transition": {"progression": "manual", "times": 2**31}}
+    ).encode()
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/state-manager/set-transition", data=body, method="POST"
+    )
+    urllib.request.urlopen(req, timeout=10).read()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", required=True)
@@ -121,6 +137,7 @@ def main():
     args = ap.parse_args()
 
     s3, sqs = clients(args.endpoint, args.region)
+    freeze_key_restore(args.endpoint)
 
     ensure_bucket(s3, args.region)
 
