@@ -69,3 +69,7 @@ id_type!(
     /// A share link to one object of a workspace.
     ShareLinkId
 );
+id_type!(
+    /// A workspace job: an import or an export.
+    JobId
+);

@@ -85,6 +85,7 @@ impl CursorKey for crate::ids::DocumentId {}
 impl CursorKey for crate::ids::ChunkId {}
 impl CursorKey for crate::ids::InvitationId {}
 impl CursorKey for crate::ids::ShareLinkId {}
+impl CursorKey for crate::ids::JobId {}
 
 /// Times we wrote came from Postgres, so they are within the years it holds.
 impl CursorKey for chrono::DateTime<chrono::Utc> {

@@ -173,6 +173,167 @@ impl<'a> Bucket<'a> {
         Ok(Some(Object { bytes, etag }))
     }
 
+    /// Bytes `start..start + len` of the object at `key` (fewer at its
+    /// end); `None` when there is no such object.
+    pub async fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+    ) -> anyhow::Result<Option<bytes::Bytes>> {
+        let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+        let got = match self
+            .s3
+            .get_object()
+            .bucket(self.name)
+            .key(key)
+            .range(range)
+            .send()
+            .await
+        {
+            Ok(got) => got,
+            Err(error) => {
+                if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                    return Ok(None);
+                }
+                return Err(s3_error(error));
+            }
+        };
+        let bytes = got
+            .body
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the object: {e}"))?
+            .into_bytes();
+        Ok(Some(bytes))
+    }
+
+    /// A presigned `GET` for `key`, valid `ttl`, served as a download
+    /// named `file_name`.
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        file_name: &str,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<String> {
+        let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)?;
+        let request = self
+            .s3
+            .get_object()
+            .bucket(self.name)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{file_name}\""))
+            .presigned(presigning)
+            .await
+            .map_err(s3_error)?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// Stores `bytes` at `key` in one request.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+        self.s3
+            .put_object()
+            .bucket(self.name)
+            .key(key)
+            .content_type(content_type)
+            .body(bytes.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(s3_error)
+    }
+
+    /// Starts a multipart upload of `key`; its upload id.
+    pub async fn start_multipart(&self, key: &str, content_type: &str) -> anyhow::Result<String> {
+        let started = self
+            .s3
+            .create_multipart_upload()
+            .bucket(self.name)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        started
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("S3 returned no upload id"))
+    }
+
+    /// Uploads part `number` (1-based; every part but the last at least
+    /// 5 MiB, an S3 rule) of a multipart upload; its entity tag. Sending
+    /// a part again replaces it.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<String> {
+        let part = self
+            .s3
+            .upload_part()
+            .bucket(self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(s3_error)?;
+        part.e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("S3 returned no part ETag"))
+    }
+
+    /// Completes a multipart upload from its parts' (number, entity tag).
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> anyhow::Result<()> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let parts = parts
+            .iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build())
+            .collect();
+        self.s3
+            .complete_multipart_upload()
+            .bucket(self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(s3_error)
+    }
+
+    /// The size of the object at `key`, `None` when there is none.
+    pub async fn size(&self, key: &str) -> anyhow::Result<Option<i64>> {
+        match self
+            .s3
+            .head_object()
+            .bucket(self.name)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(head.content_length()),
+            Err(error) => {
+                if error.as_service_error().is_some_and(|e| e.is_not_found()) {
+                    return Ok(None);
+                }
+                Err(s3_error(error))
+            }
+        }
+    }
+
     /// Whether the bucket answers (the health check).
     pub async fn probe(&self) -> anyhow::Result<()> {
         self.s3

@@ -11,6 +11,7 @@ use crate::config::DocumentLimits;
 use crate::error::{ApiError, Result};
 
 /// Validated content and its hashes.
+#[derive(Clone)]
 pub(crate) struct Body {
     pub(crate) title: String,
     pub(crate) content: Option<String>,
@@ -234,7 +235,7 @@ impl Body {
         }
     }
 
-    pub(super) fn inline(
+    pub(crate) fn inline(
         title: &str,
         content: Value,
         content_type: Option<&str>,
