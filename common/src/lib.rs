@@ -23,6 +23,7 @@ pub mod http;
 pub mod ids;
 pub mod ingest;
 pub mod invitations;
+pub mod jobs;
 pub mod lambda;
 pub mod mail;
 pub mod metrics;

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::ids::{DocumentId, WorkspaceId};
+use crate::ids::{DocumentId, JobId, WorkspaceId};
 
 /// A message on the ingest queue.
 #[derive(Debug, PartialEq)]
@@ -14,6 +14,65 @@ pub enum QueueMessage {
     /// An inline document was created or its content changed: ingest
     /// `version` (or anything newer) of it.
     DocumentChanged(DocumentChanged),
+    /// The next step of a workspace job (an import or an export).
+    JobStep(JobStep),
+}
+
+/// Our message that runs one step of a job: the step that starts at
+/// `offset` (an import's byte offset, an export's part number).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct JobStep {
+    pub workspace_id: WorkspaceId,
+    pub job_id: JobId,
+    pub offset: i64,
+}
+
+/// The `type` of [`JobStep`] messages.
+pub const JOB_STEP: &str = "ragway.job.step";
+
+impl JobStep {
+    /// The message body sent to the ingest queue.
+    pub fn to_message(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("ids serialize");
+        value["type"] = JOB_STEP.into();
+        value.to_string()
+    }
+
+    /// The job step a message asks for: ours, or S3's event for an
+    /// import's file (its first step); `None` for anything else.
+    pub fn from_message(body: &str) -> Option<Self> {
+        match QueueMessage::parse(body).ok()? {
+            QueueMessage::JobStep(step) => Some(step),
+            QueueMessage::ObjectsCreated(objects) => match objects.as_slice() {
+                [object] => {
+                    let (workspace_id, job_id) = import_key(&object.key)?;
+                    Some(Self {
+                        workspace_id,
+                        job_id,
+                        offset: 0,
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The key of an import's JSONL file.
+pub fn import_key_of(workspace: WorkspaceId, job: JobId) -> String {
+    format!("workspaces/{workspace}/imports/{job}/source.jsonl")
+}
+
+/// `workspaces/{wid}/imports/{jid}/source.jsonl` → the two ids.
+fn import_key(key: &str) -> Option<(WorkspaceId, JobId)> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["workspaces", wid, "imports", jid, "source.jsonl"] => {
+            Some((wid.parse().ok()?, jid.parse().ok()?))
+        }
+        _ => None,
+    }
 }
 
 /// Our own message for inline documents and edits, beside S3's events.
@@ -106,6 +165,16 @@ impl QueueMessage {
                 .map_err(|e| format!("malformed {DOCUMENT_CHANGED} message: {e}"))?;
             return Ok(Self::DocumentChanged(tagged.changed));
         }
+        if notification.kind.as_deref() == Some(JOB_STEP) {
+            #[derive(Deserialize)]
+            struct Tagged {
+                #[serde(flatten)]
+                step: JobStep,
+            }
+            let tagged: Tagged = serde_json::from_str(body)
+                .map_err(|e| format!("malformed {JOB_STEP} message: {e}"))?;
+            return Ok(Self::JobStep(tagged.step));
+        }
         let records = notification.records.ok_or("no Records in message")?;
         let mut objects = Vec::new();
         for record in records {
@@ -173,6 +242,43 @@ mod tests {
         );
         let broken = body.replace("\"version\":3", "\"version\":\"x\"");
         assert!(QueueMessage::parse(&broken).is_err());
+    }
+
+    #[test]
+    fn job_steps_come_from_our_messages_and_import_files_only() {
+        let step = JobStep {
+            workspace_id: WorkspaceId::new(),
+            job_id: JobId::new(),
+            offset: 4096,
+        };
+        assert_eq!(
+            JobStep::from_message(&step.to_message()),
+            Some(step.clone())
+        );
+        let event = |key: &str| {
+            serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": "b"}, "object": {"key": key}}}]})
+            .to_string()
+        };
+        let first = JobStep::from_message(&event(&import_key_of(step.workspace_id, step.job_id)));
+        assert_eq!(
+            first,
+            Some(JobStep {
+                offset: 0,
+                ..step.clone()
+            })
+        );
+        let upload = format!(
+            "workspaces/{}/documents/{}/a.txt",
+            step.workspace_id, step.job_id
+        );
+        assert_eq!(JobStep::from_message(&event(&upload)), None);
+        let outside = format!(
+            "workspaces/{}/imports/{}/other.jsonl",
+            step.workspace_id, step.job_id
+        );
+        assert_eq!(JobStep::from_message(&event(&outside)), None);
+        assert_eq!(JobStep::from_message("nonsense"), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct Message {
 
 /// After this many receives SQS moves a message to the DLQ (template.yaml
 /// maxReceiveCount); the last attempt also marks the document failed.
-const MAX_RECEIVES: u32 = 5;
+pub const MAX_RECEIVES: u32 = 5;
 
 /// A failure worth retrying: the record goes back to the queue.
 #[derive(Debug)]
@@ -415,6 +415,11 @@ fn read_record(message: Message, index: usize, jobs: &mut Vec<Job>) -> Record {
     match QueueMessage::parse(&record.body) {
         Err(error) => record.retry = Some(Retry(anyhow::anyhow!("unreadable message: {error}"))),
         Ok(QueueMessage::TestEvent) => record.outcomes.push(Outcome::Skipped("S3 test event")),
+        Ok(QueueMessage::JobStep(_)) => {
+            record.retry = Some(Retry(anyhow::anyhow!(
+                "a job step reached the document engine; the jobs runner takes it"
+            )))
+        }
         Ok(QueueMessage::DocumentChanged(changed)) => {
             job(changed.workspace_id, changed.document_id, Work::Inline)
         }

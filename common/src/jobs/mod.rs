@@ -1,0 +1,408 @@
+//! Workspace jobs: bulk import of documents from a JSONL file, and export
+//! of a workspace to one. Members start them here; the ingest worker runs
+//! them in bounded steps through the ingest queue ([`run`], feature
+//! `worker`), and anyone in the workspace follows their progress.
+//!
+//! An import is created with the file's size; the member PUTs the file to
+//! the presigned URL, and S3's notification starts the first step. An
+//! export is queued at once; when it has succeeded, reading the job gives
+//! a presigned download of its JSONL.
+
+pub mod lines;
+#[cfg(feature = "worker")]
+pub mod run;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::error::{ApiError, Result};
+use crate::ids::{JobId, UserId, WorkspaceId};
+use crate::ingest::events::{JobStep, import_key_of};
+use crate::pagination::Page;
+use crate::workspaces::Access;
+
+/// The largest JSONL file an import takes (one presigned PUT).
+pub const IMPORT_MAX_BYTES: i64 = 1 << 30;
+/// The content type an import's file is PUT with (signed into the URL).
+pub const JSONL_TYPE: &str = "application/x-ndjson";
+/// How long an export's download link works.
+pub const DOWNLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(900);
+/// Most failed lines a job keeps with their reasons (all are counted).
+pub const MAX_FAILURES_KEPT: i64 = 1_000;
+/// Failed lines a job's view lists.
+const FAILURES_SHOWN: i64 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Kind {
+    Import,
+    Export,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Status {
+    /// An import whose file has not arrived.
+    AwaitingUpload,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// `POST /workspaces/{id}/imports`: the JSONL file to come.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewImport {
+    /// The file's exact size in bytes (signed into the upload URL).
+    pub size: i64,
+    /// A name to remember the file by.
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+/// `POST /workspaces/{id}/exports`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewExport {
+    /// Also write each document's chunks with their embeddings.
+    #[serde(default)]
+    pub include_chunks: bool,
+}
+
+/// What a job has done so far.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Progress {
+    /// Import: lines read (blank lines are not counted).
+    pub lines_read: i64,
+    /// Import: documents created.
+    pub created: i64,
+    /// Import: lines skipped as duplicates (a live document with the same
+    /// `client_id`, or without one, the same title, type, metadata and
+    /// content).
+    pub skipped: i64,
+    /// Import: lines refused, each with its line number and reason.
+    pub failed: i64,
+    /// Export: documents written.
+    pub exported: i64,
+    /// Bytes read (import) or written (export).
+    pub bytes: i64,
+}
+
+/// An import's documents by ingestion status.
+#[derive(Debug, Default, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DocumentCounts {
+    pub pending: i64,
+    pub processing: i64,
+    pub ready: i64,
+    pub failed: i64,
+}
+
+/// One line an import refused.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LineFailure {
+    pub line: i64,
+    pub client_id: Option<String>,
+    pub reason: String,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Job {
+    pub id: JobId,
+    pub workspace_id: WorkspaceId,
+    pub kind: Kind,
+    pub status: Status,
+    pub created_by: Option<UserId>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub options: Json<Value>,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Why the job failed.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Import: its documents by ingestion status (every one `ready` or
+    /// `failed`: the import is wholly ingested).
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents: Option<DocumentCounts>,
+    /// Import: the first refused lines, by line number.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<LineFailure>>,
+    /// Export, once succeeded: where to download it.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download: Option<Download>,
+    /// Import, when just created: where to PUT the file.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<crate::uploads::UploadTarget>,
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub object_key: String,
+}
+
+/// A presigned download.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Download {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, workspace_id, kind, status, created_by, options, lines_read, created, skipped, \
+         failed, exported, bytes, error, created_at, updated_at, started_at, finished_at, \
+         object_key"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    #[sqlx(flatten)]
+    job: Job,
+    object_key: String,
+}
+
+impl From<Row> for Job {
+    fn from(row: Row) -> Self {
+        Job {
+            object_key: row.object_key,
+            ..row.job
+        }
+    }
+}
+
+/// A planned import: its id, file key and checked request; nothing stored
+/// yet, so the URL is signed before the job exists.
+pub struct PlannedImport {
+    pub id: JobId,
+    pub key: String,
+    pub size: i64,
+    filename: Option<String>,
+}
+
+pub fn plan_import(workspace: WorkspaceId, new: NewImport) -> Result<PlannedImport> {
+    if new.size <= 0 {
+        return Err(ApiError::unprocessable(
+            "size",
+            "size must be the file's size in bytes",
+        ));
+    }
+    if new.size > IMPORT_MAX_BYTES {
+        return Err(ApiError::too_large("size", IMPORT_MAX_BYTES as usize));
+    }
+    let filename = new.filename.map(|f| f.trim().to_owned());
+    if filename
+        .as_deref()
+        .is_some_and(|f| f.is_empty() || f.chars().count() > 255 || f.chars().any(char::is_control))
+    {
+        return Err(ApiError::unprocessable(
+            "filename",
+            "filename must be 1 to 255 characters, none of them control characters",
+        ));
+    }
+    let id = JobId::new();
+    Ok(PlannedImport {
+        id,
+        key: import_key_of(workspace, id),
+        size: new.size,
+        filename,
+    })
+}
+
+/// Creates a planned import, awaiting its file.
+pub async fn create_import(mut access: Access, planned: PlannedImport) -> Result<Job> {
+    let options = serde_json::json!({ "size": planned.size, "filename": planned.filename });
+    let row: Row = sqlx::query_as(concat!(
+        "INSERT INTO jobs (workspace_id, id, kind, status, created_by, options, object_key)
+         VALUES ($1, $2, 'import', 'awaiting_upload', $3, $4, $5) RETURNING ",
+        job_columns!()
+    ))
+    .bind(access.workspace)
+    .bind(planned.id)
+    .bind(access.caller)
+    .bind(Json(options))
+    .bind(&planned.key)
+    .fetch_one(&mut *access.tx)
+    .await?;
+    crate::workspaces::audit(
+        &mut access.tx,
+        access.workspace,
+        access.caller,
+        "import.created",
+        None,
+        serde_json::json!({ "job_id": planned.id, "size": planned.size }),
+    )
+    .await?;
+    access.commit().await?;
+    Ok(row.into())
+}
+
+/// The key of an export's JSONL file.
+pub fn export_key_of(workspace: WorkspaceId, job: JobId) -> String {
+    format!("workspaces/{workspace}/exports/{job}/export.jsonl")
+}
+
+/// Creates an export, queued; returns it and the step message that starts
+/// it (the caller sends it; if that fails the job stays queued and a
+/// retry of the request is a new job).
+pub async fn create_export(mut access: Access, new: NewExport) -> Result<(Job, JobStep)> {
+    let id = JobId::new();
+    let row: Row = sqlx::query_as(concat!(
+        "INSERT INTO jobs (workspace_id, id, kind, status, created_by, options, object_key, next_offset)
+         VALUES ($1, $2, 'export', 'queued', $3, $4, $5, 1) RETURNING ",
+        job_columns!()
+    ))
+    .bind(access.workspace)
+    .bind(id)
+    .bind(access.caller)
+    .bind(Json(serde_json::json!({ "include_chunks": new.include_chunks })))
+    .bind(export_key_of(access.workspace, id))
+    .fetch_one(&mut *access.tx)
+    .await?;
+    crate::workspaces::audit(
+        &mut access.tx,
+        access.workspace,
+        access.caller,
+        "export.created",
+        None,
+        serde_json::json!({ "job_id": id, "include_chunks": new.include_chunks }),
+    )
+    .await?;
+    let step = JobStep {
+        workspace_id: access.workspace,
+        job_id: id,
+        offset: 1,
+    };
+    access.commit().await?;
+    Ok((row.into(), step))
+}
+
+/// One job with its details (an import's document counts and first
+/// failures); the caller adds an export's download link.
+pub async fn get(mut access: Access, id: JobId) -> Result<Job> {
+    let job = load(&mut access, id).await?;
+    access.commit().await?;
+    Ok(job)
+}
+
+async fn load(access: &mut Access, id: JobId) -> Result<Job> {
+    let row: Row = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(access.workspace)
+    .bind(id)
+    .fetch_optional(&mut *access.tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("job"))?;
+    let mut job: Job = row.into();
+    if job.kind == Kind::Import {
+        let counts: DocumentCounts = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                    count(*) FILTER (WHERE status = 'processing') AS processing,
+                    count(*) FILTER (WHERE status = 'ready') AS ready,
+                    count(*) FILTER (WHERE status = 'failed') AS failed
+             FROM documents WHERE workspace_id = $1 AND job_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(access.workspace)
+        .bind(id)
+        .fetch_one(&mut *access.tx)
+        .await?;
+        let failures: Vec<LineFailure> = sqlx::query_as(
+            "SELECT line, client_id, reason FROM job_failures
+             WHERE workspace_id = $1 AND job_id = $2 ORDER BY line LIMIT $3",
+        )
+        .bind(access.workspace)
+        .bind(id)
+        .bind(FAILURES_SHOWN)
+        .fetch_all(&mut *access.tx)
+        .await?;
+        job.documents = Some(counts);
+        job.failures = Some(failures);
+    }
+    Ok(job)
+}
+
+/// The workspace's jobs, newest first.
+pub async fn list(mut access: Access, limit: usize, after: Option<JobId>) -> Result<Page<Job>> {
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE workspace_id = $1 AND ($2::uuid IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(access.workspace)
+    .bind(after)
+    .bind(limit as i64 + 1)
+    .fetch_all(&mut *access.tx)
+    .await?;
+    access.commit().await?;
+    let jobs: Vec<Job> = rows.into_iter().map(Job::from).collect();
+    Ok(Page::from_rows(jobs, limit, |j: &Job| j.id))
+}
+
+/// Cancels a job that has not finished: its steps stop at the next one
+/// (what they stored stays). The job's creator or an owner/admin may;
+/// cancelling a finished job is 409.
+pub async fn cancel(mut access: Access, id: JobId) -> Result<Job> {
+    let found: Option<(Option<UserId>, Status)> = sqlx::query_as(
+        "SELECT created_by, status FROM jobs WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(access.workspace)
+    .bind(id)
+    .fetch_optional(&mut *access.tx)
+    .await?;
+    let (creator, status) = found.ok_or_else(|| ApiError::not_found("job"))?;
+    access.require(
+        creator == Some(access.caller) || access.role.manages_members(),
+        "cancel another member's job",
+    )?;
+    if status.finished() {
+        return Err(ApiError::Conflict(format!(
+            "the job has finished ({})",
+            serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        )));
+    }
+    sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now()
+         WHERE workspace_id = $1 AND id = $2",
+    )
+    .bind(access.workspace)
+    .bind(id)
+    .execute(&mut *access.tx)
+    .await?;
+    let job = load(&mut access, id).await?;
+    access.commit().await?;
+    Ok(job)
+}
