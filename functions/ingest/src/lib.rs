@@ -1,12 +1,15 @@
 //! The ingest functions: the queue consumer (`ingest-worker`, whose
-//! engine is `common::ingest::worker`) and the schedules that keep
+//! engine is `common::ingest::worker`, and which runs the steps of
+//! workspace jobs, `common::jobs::run`) and the schedules that keep
 //! ingestion whole (`ingest-requeue`) and the vector indexes in shape
 //! (`ingest-indexer`).
 
 use common::State;
 use common::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use common::ingest::events::JobStep;
 use common::ingest::store;
 use common::ingest::worker::{self, Message};
+use common::jobs::run::run_step;
 use common::lambda::Function;
 
 pub const FUNCTIONS: &[Function] = &[
@@ -82,7 +85,7 @@ pub async fn indexer(state: &State, _event: serde_json::Value) -> common::Result
 /// Handles one SQS batch: the records the engine could not finish are
 /// listed in `batchItemFailures`, so SQS delivers them again.
 pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    let messages = event
+    let messages: Vec<Message> = event
         .records
         .into_iter()
         .map(|record| Message {
@@ -95,9 +98,24 @@ pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
             body: record.body.unwrap_or_default(),
         })
         .collect();
+    // Job steps (imports, exports) run one after another, after the
+    // batch's documents.
+    let (steps, documents): (Vec<_>, Vec<_>) = messages
+        .into_iter()
+        .map(|m| (JobStep::from_message(&m.body), m))
+        .partition(|(step, _)| step.is_some());
+    let documents = documents.into_iter().map(|(_, m)| m).collect();
+    let mut failed = worker::ingest_batch(state, documents).await;
+    for (step, message) in steps {
+        let Some(step) = step else { continue };
+        if let Err(error) = run_step(state, step, message.receives).await {
+            tracing::warn!(message_id = %message.id, error = format!("{error:#}"),
+                "job step failed; SQS will deliver it again");
+            failed.push(message.id);
+        }
+    }
     let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = worker::ingest_batch(state, messages)
-        .await
+    response.batch_item_failures = failed
         .into_iter()
         .map(|id| {
             let mut failure = BatchItemFailure::default();

@@ -38,6 +38,7 @@ pub fn registry() -> Vec<Function> {
         widgets::FUNCTIONS,
         embed::FUNCTIONS,
         shares::FUNCTIONS,
+        jobs::FUNCTIONS,
         documents::FUNCTIONS,
         uploads::FUNCTIONS,
         ingest::FUNCTIONS,
