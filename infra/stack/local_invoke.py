@@ -73,6 +73,7 @@ INVITATION_ID = "0b4d3c2a-4444-4e5f-8a9b-0c1d2e3f4a5b"
 REVOKED_INVITATION_ID = "0b4d3c2a-5555-4e5f-8a9b-0c1d2e3f4a5b"
 WIDGET_ID = "0b4d3c2a-6666-4e5f-8a9b-0c1d2e3f4a5b"
 SHARE_ID = "0b4d3c2a-8888-4e5f-8a9b-0c1d2e3f4a5b"
+JOB_ID = "0b4d3c2a-9999-4e5f-8a9b-0c1d2e3f4a5b"
 API_KEY_ID = "0b4d3c2a-7e7e-4e5f-8a9b-0c1d2e3f4a5b"
 # A custom resource's ResponseURL, until its invocation's server has an address.
 RESPONSE_URL = "http://local-invoke.invalid/cfn-response/"
@@ -765,6 +766,19 @@ class Run:
         self.run("shares-list", 200, lambda _s, _h, body: "token" not in body["items"][0] or fail(body))
         self.run("shares-view", 200, lambda _s, _h, body: body["kind"] == "document" or fail(body))
         self.run("shares-revoke", 204)
+        # An import awaiting its file and an export queued; the import is
+        # read back and cancelled.
+
+        def imported(_status, _headers, body):
+            s[JOB_ID] = body["id"]
+            if body["status"] != "awaiting_upload" or body["upload"]["method"] != "PUT":
+                fail(body)
+
+        self.run("jobs-import", 201, imported)
+        self.run("jobs-export", 202, lambda _s, _h, body: body["status"] == "queued" or fail(body))
+        self.run("jobs-list", 200, lambda _s, _h, body: len(body["items"]) == 2 or fail(body))
+        self.run("jobs-get", 200, lambda _s, _h, body: body["kind"] == "import" or fail(body))
+        self.run("jobs-cancel", 200, lambda _s, _h, body: body["status"] == "cancelled" or fail(body))
         # A widget on https://shop.example.com, and a visitor's token for it.
         self.run("widgets-create", 201, lambda _s, _h, body: s.update({WIDGET_ID: body["id"]}))
         self.run("widgets-list", 200)

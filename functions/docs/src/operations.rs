@@ -25,6 +25,7 @@ use common::documents::{Chunk, Document, DocumentReplacement, NewDocument};
 use common::error::Problem;
 use common::health::Health;
 use common::invitations::{Acceptance, Invitation, MemberRequest, NewInvitation, Received};
+use common::jobs::{Job, NewExport, NewImport};
 use common::pagination::Page;
 use common::shares::{CreatedShare, NewShare, ShareLink, SharedView};
 use common::study::mindmap::{MindMap, MindmapIn};
@@ -71,6 +72,7 @@ pub fn openapi() -> OpenApiDoc {
         create_document, list_documents, get_document, replace_document, delete_document,
         list_versions, get_version, snapshot_version, restore_version, list_chunks, sync,
         create_upload,
+        create_import, create_export, list_jobs, get_job, cancel_job,
         query, query_stream,
         chat, chat_stream, list_sessions, create_session, list_messages, delete_session,
         summarize, qa, mindmap, generate,
@@ -353,6 +355,13 @@ struct WidgetPath {
 struct SharePath {
     workspace_id: Uuid,
     share_id: Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+struct JobPath {
+    workspace_id: Uuid,
+    job_id: Uuid,
 }
 
 #[derive(IntoParams)]
@@ -929,6 +938,45 @@ impl utoipa::ToResponse<'static> for PreconditionRequired {
         )
     }
 }
+
+// ---- jobs: bulk import and export ----
+
+/// Import documents from a JSONL file: the job, awaiting its file, with a
+/// presigned PUT (`upload`) bound to the declared size.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/imports", tag = "jobs",
+    params(WorkspacePath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    request_body = NewImport,
+    responses((status = 201, body = Job), Authed, InWorkspace, JsonBody))]
+fn create_import() {}
+
+/// Export the workspace's documents to a JSONL file: the job, queued; its
+/// download is on the job once it has succeeded.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/exports", tag = "jobs",
+    params(WorkspacePath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    request_body(content = Option<NewExport>, description = "Optional; may be empty."),
+    responses((status = 202, body = Job), Authed, InWorkspace, JsonBody, Unavailable))]
+fn create_export() {}
+
+/// The workspace's imports and exports, newest first.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/jobs", tag = "jobs",
+    params(WorkspacePath, PageQuery),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Page<Job>), Authed, InWorkspace, Paged))]
+fn list_jobs() {}
+
+/// One job: its progress, an import's documents by status and first
+/// refused lines, an export's download once it has succeeded.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/jobs/{job_id}", tag = "jobs",
+    params(JobPath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Job), Authed, InWorkspace))]
+fn get_job() {}
+
+/// Cancel a job that has not finished (its creator, an owner or an admin);
+/// 409 once it has.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/jobs/{job_id}/cancel", tag = "jobs",
+    params(JobPath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Job), Authed, InWorkspace, Conflict))]
+fn cancel_job() {}
 
 // ---- questions, chat, study tools ----
 

@@ -116,6 +116,11 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "shares-create",
         "shares-list",
         "shares-revoke",
+        "jobs-import",
+        "jobs-export",
+        "jobs-list",
+        "jobs-get",
+        "jobs-cancel",
         "documents-create",
         "documents-list",
         "documents-get",
@@ -254,6 +259,52 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
     );
     assert_eq!(invoke(&state, "shares-revoke", &on_share).await.0, 204);
     assert_eq!(invoke(&state, "shares-view", &on_share).await.0, 404);
+    // Jobs: an import awaiting its file, an export queued; both listed,
+    // the import read back and cancelled, then cancelling it again is 409.
+    let (status, import) = invoke(&state, "jobs-import", &real).await;
+    assert_eq!(
+        (
+            status,
+            import["status"].as_str(),
+            import["upload"]["method"].as_str()
+        ),
+        (201, Some("awaiting_upload"), Some("PUT")),
+        "{import}"
+    );
+    let (status, export) = invoke(&state, "jobs-export", &real).await;
+    assert_eq!(
+        (status, export["kind"].as_str(), export["status"].as_str()),
+        (202, Some("export"), Some("queued")),
+        "{export}"
+    );
+    let on_job = [
+        real[0],
+        real[1],
+        real[2],
+        (
+            "0b4d3c2a-9999-4e5f-8a9b-0c1d2e3f4a5b",
+            import["id"].as_str().unwrap(),
+        ),
+    ];
+    let (status, listed) = invoke(&state, "jobs-list", &on_job).await;
+    assert_eq!(
+        (status, listed["items"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{listed}"
+    );
+    let (status, job) = invoke(&state, "jobs-get", &on_job).await;
+    assert_eq!(
+        (status, job["kind"].as_str(), job["status"].as_str()),
+        (200, Some("import"), Some("awaiting_upload")),
+        "{job}"
+    );
+    let (status, cancelled) = invoke(&state, "jobs-cancel", &on_job).await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+    assert_eq!(invoke(&state, "jobs-cancel", &on_job).await.0, 409);
     for (binary, expected) in [
         ("documents-list", 200),
         ("documents-get", 200),

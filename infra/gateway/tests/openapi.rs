@@ -259,7 +259,21 @@ async fn schemathesis_finds_no_server_errors_and_no_undocumented_responses(pool:
         )
         .await;
     assert_eq!(share.status, 201, "{}", share.body);
+    // An import awaiting its file: the job the job routes' path names.
+    let job = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/imports"),
+            Some(&token),
+            Some(serde_json::json!({ "size": 1024, "filename": "fuzz.jsonl" })),
+        )
+        .await;
+    assert_eq!(job.status, 201, "{}", job.body);
     let env = vec![
+        (
+            "RAGWAY_FUZZ_JOB_ID",
+            job.body["id"].as_str().unwrap().to_owned(),
+        ),
         (
             "RAGWAY_FUZZ_SHARE_ID",
             share.body["id"].as_str().unwrap().to_owned(),
