@@ -58,7 +58,7 @@ const WORDS: &[&str] = &[
 ];
 
 /// Deterministic sentence-ish text of about `chars` characters.
-fn prose(seed: usize, chars: usize) -> String {
+pub(super) fn prose(seed: usize, chars: usize) -> String {
     let mut out = String::with_capacity(chars + 64);
     let mut x = (seed as u64)
         .wrapping_mul(6364136223846793005)
@@ -124,7 +124,7 @@ fn document(i: usize) -> (String, &'static str, Vec<u8>) {
     }
 }
 
-fn peak_rss_mib() -> f64 {
+pub(super) fn peak_rss_mib() -> f64 {
     vm_hwm_mib("self").unwrap_or(0.0)
 }
 
@@ -370,18 +370,6 @@ async fn pass(
     )
     .fetch_one(&mut *tx)
     .await?;
-    // The same rows as COPY text, for the raw comparison.
-    let mut copy_text = Vec::new();
-    {
-        let mut out = tx
-            .copy_out_raw(
-                "COPY (SELECT id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding FROM chunks) TO STDOUT",
-            )
-            .await?;
-        while let Some(bytes) = out.next().await {
-            copy_text.extend_from_slice(&bytes?);
-        }
-    }
     tx.commit().await?;
     if failed > 0 || ready as usize != corpus.len() {
         bail!(
@@ -403,8 +391,35 @@ async fn pass(
         2.0 * worker_secs
     );
 
-    // Raw COPY of the same rows into a table with the same indexes and
-    // insert trigger, in the workspace's context (the trigger reads its flag).
+    let (copied, copy_secs) = raw_copy(pool, workspace).await?;
+    let copy_rate = copied as f64 / copy_secs;
+    println!(
+        "raw COPY: {copied} rows in {copy_secs:.1} s = {copy_rate:.0} chunks/s; worker / COPY = {:.2}",
+        worker_rate / copy_rate
+    );
+    delete_objects(s3, &bucket, rows.iter().map(|(key, _)| key.as_str())).await
+}
+
+/// The workspace's chunk rows COPYed raw into a table with the same
+/// indexes and insert trigger, in the workspace's context (the trigger
+/// reads its flag): rows and seconds, the yardstick for storing them.
+pub(super) async fn raw_copy(
+    pool: &sqlx::PgPool,
+    workspace: common::ids::WorkspaceId,
+) -> anyhow::Result<(u64, f64)> {
+    let mut tx = common::db::tenant_tx(pool, None, Some(workspace)).await?;
+    let mut copy_text = Vec::new();
+    {
+        let mut out = tx
+            .copy_out_raw(
+                "COPY (SELECT id, workspace_id, document_id, ordinal, content, token_count, page, heading, embedding FROM chunks) TO STDOUT",
+            )
+            .await?;
+        while let Some(bytes) = out.next().await {
+            copy_text.extend_from_slice(&bytes?);
+        }
+    }
+    tx.commit().await?;
     let table = format!("bench_copy_{}", workspace.0.simple());
     pool.execute(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {table} (LIKE chunks INCLUDING DEFAULTS INCLUDING INDEXES); \
@@ -422,18 +437,12 @@ async fn pass(
     copy.send(copy_text).await?;
     let copied = copy.finish().await?;
     tx.commit().await?;
-    let copy_secs = started.elapsed().as_secs_f64();
-    let copy_rate = copied as f64 / copy_secs;
-    println!(
-        "raw COPY: {copied} rows in {copy_secs:.1} s = {copy_rate:.0} chunks/s; worker / COPY = {:.2}",
-        worker_rate / copy_rate
-    );
-    delete_objects(s3, &bucket, rows.iter().map(|(key, _)| key.as_str())).await
+    Ok((copied, started.elapsed().as_secs_f64()))
 }
 
 /// Empties the bucket of this pass's objects: the emulator keeps every
 /// object in memory, and its GETs grow slower as the bucket grows.
-async fn delete_objects<'a>(
+pub(super) async fn delete_objects<'a>(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     keys: impl Iterator<Item = &'a str>,
@@ -460,20 +469,20 @@ async fn delete_objects<'a>(
 /// on a 2-core machine the three share the cores, so the wall-clock rate
 /// alone does not say whose time it was. From /proc (USER_HZ = 100).
 #[derive(Debug, Clone, Copy, Default)]
-struct CpuTimes {
-    own: f64,
-    postgres: f64,
-    emulator: f64,
+pub(super) struct CpuTimes {
+    pub(super) own: f64,
+    pub(super) postgres: f64,
+    pub(super) emulator: f64,
 }
 
-struct CpuClock(CpuTimes);
+pub(super) struct CpuClock(CpuTimes);
 
 impl CpuClock {
-    fn start() -> anyhow::Result<Self> {
+    pub(super) fn start() -> anyhow::Result<Self> {
         Ok(Self(cpu_times()?))
     }
 
-    fn stop(self) -> anyhow::Result<CpuTimes> {
+    pub(super) fn stop(self) -> anyhow::Result<CpuTimes> {
         let end = cpu_times()?;
         Ok(CpuTimes {
             own: end.own - self.0.own,

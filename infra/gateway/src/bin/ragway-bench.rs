@@ -2,6 +2,7 @@
 //!
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--batch N] [--keep]
+//!   ragway-bench import [--docs N] [--chars N] [--keep]
 //!   ragway-bench keys [--runs N] [--docs N] [--keep]
 //!   ragway-bench hostile [NAME]
 //!   ragway-bench stream [--runs N] [--tokens N] [--token-ms MS] [--keep]
@@ -30,6 +31,8 @@ use sqlx::{Executor, PgPool};
 
 #[path = "../bench/hostile.rs"]
 mod hostile;
+#[path = "../bench/import.rs"]
+mod import;
 #[path = "../bench/ingest.rs"]
 mod ingest;
 #[path = "../bench/keys.rs"]
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("documents") => runtime.block_on(documents(&args[1..])),
         Some("ingest") => runtime.block_on(ingest::run(&args[1..])),
+        Some("import") => runtime.block_on(import::run(&args[1..])),
         Some("keys") => runtime.block_on(keys::run(&args[1..])),
         Some("hostile") => hostile::run(&args[1..]),
         Some("retrieval") => runtime.block_on(retrieval::run(&args[1..])),
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Some("study") => runtime.block_on(study::run(&args[1..])),
         _ => bail!(
             "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--batch N] [--keep] \
+             | import [--docs N] [--chars N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
              | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] | hostile [NAME] \
              | stream [--runs N] [--tokens N] [--token-ms MS] [--keep] | study [--runs N] [--sections N] [--keep] \
