@@ -38,6 +38,7 @@ const FAILURES_SHOWN: i64 = 100;
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = JobKind))]
 pub enum Kind {
     Import,
     Export,
@@ -47,6 +48,8 @@ pub enum Kind {
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// Documents have a `Status` too: one name each in the API document.
+#[cfg_attr(feature = "openapi", schema(as = JobStatus))]
 pub enum Status {
     /// An import whose file has not arrived.
     AwaitingUpload,

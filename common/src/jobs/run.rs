@@ -166,11 +166,7 @@ type Lines<'a> = (Vec<(i64, &'a [u8])>, usize, i64);
 /// step takes: (line number, line) for each non-blank line, and how many
 /// bytes and lines they span. `at_end`: the window reaches the file's end.
 /// `None`: the window holds no whole line (it is longer than the window).
-fn split_lines(
-    window: &[u8],
-    first_line: i64,
-    at_end: bool,
-) -> Option<Lines<'_>> {
+fn split_lines(window: &[u8], first_line: i64, at_end: bool) -> Option<Lines<'_>> {
     let mut lines = Vec::new();
     let (mut pos, mut number) = (0usize, first_line);
     while lines.len() < STEP_LINES && pos < window.len() {
