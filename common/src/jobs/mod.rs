@@ -8,6 +8,8 @@
 //! export is queued at once; when it has succeeded, reading the job gives
 //! a presigned download of its JSONL.
 
+// Only the worker reads and writes lines.
+#[cfg(feature = "worker")]
 pub mod lines;
 #[cfg(feature = "worker")]
 pub mod run;
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
 
+use crate::State;
 use crate::error::{ApiError, Result};
 use crate::ids::{JobId, UserId, WorkspaceId};
 use crate::ingest::events::{JobStep, import_key_of};
@@ -164,7 +167,6 @@ pub struct Job {
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload: Option<crate::uploads::UploadTarget>,
-    #[sqlx(skip)]
     #[serde(skip)]
     pub object_key: String,
 }
@@ -183,22 +185,6 @@ macro_rules! job_columns {
          failed, exported, bytes, error, created_at, updated_at, started_at, finished_at, \
          object_key"
     };
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    #[sqlx(flatten)]
-    job: Job,
-    object_key: String,
-}
-
-impl From<Row> for Job {
-    fn from(row: Row) -> Self {
-        Job {
-            object_key: row.object_key,
-            ..row.job
-        }
-    }
 }
 
 /// A planned import: its id, file key and checked request; nothing stored
@@ -242,7 +228,7 @@ pub fn plan_import(workspace: WorkspaceId, new: NewImport) -> Result<PlannedImpo
 /// Creates a planned import, awaiting its file.
 pub async fn create_import(mut access: Access, planned: PlannedImport) -> Result<Job> {
     let options = serde_json::json!({ "size": planned.size, "filename": planned.filename });
-    let row: Row = sqlx::query_as(concat!(
+    let job: Job = sqlx::query_as(concat!(
         "INSERT INTO jobs (workspace_id, id, kind, status, created_by, options, object_key)
          VALUES ($1, $2, 'import', 'awaiting_upload', $3, $4, $5) RETURNING ",
         job_columns!()
@@ -264,7 +250,7 @@ pub async fn create_import(mut access: Access, planned: PlannedImport) -> Result
     )
     .await?;
     access.commit().await?;
-    Ok(row.into())
+    Ok(job)
 }
 
 /// The key of an export's JSONL file.
@@ -272,12 +258,12 @@ pub fn export_key_of(workspace: WorkspaceId, job: JobId) -> String {
     format!("workspaces/{workspace}/exports/{job}/export.jsonl")
 }
 
-/// Creates an export, queued; returns it and the step message that starts
-/// it (the caller sends it; if that fails the job stays queued and a
-/// retry of the request is a new job).
-pub async fn create_export(mut access: Access, new: NewExport) -> Result<(Job, JobStep)> {
+/// Creates an export and queues its first step. When the queue does not
+/// take the step, the job is marked failed (nothing would ever run it)
+/// and the answer is 503: a retry is a new job.
+pub async fn start_export(state: &State, mut access: Access, new: NewExport) -> Result<Job> {
     let id = JobId::new();
-    let row: Row = sqlx::query_as(concat!(
+    let job: Job = sqlx::query_as(concat!(
         "INSERT INTO jobs (workspace_id, id, kind, status, created_by, options, object_key, next_offset)
          VALUES ($1, $2, 'export', 'queued', $3, $4, $5, 1) RETURNING ",
         job_columns!()
@@ -298,25 +284,69 @@ pub async fn create_export(mut access: Access, new: NewExport) -> Result<(Job, J
         serde_json::json!({ "job_id": id, "include_chunks": new.include_chunks }),
     )
     .await?;
+    let (caller, workspace) = (access.caller, access.workspace);
+    access.commit().await?;
     let step = JobStep {
-        workspace_id: access.workspace,
+        workspace_id: workspace,
         job_id: id,
         offset: 1,
     };
-    access.commit().await?;
-    Ok((row.into(), step))
+    let sent = async {
+        state
+            .ingest_queue()
+            .await?
+            .send_all(std::slice::from_ref(&step.to_message()))
+            .await
+    };
+    match sent.await {
+        Ok(sent) if sent.first() == Some(&true) => Ok(job),
+        outcome => {
+            if let Err(error) = outcome {
+                tracing::warn!(error = format!("{error:#}"), "export step not queued");
+            }
+            let mut tx = crate::db::tenant_tx(&state.db, Some(caller), Some(workspace)).await?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'failed', error = 'could not be queued',
+                        finished_at = now(), updated_at = now()
+                 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Err(ApiError::ServiceUnavailable(
+                "the export could not be queued; try again".into(),
+            ))
+        }
+    }
 }
 
-/// One job with its details (an import's document counts and first
-/// failures); the caller adds an export's download link.
-pub async fn get(mut access: Access, id: JobId) -> Result<Job> {
-    let job = load(&mut access, id).await?;
+/// One job with its details: an import's document counts and first
+/// failures, a succeeded export's presigned download.
+pub async fn get(state: &State, mut access: Access, id: JobId) -> Result<Job> {
+    let mut job = load(&mut access, id).await?;
     access.commit().await?;
+    if job.kind == Kind::Export && job.status == Status::Succeeded {
+        let url = state
+            .bucket()
+            .await?
+            .presign_get(
+                &job.object_key,
+                &format!("export-{}.jsonl", job.id),
+                DOWNLOAD_TTL,
+            )
+            .await?;
+        job.download = Some(Download {
+            url,
+            expires_at: Utc::now() + DOWNLOAD_TTL,
+        });
+    }
     Ok(job)
 }
 
 async fn load(access: &mut Access, id: JobId) -> Result<Job> {
-    let row: Row = sqlx::query_as(concat!(
+    let mut job: Job = sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
         " FROM jobs WHERE workspace_id = $1 AND id = $2"
@@ -326,7 +356,6 @@ async fn load(access: &mut Access, id: JobId) -> Result<Job> {
     .fetch_optional(&mut *access.tx)
     .await?
     .ok_or_else(|| ApiError::not_found("job"))?;
-    let mut job: Job = row.into();
     if job.kind == Kind::Import {
         let counts: DocumentCounts = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
@@ -356,7 +385,7 @@ async fn load(access: &mut Access, id: JobId) -> Result<Job> {
 
 /// The workspace's jobs, newest first.
 pub async fn list(mut access: Access, limit: usize, after: Option<JobId>) -> Result<Page<Job>> {
-    let rows: Vec<Row> = sqlx::query_as(concat!(
+    let jobs: Vec<Job> = sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
         " FROM jobs WHERE workspace_id = $1 AND ($2::uuid IS NULL OR id < $2)
@@ -368,7 +397,6 @@ pub async fn list(mut access: Access, limit: usize, after: Option<JobId>) -> Res
     .fetch_all(&mut *access.tx)
     .await?;
     access.commit().await?;
-    let jobs: Vec<Job> = rows.into_iter().map(Job::from).collect();
     Ok(Page::from_rows(jobs, limit, |j: &Job| j.id))
 }
 

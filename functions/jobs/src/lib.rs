@@ -5,7 +5,7 @@
 use common::State;
 use common::caller::Use;
 use common::http::{json, json_body, path_param, respond};
-use common::jobs::{self, Job, Kind, Status};
+use common::jobs;
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
@@ -65,19 +65,7 @@ pub async fn export(state: &State, req: Request) -> Response<Body> {
         } else {
             json_body(&req, state.config.max_request_bytes)?
         };
-        let (job, step) = jobs::create_export(access, new).await?;
-        state
-            .ingest_queue()
-            .await?
-            .send_all(std::slice::from_ref(&step.to_message()))
-            .await?
-            .first()
-            .filter(|sent| **sent)
-            .ok_or_else(|| {
-                common::ApiError::ServiceUnavailable(
-                    "the export could not be queued; try again".into(),
-                )
-            })?;
+        let job = jobs::start_export(state, access, new).await?;
         json(StatusCode::ACCEPTED, &job)
     })
     .await
@@ -102,8 +90,7 @@ pub async fn get(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let caller = state.caller_for(&req, Use::DocumentsRead).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
-        let mut job = jobs::get(access, path_param(&req, "job_id")?).await?;
-        add_download(state, &mut job).await?;
+        let job = jobs::get(state, access, path_param(&req, "job_id")?).await?;
         json(StatusCode::OK, &job)
     })
     .await
@@ -119,22 +106,4 @@ pub async fn cancel(state: &State, req: Request) -> Response<Body> {
         json(StatusCode::OK, &job)
     })
     .await
-}
-
-async fn add_download(state: &State, job: &mut Job) -> common::Result<()> {
-    if job.kind != Kind::Export || job.status != Status::Succeeded {
-        return Ok(());
-    }
-    let expires_at = chrono::Utc::now() + jobs::DOWNLOAD_TTL;
-    let url = state
-        .bucket()
-        .await?
-        .presign_get(
-            &job.object_key,
-            &format!("export-{}.jsonl", job.id),
-            jobs::DOWNLOAD_TTL,
-        )
-        .await?;
-    job.download = Some(jobs::Download { url, expires_at });
-    Ok(())
 }
