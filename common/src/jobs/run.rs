@@ -55,6 +55,8 @@ struct Current {
     upload_id: Option<String>,
     parts: sqlx::types::Json<Vec<(i32, String)>>,
     failed: i64,
+    lines_read: i64,
+    bytes: i64,
     stalled: bool,
     workspace_deleted: bool,
 }
@@ -63,7 +65,7 @@ async fn current(state: &State, step: &JobStep) -> anyhow::Result<Option<Current
     let mut tx = tenant_tx(&state.db, None, Some(step.workspace_id)).await?;
     let found = sqlx::query_as(
         "SELECT j.kind, j.status, j.created_by, j.options, j.object_key, j.next_offset,
-                j.next_line, j.cursor_id, j.upload_id, j.parts, j.failed,
+                j.next_line, j.cursor_id, j.upload_id, j.parts, j.failed, j.lines_read, j.bytes,
                 j.updated_at < now() - make_interval(secs => $3) AS stalled,
                 w.deleted_at IS NOT NULL AS workspace_deleted
          FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
@@ -76,6 +78,27 @@ async fn current(state: &State, step: &JobStep) -> anyhow::Result<Option<Current
     .await?;
     tx.commit().await?;
     Ok(found)
+}
+
+/// One batch of the ingest queue: its documents through the document
+/// engine, then its job steps one after another; the ids of the messages
+/// to deliver again.
+pub async fn ingest_queue_batch(state: &State, messages: Vec<Message>) -> Vec<String> {
+    let (steps, documents): (Vec<_>, Vec<_>) = messages
+        .into_iter()
+        .map(|m| (JobStep::from_message(&m.body), m))
+        .partition(|(step, _)| step.is_some());
+    let documents = documents.into_iter().map(|(_, m)| m).collect();
+    let mut again = worker::ingest_batch(state, documents).await;
+    for (step, message) in steps {
+        let Some(step) = step else { continue };
+        if let Err(error) = run_step(state, step, message.receives).await {
+            tracing::warn!(message_id = %message.id, error = format!("{error:#}"),
+                "job step failed; SQS will deliver it again");
+            again.push(message.id);
+        }
+    }
+    again
 }
 
 /// Runs one step. `Err`: our dependencies failed, and the message is to
@@ -199,13 +222,20 @@ async fn import_step(state: &State, step: &JobStep, job: Current) -> anyhow::Res
         .unwrap_or(0);
     let bucket = state.bucket().await?;
     let offset = step.offset.max(0) as u64;
-    let Some(window) = bucket
-        .read_range(&job.object_key, offset, STEP_BYTES)
-        .await?
-    else {
-        return fail(state, step, "the import file is gone").await;
+    // A step takes STEP_LINES lines: read about what they span by the
+    // lines so far, not a whole STEP_BYTES window, and the whole window
+    // only when that holds no whole line.
+    let mut want = window_for(job.bytes, job.lines_read);
+    let (window, at_end) = loop {
+        let Some(window) = bucket.read_range(&job.object_key, offset, want).await? else {
+            return fail(state, step, "the import file is gone").await;
+        };
+        let at_end = offset + window.len() as u64 >= size as u64 || (window.len() as u64) < want;
+        if at_end || want >= STEP_BYTES || window.contains(&b'\n') {
+            break (window, at_end);
+        }
+        want = STEP_BYTES;
     };
-    let at_end = offset + window.len() as u64 >= size as u64 || (window.len() as u64) < STEP_BYTES;
     let (taken, consumed, next_line) = match split_lines(&window, job.next_line, at_end) {
         Some((lines, consumed, next_line)) => {
             let limits = &state.config.documents;
@@ -248,6 +278,17 @@ async fn import_step(state: &State, step: &JobStep, job: Current) -> anyhow::Res
         send_next(state, step, next_offset).await?;
     }
     Ok(())
+}
+
+/// Bytes an import step reads: STEP_LINES lines at the file's average
+/// line length so far, with a quarter to spare, within 256 KiB and
+/// STEP_BYTES; all of STEP_BYTES for the first step.
+fn window_for(bytes: i64, lines: i64) -> u64 {
+    if lines <= 0 || bytes <= 0 {
+        return STEP_BYTES;
+    }
+    let average = (bytes / lines) as u64 + 1;
+    (average * STEP_LINES as u64 * 5 / 4).clamp(256 << 10, STEP_BYTES)
 }
 
 /// Where the line starting at `offset` ends (past its newline), read a
@@ -793,6 +834,15 @@ async fn export_step(state: &State, step: &JobStep, job: Current) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_read_what_their_lines_span() {
+        assert_eq!(window_for(0, 0), STEP_BYTES);
+        // 200-byte lines: 1,000 of them and a quarter, not 8 MiB.
+        assert_eq!(window_for(200_000, 1_000), 256 << 10);
+        assert_eq!(window_for(2_000_000, 1_000), 2_001 * 1_000 * 5 / 4);
+        assert_eq!(window_for(80_000_000, 1_000), STEP_BYTES);
+    }
 
     #[test]
     fn steps_take_whole_lines_and_count_blank_ones() {

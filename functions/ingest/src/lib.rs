@@ -6,10 +6,9 @@
 
 use common::State;
 use common::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use common::ingest::events::JobStep;
 use common::ingest::store;
-use common::ingest::worker::{self, Message};
-use common::jobs::run::run_step;
+use common::ingest::worker::Message;
+use common::jobs::run::ingest_queue_batch;
 use common::lambda::Function;
 
 pub const FUNCTIONS: &[Function] = &[
@@ -98,24 +97,9 @@ pub async fn worker(state: &State, event: SqsEvent) -> SqsBatchResponse {
             body: record.body.unwrap_or_default(),
         })
         .collect();
-    // Job steps (imports, exports) run one after another, after the
-    // batch's documents.
-    let (steps, documents): (Vec<_>, Vec<_>) = messages
-        .into_iter()
-        .map(|m| (JobStep::from_message(&m.body), m))
-        .partition(|(step, _)| step.is_some());
-    let documents = documents.into_iter().map(|(_, m)| m).collect();
-    let mut failed = worker::ingest_batch(state, documents).await;
-    for (step, message) in steps {
-        let Some(step) = step else { continue };
-        if let Err(error) = run_step(state, step, message.receives).await {
-            tracing::warn!(message_id = %message.id, error = format!("{error:#}"),
-                "job step failed; SQS will deliver it again");
-            failed.push(message.id);
-        }
-    }
     let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
+    response.batch_item_failures = ingest_queue_batch(state, messages)
+        .await
         .into_iter()
         .map(|id| {
             let mut failure = BatchItemFailure::default();
