@@ -155,6 +155,13 @@ impl ChatModel for BedrockChat {
         Box::pin(self.generated(req))
     }
 
+    fn structured<'a>(
+        &'a self,
+        req: &'a super::StructuredRequest<'a>,
+    ) -> BoxFuture<'a, Result<super::StructuredResponse, ChatError>> {
+        Box::pin(self.structured_reply(req))
+    }
+
     fn stream<'a>(&'a self, req: &'a ChatRequest<'a>) -> AnswerStream<'a> {
         let start = async move {
             check_request(req)?;
@@ -387,6 +394,155 @@ struct GenerateUsage {
     input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+}
+
+/// Structured output through Converse: the request's system text and one
+/// user message, with one tool whose input schema is the request's schema
+/// and `toolChoice` forcing the model to call it; the value is that call's
+/// input. Signed and retried as answers are.
+impl BedrockChat {
+    async fn structured_reply(
+        &self,
+        req: &super::StructuredRequest<'_>,
+    ) -> Result<super::StructuredResponse, ChatError> {
+        super::check_structured(req)?;
+        let request = StructuredBody {
+            system: [GenerateText { text: req.system }],
+            messages: [GenerateMessage {
+                role: "user",
+                content: [GenerateText { text: req.prompt }],
+            }],
+            inference_config: GenerateInference {
+                max_tokens: req.max_tokens,
+                temperature: 0.0,
+            },
+            tool_config: ToolConfig {
+                tools: [Tool {
+                    tool_spec: ToolSpec {
+                        name: req.name,
+                        description: "Record the result.",
+                        input_schema: InputSchema { json: req.schema },
+                    },
+                }],
+                tool_choice: ToolChoice {
+                    tool: ToolName { name: req.name },
+                },
+            },
+        };
+        let response: StructuredResponseBody = self
+            .bedrock
+            .post_json("bedrock structured", &request)
+            .await?;
+        let stop_reason = response.stop_reason.as_deref().unwrap_or("unknown");
+        let Some(input) = response
+            .output
+            .message
+            .into_iter()
+            .flat_map(|m| m.content)
+            .filter_map(|block| block.tool_use)
+            .find(|tool_use| tool_use.name == req.name)
+            .map(|tool_use| tool_use.input)
+        else {
+            return Err(ChatError::Failed(format!(
+                "bedrock structured: the model did not call the {} tool (stopReason {stop_reason})",
+                req.name
+            )));
+        };
+        let usage = response.usage.unwrap_or_default();
+        Ok(super::StructuredResponse {
+            usage: Usage {
+                prompt_tokens: usage
+                    .input_tokens
+                    .unwrap_or_else(|| super::estimate_structured_tokens(req)),
+                completion_tokens: usage
+                    .output_tokens
+                    .unwrap_or_else(|| token_count::count(&input.to_string()) as u64),
+            },
+            value: input,
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StructuredBody<'a> {
+    system: [GenerateText<'a>; 1],
+    messages: [GenerateMessage<'a>; 1],
+    inference_config: GenerateInference,
+    tool_config: ToolConfig<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig<'a> {
+    tools: [Tool<'a>; 1],
+    tool_choice: ToolChoice<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tool<'a> {
+    tool_spec: ToolSpec<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolSpec<'a> {
+    name: &'a str,
+    description: &'static str,
+    input_schema: InputSchema<'a>,
+}
+
+#[derive(Serialize)]
+struct InputSchema<'a> {
+    json: &'a serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct ToolChoice<'a> {
+    tool: ToolName<'a>,
+}
+
+#[derive(Serialize)]
+struct ToolName<'a> {
+    name: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StructuredResponseBody {
+    output: StructuredOutput,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<GenerateUsage>,
+}
+
+#[derive(Deserialize)]
+struct StructuredOutput {
+    #[serde(default)]
+    message: Option<StructuredOutputMessage>,
+}
+
+#[derive(Deserialize)]
+struct StructuredOutputMessage {
+    #[serde(default)]
+    content: Vec<StructuredBlock>,
+}
+
+/// A content block; those without `toolUse` (text, reasoning) are skipped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StructuredBlock {
+    #[serde(default)]
+    tool_use: Option<ToolUse>,
+}
+
+#[derive(Deserialize)]
+struct ToolUse {
+    name: String,
+    #[serde(default)]
+    input: serde_json::Value,
 }
 
 #[cfg(test)]
@@ -1094,6 +1250,153 @@ mod tests {
         let err = pieces.last().unwrap().as_ref().unwrap_err();
         assert!(err.is_retryable(), "{err}");
         assert_eq!(server.requests().len(), 1);
+    }
+
+    fn label_schema() -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "label": {"type": "string", "enum": ["invoice", "contract", "other"]}
+            },
+            "required": ["label"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn classify(
+        chat: &BedrockChat,
+        schema: &serde_json::Value,
+    ) -> Result<crate::chat::StructuredResponse, ChatError> {
+        let req = crate::chat::StructuredRequest {
+            system: "Classify the document.",
+            prompt: "Invoice no. 42, due in 30 days.",
+            name: "document_label",
+            schema,
+            max_tokens: 50,
+        };
+        chat.structured(&req).await
+    }
+
+    #[tokio::test]
+    async fn structured_forces_a_signed_tool_call_and_returns_its_input() {
+        let server = TestServer::start(|_, _| {
+            Reply::json(
+                200,
+                json!({
+                    "output": {"message": {"role": "assistant", "content": [
+                        {"text": "Recording it."},
+                        {"toolUse": {"toolUseId": "t0", "name": "other_tool", "input": {"label": "contract"}}},
+                        {"toolUse": {"toolUseId": "t1", "name": "document_label", "input": {"label": "invoice"}}}
+                    ]}},
+                    "stopReason": "tool_use",
+                    "usage": {"inputTokens": 90, "outputTokens": 11, "totalTokens": 101}
+                }),
+            )
+        })
+        .await;
+        let schema = label_schema();
+        let response = classify(&chat(&server), &schema).await.unwrap();
+        assert_eq!(
+            response.value,
+            json!({"label": "invoice"}),
+            "the input of the named tool's call"
+        );
+        assert_eq!(
+            response.usage,
+            Usage {
+                prompt_tokens: 90,
+                completion_tokens: 11
+            }
+        );
+
+        let requests = server.requests();
+        assert_eq!(requests.len(), 1);
+        let r = &requests[0];
+        assert_eq!(r.method, "POST");
+        assert_eq!(
+            r.path,
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+        );
+        assert_eq!(r.header("x-amz-security-token"), Some("session-token"));
+        assert_eq!(
+            r.header("authorization").unwrap(),
+            expected_authorization(r, &server.url(), credentials(), "eu-west-1"),
+            "the signature must cover what was sent"
+        );
+        assert_eq!(
+            r.json(),
+            json!({
+                "system": [{"text": "Classify the document."}],
+                "messages": [{"role": "user", "content": [{"text": "Invoice no. 42, due in 30 days."}]}],
+                "inferenceConfig": {"maxTokens": 50, "temperature": 0.0},
+                "toolConfig": {
+                    "tools": [{"toolSpec": {
+                        "name": "document_label",
+                        "description": "Record the result.",
+                        "inputSchema": {"json": schema}
+                    }}],
+                    "toolChoice": {"tool": {"name": "document_label"}}
+                }
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn structured_usage_is_estimated_when_the_response_has_none() {
+        let server = TestServer::start(|_, _| {
+            Reply::json(
+                200,
+                json!({
+                    "output": {"message": {"role": "assistant", "content": [
+                        {"toolUse": {"toolUseId": "t1", "name": "document_label", "input": {"label": "other"}}}
+                    ]}},
+                    "stopReason": "tool_use"
+                }),
+            )
+        })
+        .await;
+        let schema = label_schema();
+        let response = classify(&chat(&server), &schema).await.unwrap();
+        assert_eq!(response.value, json!({"label": "other"}));
+        let req = crate::chat::StructuredRequest {
+            system: "Classify the document.",
+            prompt: "Invoice no. 42, due in 30 days.",
+            name: "document_label",
+            schema: &schema,
+            max_tokens: 50,
+        };
+        assert_eq!(
+            response.usage,
+            Usage {
+                prompt_tokens: crate::chat::estimate_structured_tokens(&req),
+                completion_tokens: token_count::count(r#"{"label":"other"}"#) as u64,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn structured_reply_with_only_text_fails_naming_the_stop_reason() {
+        let server = TestServer::start(|_, _| {
+            Reply::json(
+                200,
+                json!({
+                    "output": {"message": {"role": "assistant", "content": [
+                        {"text": "{\"label\": \"invoice\"}"}
+                    ]}},
+                    "stopReason": "max_tokens",
+                    "usage": {"inputTokens": 90, "outputTokens": 50}
+                }),
+            )
+        })
+        .await;
+        let schema = label_schema();
+        let err = classify(&chat(&server), &schema).await.unwrap_err();
+        assert!(
+            matches!(&err, ChatError::Failed(m) if m.contains("max_tokens") && m.contains("document_label")),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(server.requests().len(), 1, "not retried");
     }
 
     #[test]

@@ -154,6 +154,24 @@ pub trait ChatModel: Send + Sync {
         })
     }
 
+    /// One JSON value for `req`: the model is asked (through its
+    /// provider's structured-output mechanism) for a reply fitting
+    /// `req.schema`, at most `req.max_tokens` long; the value is returned as
+    /// the model wrote it, not validated against the schema (the caller
+    /// validates). Models that cannot (the extractive default, test
+    /// doubles) refuse with [`ChatError::Failed`].
+    fn structured<'a>(
+        &'a self,
+        req: &'a StructuredRequest<'a>,
+    ) -> BoxFuture<'a, Result<StructuredResponse, ChatError>> {
+        let _ = req;
+        Box::pin(async {
+            Err(ChatError::Failed(
+                "this model does not produce structured output".into(),
+            ))
+        })
+    }
+
     /// The same answer as it is written: text pieces as the model produces
     /// them (their markers not yet resolved; see
     /// [`citations::MarkerFilter`]), then one [`Piece::Usage`]. By default
@@ -223,6 +241,50 @@ pub fn estimate_generate_tokens(req: &GenerateRequest<'_>) -> u64 {
     (crate::token_count::count(req.system) + crate::token_count::count(req.prompt)) as u64
         + 2 * 5
         + 4
+}
+
+/// A reply that must be one JSON value fitting `schema` (classification).
+#[derive(Debug, Clone, Copy)]
+pub struct StructuredRequest<'a> {
+    /// Instructions sent as the system text.
+    pub system: &'a str,
+    /// The user message.
+    pub prompt: &'a str,
+    /// The output's name: OpenAI's `json_schema.name`, Bedrock's tool name
+    /// (`[a-zA-Z0-9_-]{1,64}`).
+    pub name: &'a str,
+    /// A JSON Schema (object at the top, every property required,
+    /// `additionalProperties: false`, as OpenAI's strict mode wants).
+    pub schema: &'a serde_json::Value,
+    /// Most tokens the reply may take (must be positive).
+    pub max_tokens: u32,
+}
+
+/// A structured reply: the value as the model wrote it (NOT validated
+/// against the schema here; the caller validates) and its usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StructuredResponse {
+    pub value: serde_json::Value,
+    pub usage: Usage,
+}
+
+/// Upper bound, in cl100k tokens, of the prompt [`ChatModel::structured`]
+/// sends for `req` (system text, user message, the schema as serialized,
+/// per-message overhead).
+pub fn estimate_structured_tokens(req: &StructuredRequest<'_>) -> u64 {
+    (crate::token_count::count(req.system)
+        + crate::token_count::count(req.prompt)
+        + crate::token_count::count(&req.schema.to_string())) as u64
+        + 2 * 5
+        + 4
+}
+
+/// Checks every provider's `structured` makes before any work.
+fn check_structured(req: &StructuredRequest<'_>) -> Result<(), ChatError> {
+    if req.max_tokens == 0 {
+        return Err(ChatError::Failed("max_tokens must be positive".into()));
+    }
+    Ok(())
 }
 
 /// Checks every provider's `generate` makes before any work.
@@ -348,6 +410,75 @@ mod tests {
         let err = model.complete(&req).await.unwrap_err();
         assert!(matches!(err, ChatError::Failed(_)), "{err}");
         assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn the_extractive_model_refuses_structured_output() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"label": {"type": "string"}},
+            "required": ["label"],
+            "additionalProperties": false
+        });
+        let req = StructuredRequest {
+            system: "Classify.",
+            prompt: "Invoice no. 42.",
+            name: "label",
+            schema: &schema,
+            max_tokens: 20,
+        };
+        let err = ExtractiveAnswerer::new()
+            .structured(&req)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ChatError::Failed(m) if m == "this model does not produce structured output"),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn structured_estimate_counts_system_prompt_and_schema() {
+        let small = serde_json::json!({"type": "object"});
+        let large = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "label": {"type": "string", "enum": ["invoice", "contract", "other"]},
+                "confidence": {"type": "number"}
+            },
+            "required": ["label", "confidence"],
+            "additionalProperties": false
+        });
+        let req = StructuredRequest {
+            system: "Classify the document.",
+            prompt: "Invoice no. 42, due in 30 days.",
+            name: "label",
+            schema: &small,
+            max_tokens: 20,
+        };
+        let count = |t: &str| crate::token_count::count(t) as u64;
+        let base = estimate_structured_tokens(&req);
+        assert!(
+            base >= count(req.system) + count(req.prompt) + count(&small.to_string()),
+            "{base}"
+        );
+        let with_large = estimate_structured_tokens(&StructuredRequest {
+            schema: &large,
+            ..req
+        });
+        assert_eq!(
+            with_large - base,
+            count(&large.to_string()) - count(&small.to_string())
+        );
+        assert!(check_structured(&req).is_ok());
+        assert!(matches!(
+            check_structured(&StructuredRequest {
+                max_tokens: 0,
+                ..req
+            }),
+            Err(ChatError::Failed(_))
+        ));
     }
 
     #[test]

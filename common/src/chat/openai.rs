@@ -149,6 +149,13 @@ impl ChatModel for OpenAiChat {
         Box::pin(self.generated(req))
     }
 
+    fn structured<'a>(
+        &'a self,
+        req: &'a super::StructuredRequest<'a>,
+    ) -> BoxFuture<'a, Result<super::StructuredResponse, ChatError>> {
+        Box::pin(self.structured_reply(req))
+    }
+
     /// `stream: true` with `stream_options.include_usage`: the text as the
     /// server sends it; usage from its last chunk, or counted as
     /// [`Self::complete`] counts it. Retried only until the response
@@ -425,6 +432,119 @@ struct GenerateBody<'a> {
     temperature: f32,
 }
 
+/// Structured output: the same endpoint and retries as answers, the
+/// request's system text and prompt as the two messages, and
+/// `response_format` asking for JSON fitting the request's schema in
+/// strict mode.
+impl OpenAiChat {
+    async fn structured_reply(
+        &self,
+        req: &super::StructuredRequest<'_>,
+    ) -> Result<super::StructuredResponse, ChatError> {
+        super::check_structured(req)?;
+        let request = StructuredBody {
+            model: &self.model,
+            messages: [
+                Message {
+                    role: "system",
+                    content: req.system,
+                },
+                Message {
+                    role: "user",
+                    content: req.prompt,
+                },
+            ],
+            max_tokens: req.max_tokens,
+            temperature: 0.0,
+            response_format: ResponseFormat {
+                kind: "json_schema",
+                json_schema: JsonSchemaFormat {
+                    name: req.name,
+                    schema: req.schema,
+                    strict: true,
+                },
+            },
+        };
+        let response: Response = self
+            .retry
+            .post_json(
+                "openai structured",
+                &self.client,
+                &self.url,
+                self.api_key.as_ref(),
+                &request,
+            )
+            .await?;
+        let (text, usage) = response.into_text("openai structured")?;
+        let value = parse_json_reply(&text).map_err(|e| {
+            ChatError::Failed(format!(
+                "openai structured: the reply is not JSON: {e} (reply: {})",
+                excerpt(&text)
+            ))
+        })?;
+        Ok(super::StructuredResponse {
+            value,
+            usage: Usage {
+                prompt_tokens: usage
+                    .prompt_tokens
+                    .unwrap_or_else(|| super::estimate_structured_tokens(req)),
+                completion_tokens: usage
+                    .completion_tokens
+                    .unwrap_or_else(|| token_count::count(&text) as u64),
+            },
+        })
+    }
+}
+
+/// The JSON value of a reply, tolerating surrounding whitespace and a
+/// Markdown code fence (```` ```json ```` or ```` ``` ````) around it.
+fn parse_json_reply(text: &str) -> Result<serde_json::Value, serde_json::Error> {
+    let mut body = text.trim();
+    if let Some(rest) = body.strip_prefix("```")
+        && let Some(inner) = rest.trim_end().strip_suffix("```")
+    {
+        // The info string (e.g. `json`) runs to the end of the first line.
+        body = match inner.split_once('\n') {
+            Some((info, code)) if !info.trim_start().starts_with(['{', '[']) => code,
+            _ => inner,
+        }
+        .trim();
+    }
+    serde_json::from_str(body)
+}
+
+/// The start of `text` for an error message (at most 200 characters).
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+#[derive(Serialize)]
+struct StructuredBody<'a> {
+    model: &'a str,
+    messages: [Message<'a>; 2],
+    max_tokens: u32,
+    temperature: f32,
+    response_format: ResponseFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    json_schema: JsonSchemaFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonSchemaFormat<'a> {
+    name: &'a str,
+    schema: &'a serde_json::Value,
+    strict: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -653,6 +773,182 @@ mod tests {
         let err = ask(&chat, &[]).await.unwrap_err();
         assert!(matches!(err, ChatError::Unavailable(_)), "{err}");
         assert_eq!(server.requests().len(), 2);
+    }
+
+    fn label_schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "label": {"type": "string", "enum": ["invoice", "contract", "other"]},
+                "confidence": {"type": "number"}
+            },
+            "required": ["label", "confidence"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn classify(
+        chat: &OpenAiChat,
+        schema: &Value,
+    ) -> Result<crate::chat::StructuredResponse, ChatError> {
+        let req = crate::chat::StructuredRequest {
+            system: "Classify the document.",
+            prompt: "Invoice no. 42, due in 30 days.",
+            name: "document_label",
+            schema,
+            max_tokens: 50,
+        };
+        chat.structured(&req).await
+    }
+
+    #[tokio::test]
+    async fn structured_asks_for_the_schema_in_strict_mode_and_parses_the_value() {
+        let server =
+            TestServer::start(|_, _| completion(r#"{"label": "invoice", "confidence": 0.9}"#))
+                .await;
+        let schema = label_schema();
+        let response = classify(&chat(&server), &schema).await.unwrap();
+        assert_eq!(
+            response.value,
+            json!({"label": "invoice", "confidence": 0.9})
+        );
+        assert_eq!(
+            response.usage,
+            Usage {
+                prompt_tokens: 321,
+                completion_tokens: 12
+            },
+            "usage from the server"
+        );
+
+        let requests = server.requests();
+        assert_eq!(requests.len(), 1);
+        let r = &requests[0];
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.header("authorization"), Some("Bearer sk-test"));
+        let body = r.json();
+        assert_eq!(
+            body,
+            json!({
+                "model": "test-model",
+                "messages": [
+                    {"role": "system", "content": "Classify the document."},
+                    {"role": "user", "content": "Invoice no. 42, due in 30 days."}
+                ],
+                "max_tokens": 50,
+                "temperature": 0.0,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "document_label", "schema": schema, "strict": true}
+                }
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn structured_value_is_read_from_a_fenced_reply_and_usage_counted_without_the_servers() {
+        let content = "\n ```json\n{\"label\": \"contract\", \"confidence\": 1}\n```  \n";
+        let server = TestServer::start(move |_, _| {
+            Reply::json(
+                200,
+                json!({"choices": [{"message": {"role": "assistant", "content": content}}]}),
+            )
+        })
+        .await;
+        let schema = label_schema();
+        let response = classify(&chat(&server), &schema).await.unwrap();
+        assert_eq!(
+            response.value,
+            json!({"label": "contract", "confidence": 1})
+        );
+        let req = crate::chat::StructuredRequest {
+            system: "Classify the document.",
+            prompt: "Invoice no. 42, due in 30 days.",
+            name: "document_label",
+            schema: &schema,
+            max_tokens: 50,
+        };
+        assert_eq!(
+            response.usage,
+            Usage {
+                prompt_tokens: crate::chat::estimate_structured_tokens(&req),
+                completion_tokens: token_count::count(content) as u64,
+            }
+        );
+    }
+
+    #[test]
+    fn json_replies_are_parsed_with_or_without_a_fence() {
+        for (text, expected) in [
+            (r#"{"a": 1}"#, json!({"a": 1})),
+            ("  [1, 2]\n", json!([1, 2])),
+            ("```json\n{\"a\": 1}\n```", json!({"a": 1})),
+            ("```\n{\"a\": 1}\n```", json!({"a": 1})),
+            ("```{\"a\": 1}```", json!({"a": 1})),
+            (r#"{"a": "```"}"#, json!({"a": "```"})),
+        ] {
+            assert_eq!(parse_json_reply(text).unwrap(), expected, "{text:?}");
+        }
+        for text in [
+            "",
+            "label: invoice",
+            "```json\nnot json\n```",
+            "{\"a\": 1} trailing",
+        ] {
+            assert!(parse_json_reply(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn structured_reply_that_is_not_json_fails_without_retry() {
+        let server = TestServer::start(|_, _| completion("The label is invoice.")).await;
+        let schema = label_schema();
+        let err = classify(&chat(&server), &schema).await.unwrap_err();
+        assert!(
+            matches!(&err, ChatError::Failed(m)
+                if m.starts_with("openai structured: the reply is not JSON: ")
+                    && m.contains("The label is invoice.")),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(server.requests().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn structured_throttling_is_retried() {
+        let server = TestServer::start(|_, n| match n {
+            0 => Reply::json(429, json!({"error": {"message": "Rate limit reached"}}))
+                .header("Retry-After", "0"),
+            _ => completion(r#"{"label": "other", "confidence": 0.2}"#),
+        })
+        .await;
+        let schema = label_schema();
+        let response = classify(&chat(&server), &schema).await.unwrap();
+        assert_eq!(response.value["label"], "other");
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            requests[0].json(),
+            requests[1].json(),
+            "the same request again"
+        );
+    }
+
+    #[tokio::test]
+    async fn structured_with_zero_max_tokens_fails_before_any_request() {
+        let server = TestServer::start(|_, _| completion("{}")).await;
+        let schema = label_schema();
+        let req = crate::chat::StructuredRequest {
+            system: "s",
+            prompt: "p",
+            name: "n",
+            schema: &schema,
+            max_tokens: 0,
+        };
+        let err = chat(&server).structured(&req).await.unwrap_err();
+        assert!(matches!(err, ChatError::Failed(_)), "{err}");
+        assert!(server.requests().is_empty());
     }
 
     #[test]
