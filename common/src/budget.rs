@@ -43,6 +43,8 @@ pub enum Purpose {
     Mindmap,
     /// `POST .../ai/generate`, the AI proxy.
     Generate,
+    /// A classify job's model calls.
+    Classify,
 }
 
 impl Purpose {
@@ -54,6 +56,7 @@ impl Purpose {
             Purpose::Qa => "qa",
             Purpose::Mindmap => "mindmap",
             Purpose::Generate => "generate",
+            Purpose::Classify => "classify",
         }
     }
 }

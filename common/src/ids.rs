@@ -70,6 +70,10 @@ id_type!(
     ShareLinkId
 );
 id_type!(
-    /// A workspace job: an import or an export.
+    /// A workspace job: an import, an export or a classification.
     JobId
+);
+id_type!(
+    /// A classification scheme.
+    SchemeId
 );

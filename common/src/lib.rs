@@ -8,6 +8,7 @@ pub mod auth;
 pub mod budget;
 pub mod caller;
 pub mod chat;
+pub mod classify;
 pub mod conditional;
 pub mod config;
 pub mod conversations;

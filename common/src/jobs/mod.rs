@@ -45,6 +45,8 @@ const FAILURES_SHOWN: i64 = 100;
 pub enum Kind {
     Import,
     Export,
+    /// A classification scheme run over documents ([`crate::classify`]).
+    Classify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
@@ -103,10 +105,15 @@ pub struct Progress {
     /// `client_id`, or without one, the same title, type, metadata and
     /// content).
     pub skipped: i64,
-    /// Import: lines refused, each with its line number and reason.
+    /// Import: lines refused, each with its line number and reason;
+    /// classify: documents refused, each with its reason.
     pub failed: i64,
     /// Export: documents written.
     pub exported: i64,
+    /// Classify: documents selected when the job started.
+    pub total: Option<i64>,
+    /// Classify: documents classified (refused ones count as `failed`).
+    pub classified: i64,
     /// Bytes read (import) or written (export).
     pub bytes: i64,
 }
@@ -159,6 +166,10 @@ pub struct Job {
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<LineFailure>>,
+    /// Classify: the first refused documents, by id.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_failures: Option<Vec<crate::classify::DocumentFailure>>,
     /// Export, once succeeded: where to download it.
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,7 +193,7 @@ pub struct Download {
 macro_rules! job_columns {
     () => {
         "id, workspace_id, kind, status, created_by, options, lines_read, created, skipped, \
-         failed, exported, bytes, error, created_at, updated_at, started_at, finished_at, \
+         failed, exported, total, classified, bytes, error, created_at, updated_at, started_at, finished_at, \
          object_key"
     };
 }
@@ -263,18 +274,9 @@ pub fn export_key_of(workspace: WorkspaceId, job: JobId) -> String {
 /// and the answer is 503: a retry is a new job.
 pub async fn start_export(state: &State, mut access: Access, new: NewExport) -> Result<Job> {
     let id = JobId::new();
-    let job: Job = sqlx::query_as(concat!(
-        "INSERT INTO jobs (workspace_id, id, kind, status, created_by, options, object_key, next_offset)
-         VALUES ($1, $2, 'export', 'queued', $3, $4, $5, 1) RETURNING ",
-        job_columns!()
-    ))
-    .bind(access.workspace)
-    .bind(id)
-    .bind(access.caller)
-    .bind(Json(serde_json::json!({ "include_chunks": new.include_chunks })))
-    .bind(export_key_of(access.workspace, id))
-    .fetch_one(&mut *access.tx)
-    .await?;
+    let options = serde_json::json!({ "include_chunks": new.include_chunks });
+    let key = export_key_of(access.workspace, id);
+    insert_queued(&mut access, id, Kind::Export, &options, &key, None, 1).await?;
     crate::workspaces::audit(
         &mut access.tx,
         access.workspace,
@@ -284,12 +286,55 @@ pub async fn start_export(state: &State, mut access: Access, new: NewExport) -> 
         serde_json::json!({ "job_id": id, "include_chunks": new.include_chunks }),
     )
     .await?;
+    queue_first(state, access, id, 1).await
+}
+
+/// Inserts a queued job whose first step starts at `offset`, in the
+/// access's transaction; [`queue_first`] commits it and queues that step.
+pub(crate) async fn insert_queued(
+    access: &mut Access,
+    id: JobId,
+    kind: Kind,
+    options: &Value,
+    object_key: &str,
+    total: Option<i64>,
+    offset: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (workspace_id, id, kind, status, created_by, options, object_key,
+                           total, next_offset)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)",
+    )
+    .bind(access.workspace)
+    .bind(id)
+    .bind(kind)
+    .bind(access.caller)
+    .bind(Json(options))
+    .bind(object_key)
+    .bind(total)
+    .bind(offset)
+    .execute(&mut *access.tx)
+    .await?;
+    Ok(())
+}
+
+/// Commits a job [`insert_queued`] created and queues its first step (at
+/// `offset`). When the queue does not take it, the job is marked failed
+/// (nothing would ever run it) and the answer is 503: a retry is a new
+/// job.
+pub(crate) async fn queue_first(
+    state: &State,
+    mut access: Access,
+    id: JobId,
+    offset: i64,
+) -> Result<Job> {
+    let job = load(&mut access, id).await?;
     let (caller, workspace) = (access.caller, access.workspace);
     access.commit().await?;
     let step = JobStep {
         workspace_id: workspace,
         job_id: id,
-        offset: 1,
+        offset,
     };
     let sent = async {
         state
@@ -302,7 +347,10 @@ pub async fn start_export(state: &State, mut access: Access, new: NewExport) -> 
         Ok(sent) if sent.first() == Some(&true) => Ok(job),
         outcome => {
             if let Err(error) = outcome {
-                tracing::warn!(error = format!("{error:#}"), "export step not queued");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "a job's first step not queued"
+                );
             }
             let mut tx = crate::db::tenant_tx(&state.db, Some(caller), Some(workspace)).await?;
             sqlx::query(
@@ -316,7 +364,7 @@ pub async fn start_export(state: &State, mut access: Access, new: NewExport) -> 
             .await?;
             tx.commit().await?;
             Err(ApiError::ServiceUnavailable(
-                "the export could not be queued; try again".into(),
+                "the job could not be queued; try again".into(),
             ))
         }
     }
@@ -345,7 +393,7 @@ pub async fn get(state: &State, mut access: Access, id: JobId) -> Result<Job> {
     Ok(job)
 }
 
-async fn load(access: &mut Access, id: JobId) -> Result<Job> {
+pub(crate) async fn load(access: &mut Access, id: JobId) -> Result<Job> {
     let mut job: Job = sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
@@ -379,6 +427,18 @@ async fn load(access: &mut Access, id: JobId) -> Result<Job> {
         .await?;
         job.documents = Some(counts);
         job.failures = Some(failures);
+    }
+    if job.kind == Kind::Classify {
+        let failures = sqlx::query_as(
+            "SELECT document_id, reason FROM classification_failures
+             WHERE workspace_id = $1 AND job_id = $2 ORDER BY document_id LIMIT $3",
+        )
+        .bind(access.workspace)
+        .bind(id)
+        .bind(FAILURES_SHOWN)
+        .fetch_all(&mut *access.tx)
+        .await?;
+        job.document_failures = Some(failures);
     }
     Ok(job)
 }

@@ -137,6 +137,17 @@ async fn step_once(state: &State, step: &JobStep) -> anyhow::Result<()> {
     match job.kind {
         super::Kind::Import => import_step(state, step, job).await,
         super::Kind::Export => export_step(state, step, job).await,
+        super::Kind::Classify => {
+            let at = crate::classify::run::At {
+                options: job.options.0,
+                cursor: job.cursor_id,
+                created_by: job.created_by,
+            };
+            match crate::classify::run::step(state, step, at).await? {
+                Some(reason) => fail(state, step, &reason).await,
+                None => Ok(()),
+            }
+        }
     }
 }
 
@@ -156,7 +167,7 @@ async fn fail(state: &State, step: &JobStep, reason: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn send_next(state: &State, step: &JobStep, offset: i64) -> anyhow::Result<()> {
+pub(crate) async fn send_next(state: &State, step: &JobStep, offset: i64) -> anyhow::Result<()> {
     let next = JobStep {
         offset,
         ..step.clone()
