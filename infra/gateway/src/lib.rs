@@ -39,6 +39,7 @@ pub fn registry() -> Vec<Function> {
         embed::FUNCTIONS,
         shares::FUNCTIONS,
         jobs::FUNCTIONS,
+        classify::FUNCTIONS,
         documents::FUNCTIONS,
         uploads::FUNCTIONS,
         ingest::FUNCTIONS,
