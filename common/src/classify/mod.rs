@@ -151,6 +151,9 @@ pub struct NewRun {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub filter: Option<Value>,
+    /// Only documents created after this time.
+    #[serde(default)]
+    pub created_after: Option<DateTime<Utc>>,
 }
 
 /// The documents a classify job looks at, as stored in its options.
@@ -160,6 +163,8 @@ pub struct Selection {
     pub document_ids: Option<Vec<DocumentId>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<DateTime<Utc>>,
 }
 
 /// A classify job's options.
@@ -180,6 +185,9 @@ impl Selection {
             sql.push(" AND d.id = ANY(")
                 .push_bind(ids.clone())
                 .push(")");
+        }
+        if let Some(after) = self.created_after {
+            sql.push(" AND d.created_at > ").push_bind(after);
         }
         if let Some(condition) = self.condition()? {
             sql.push(" AND ");
@@ -500,6 +508,7 @@ pub async fn start(state: &State, mut access: Access, id: SchemeId, run: NewRun)
     let selection = Selection {
         document_ids: run.document_ids,
         filter: run.filter,
+        created_after: run.created_after,
     };
     // A bad filter is refused here, not in the worker.
     selection.condition().map_err(|e| match e {
@@ -593,7 +602,7 @@ pub async fn retry(state: &State, mut access: Access, id: JobId) -> Result<Job> 
         scheme_id: old.scheme_id,
         selection: Selection {
             document_ids: Some(failed),
-            filter: None,
+            ..Selection::default()
         },
         retry_of: Some(id),
     };
