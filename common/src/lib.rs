@@ -34,6 +34,8 @@ pub mod purge;
 pub mod rate_limit;
 pub mod rerank;
 pub mod retrieval;
+#[cfg(feature = "schedules")]
+pub mod schedules;
 pub mod secrets;
 pub mod sentences;
 pub mod shares;
