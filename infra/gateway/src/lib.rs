@@ -40,6 +40,7 @@ pub fn registry() -> Vec<Function> {
         shares::FUNCTIONS,
         jobs::FUNCTIONS,
         classify::FUNCTIONS,
+        schedules::FUNCTIONS,
         documents::FUNCTIONS,
         uploads::FUNCTIONS,
         ingest::FUNCTIONS,
