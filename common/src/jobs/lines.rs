@@ -15,8 +15,9 @@ use crate::ids::DocumentId;
 pub const MAX_VERSIONS: usize = 1_000;
 
 /// One line of an import. The fields an export adds for reference (`id`,
-/// `source`, `file`, `status`, times, `chunks`) are accepted and not
-/// imported: the new documents get new ids and are chunked again.
+/// `source`, `file`, `status`, times, `chunks`, `classifications`) are
+/// accepted and not imported: the new documents get new ids and are
+/// chunked and classified again.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -62,6 +63,48 @@ pub struct ImportLine {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub chunks: Option<Value>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub classifications: Option<Value>,
+}
+
+/// A line that carries a classification scheme, as exports write them
+/// first: `{"scheme": {name, instructions, fields, classifier}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemeLine {
+    scheme: crate::classify::NewScheme,
+}
+
+/// What a line holds.
+pub(crate) enum Line {
+    Document(Box<Parsed>),
+    Scheme(crate::classify::NewScheme),
+}
+
+/// Whether a line begins with the `scheme` key (a scheme line).
+fn is_scheme_line(line: &[u8]) -> bool {
+    let rest = line.trim_ascii_start();
+    rest.strip_prefix(b"{")
+        .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"scheme\""))
+}
+
+/// Reads one line: a scheme line, checked as `POST .../schemes` checks
+/// it, or a document line ([`parse`]).
+pub(crate) fn parse_line(line: &[u8], limits: &DocumentLimits) -> Result<Line, String> {
+    if !is_scheme_line(line) {
+        return parse(line, limits).map(|p| Line::Document(Box::new(p)));
+    }
+    let parsed: SchemeLine = serde_json::from_slice(line).map_err(|e| {
+        let mut message = e.to_string();
+        if let Some(at) = message.find(" at line ") {
+            message.truncate(at);
+        }
+        format!("not a JSON scheme line: {message}")
+    })?;
+    crate::classify::check(parsed.scheme)
+        .map(Line::Scheme)
+        .map_err(reason)
 }
 
 /// One earlier state of an imported document.
@@ -231,6 +274,37 @@ pub struct ExportLine {
     pub versions: Vec<ExportVersion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<Vec<ExportChunk>>,
+    /// The latest value of each field of each live scheme.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classifications: Vec<ExportClassification>,
+}
+
+/// A scheme as an export's first lines carry it.
+#[derive(Debug, Serialize)]
+pub struct ExportScheme {
+    pub scheme: ExportSchemeBody,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ExportSchemeBody {
+    pub name: String,
+    pub instructions: String,
+    pub fields: sqlx::types::Json<Value>,
+    pub classifier: crate::classify::ClassifierKind,
+}
+
+/// A document's latest value for one field of a scheme.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ExportClassification {
+    #[serde(skip)]
+    pub document_id: DocumentId,
+    pub scheme: String,
+    pub field: String,
+    pub value: sqlx::types::Json<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    pub model: String,
+    pub classified_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -314,6 +388,28 @@ mod tests {
             why(r#"{"title": "t", "content": "x", "versions": [{"version": 2, "kind": "create", "title": "t", "content": "x"}]}"#)
                 .contains("numbered")
         );
+    }
+
+    #[test]
+    fn scheme_lines_are_read_as_schemes_and_checked() {
+        let line =
+            br#" { "scheme": {"name": " Topics ", "fields": [{"name": "t", "kind": "boolean"}]}}"#;
+        match parse_line(line, &limits()) {
+            Ok(Line::Scheme(scheme)) => assert_eq!(scheme.name, "Topics"),
+            _ => panic!("a scheme line"),
+        }
+        let bad = br#"{"scheme": {"name": "X", "fields": []}}"#;
+        assert!(
+            parse_line(bad, &limits())
+                .err()
+                .unwrap()
+                .starts_with("fields:")
+        );
+        let document = br#"{"title": "scheme", "content": "x"}"#;
+        assert!(matches!(
+            parse_line(document, &limits()),
+            Ok(Line::Document(_))
+        ));
     }
 
     #[test]

@@ -19,7 +19,10 @@ use std::collections::HashSet;
 
 use sqlx::{Postgres, Transaction};
 
-use super::lines::{self, ExportChunk, ExportFile, ExportLine, ExportVersion, Parsed};
+use super::lines::{
+    self, ExportChunk, ExportClassification, ExportFile, ExportLine, ExportScheme,
+    ExportSchemeBody, ExportVersion, Parsed,
+};
 use super::{MAX_FAILURES_KEPT, Status};
 use crate::State;
 use crate::db::tenant_tx;
@@ -190,6 +193,7 @@ pub(crate) async fn send_next(state: &State, step: &JobStep, offset: i64) -> any
 /// One line as an import step found it.
 enum Taken {
     Parsed(Box<Parsed>),
+    Scheme(crate::classify::NewScheme),
     Failed(String),
 }
 
@@ -255,8 +259,9 @@ async fn import_step(state: &State, step: &JobStep, job: Current) -> anyhow::Res
                 .map(|(n, line)| {
                     (
                         n,
-                        match lines::parse(line, limits) {
-                            Ok(parsed) => Taken::Parsed(Box::new(parsed)),
+                        match lines::parse_line(line, limits) {
+                            Ok(lines::Line::Document(parsed)) => Taken::Parsed(parsed),
+                            Ok(lines::Line::Scheme(scheme)) => Taken::Scheme(scheme),
                             Err(reason) => Taken::Failed(reason),
                         },
                     )
@@ -361,15 +366,19 @@ async fn store_lines(
     let read = taken.len() as i64;
     let mut failures: Vec<(i64, Option<String>, String)> = Vec::new();
     let mut parsed = Vec::new();
+    let mut schemes = Vec::new();
     for (line, t) in taken {
         match t {
             Taken::Parsed(p) => parsed.push((line, *p)),
+            Taken::Scheme(scheme) => schemes.push(scheme),
             Taken::Failed(reason) => failures.push((line, None, reason)),
         }
     }
     let (fresh, duplicates) = without_duplicates(&mut tx, ws, parsed).await?;
     let created = insert_documents(&mut tx, ws, step.job_id, job.created_by, &fresh).await?;
-    let skipped = duplicates + (fresh.len() - created.len()) as i64;
+    let new_schemes = insert_schemes(&mut tx, ws, job.created_by, &schemes).await?;
+    let skipped =
+        duplicates + (fresh.len() - created.len()) as i64 + (schemes.len() as i64 - new_schemes);
     let failed = failures.len() as i64;
     let room = (MAX_FAILURES_KEPT - job.failed).max(0) as usize;
     failures.truncate(room);
@@ -400,7 +409,7 @@ async fn store_lines(
     .bind(ws)
     .bind(step.job_id)
     .bind(read)
-    .bind(created.len() as i64)
+    .bind(created.len() as i64 + new_schemes)
     .bind(skipped)
     .bind(failed)
     .bind(finished)
@@ -408,6 +417,36 @@ async fn store_lines(
     .await?;
     tx.commit().await?;
     Ok(Some(created))
+}
+
+/// Creates the schemes of scheme lines, skipping those whose name a live
+/// scheme has; how many were created.
+async fn insert_schemes(
+    tx: &mut Transaction<'static, Postgres>,
+    ws: WorkspaceId,
+    creator: Option<UserId>,
+    schemes: &[crate::classify::NewScheme],
+) -> anyhow::Result<i64> {
+    let mut created = 0;
+    for scheme in schemes {
+        created += sqlx::query(
+            "INSERT INTO classification_schemes
+                 (workspace_id, id, name, instructions, fields, classifier, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (workspace_id, lower(name)) WHERE deleted_at IS NULL DO NOTHING",
+        )
+        .bind(ws)
+        .bind(crate::ids::SchemeId::new())
+        .bind(&scheme.name)
+        .bind(&scheme.instructions)
+        .bind(sqlx::types::Json(&scheme.fields))
+        .bind(scheme.classifier)
+        .bind(creator)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected() as i64;
+    }
+    Ok(created)
 }
 
 /// The parsed lines that are not duplicates (of a live document, or of an
@@ -661,6 +700,23 @@ async fn export_lines(
         updated_at: chrono::DateTime<chrono::Utc>,
     }
     let (mut out, mut count, mut last) = (Vec::new(), 0i64, cursor);
+    if cursor.is_none() {
+        // The first part starts with the live schemes, which an import
+        // creates before the documents.
+        let mut tx = tenant_tx(&state.db, None, Some(ws)).await?;
+        let schemes: Vec<ExportSchemeBody> = sqlx::query_as(
+            "SELECT name, instructions, fields, classifier FROM classification_schemes
+             WHERE workspace_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
+        )
+        .bind(ws)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for scheme in schemes {
+            serde_json::to_writer(&mut out, &ExportScheme { scheme })?;
+            out.push(b'\n');
+        }
+    }
     loop {
         let mut tx = tenant_tx(&state.db, None, Some(ws)).await?;
         let docs: Vec<Doc> = sqlx::query_as(
@@ -700,6 +756,25 @@ async fn export_lines(
         } else {
             Vec::new()
         };
+        // Each document's latest value per field of a live scheme.
+        let mut classifications: Vec<ExportClassification> = sqlx::query_as(
+            "SELECT * FROM (
+                 SELECT DISTINCT ON (r.document_id, s.id, r.field)
+                        r.document_id, s.name AS scheme, r.field, r.value, r.confidence,
+                        r.model, r.created_at AS classified_at, s.created_at AS scheme_at
+                 FROM classification_results r
+                 JOIN jobs j ON j.workspace_id = r.workspace_id AND j.id = r.job_id
+                 JOIN classification_schemes s ON s.workspace_id = r.workspace_id
+                      AND s.id = (j.options->>'scheme_id')::uuid AND s.deleted_at IS NULL
+                 WHERE r.workspace_id = $1 AND r.document_id = ANY($2)
+                 ORDER BY r.document_id, s.id, r.field, r.created_at DESC
+             ) latest
+             ORDER BY document_id DESC, scheme_at DESC, scheme DESC, field DESC",
+        )
+        .bind(ws)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         let exhausted = (docs.len() as i64) < EXPORT_PAGE;
         // Popped from the back: both lists are sorted descending.
@@ -717,6 +792,19 @@ async fn export_lines(
             }
             while chunks.last().is_some_and(|c| c.document_id == doc.id) {
                 own_chunks.extend(chunks.pop());
+            }
+            let mut own_classifications = Vec::new();
+            while classifications
+                .last()
+                .is_some_and(|c| c.document_id < doc.id)
+            {
+                classifications.pop();
+            }
+            while classifications
+                .last()
+                .is_some_and(|c| c.document_id == doc.id)
+            {
+                own_classifications.extend(classifications.pop());
             }
             let line = ExportLine {
                 id: doc.id,
@@ -736,6 +824,7 @@ async fn export_lines(
                 updated_at: doc.updated_at,
                 versions: own,
                 chunks: include_chunks.then_some(own_chunks),
+                classifications: own_classifications,
             };
             serde_json::to_writer(&mut out, &line)?;
             out.push(b'\n');

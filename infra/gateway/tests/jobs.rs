@@ -270,6 +270,36 @@ async fn an_export_imports_into_another_workspace_as_it_was(pool: PgPool) {
     assert_eq!(edited.status, 200, "{}", edited.body);
     create(json!({"title": "Doses", "content": {"aspirin": "81 mg"}})).await;
     s.drain().await;
+    // A scheme, run over both documents: the export carries it and each
+    // document's values.
+    let scheme = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/schemes"),
+            Some(&alice),
+            Some(
+                json!({"name": "Kinds", "fields": [{"name": "kind", "kind": "single_label",
+                        "values": [{"value": "protocol", "description": "protocol version"},
+                                   {"value": "dose", "description": "aspirin mg dose"}]}]}),
+            ),
+        )
+        .await;
+    assert_eq!(scheme.status, 201, "{}", scheme.body);
+    let run = s
+        .api
+        .send(
+            "POST",
+            &format!(
+                "/workspaces/{ws}/schemes/{}/jobs",
+                scheme.body["id"].as_str().unwrap()
+            ),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(run.status, 202, "{}", run.body);
+    s.drain().await;
 
     let reply = s
         .api
@@ -297,8 +327,17 @@ async fn an_export_imports_into_another_workspace_as_it_was(pool: PgPool) {
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["scheme"]["name"], "Kinds", "schemes come first");
+    assert_eq!(
+        lines[0]["scheme"]["fields"][0]["values"][1]["value"],
+        "dose"
+    );
     let protocol = lines.iter().find(|l| l["title"] == "Protocol").unwrap();
+    assert_eq!(protocol["classifications"][0]["scheme"], "Kinds");
+    assert_eq!(protocol["classifications"][0]["field"], "kind");
+    assert_eq!(protocol["classifications"][0]["value"], "protocol");
+    assert_eq!(protocol["classifications"][0]["model"], "default");
     assert_eq!(protocol["content"], "Version two of the protocol.");
     assert_eq!(protocol["versions"].as_array().unwrap().len(), 2);
     assert_eq!(
@@ -319,8 +358,22 @@ async fn an_export_imports_into_another_workspace_as_it_was(pool: PgPool) {
     s.drain().await;
     let imported = job(&s.api, &alice, &other, &imported).await;
     assert_eq!(imported["status"], "succeeded", "{imported}");
-    assert_eq!(imported["created"], 2, "{imported}");
+    assert_eq!(
+        imported["created"], 3,
+        "two documents and the scheme: {imported}"
+    );
     assert_eq!(imported["documents"]["ready"], 2);
+    let schemes = s
+        .api
+        .send(
+            "GET",
+            &format!("/workspaces/{other}/schemes"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(schemes.body[0]["name"], "Kinds", "{}", schemes.body);
+    assert_eq!(schemes.body[0]["fields"], scheme.body["fields"]);
     let listed = s
         .api
         .send(
@@ -365,7 +418,7 @@ async fn an_export_imports_into_another_workspace_as_it_was(pool: PgPool) {
     let back = job(&s.api, &alice, &ws, &back).await;
     assert_eq!(
         (back["created"].as_i64(), back["skipped"].as_i64()),
-        (Some(0), Some(2))
+        (Some(0), Some(3))
     );
 }
 
