@@ -34,7 +34,7 @@ pub struct Filter {
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldResult {
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// A label, a list of labels, a number, text, a boolean, or null.
     pub value: Value,
     pub confidence: Option<f32>,
     pub model: String,

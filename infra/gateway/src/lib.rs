@@ -39,6 +39,7 @@ pub fn registry() -> Vec<Function> {
         embed::FUNCTIONS,
         shares::FUNCTIONS,
         jobs::FUNCTIONS,
+        schemes::FUNCTIONS,
         classify::FUNCTIONS,
         schedules::FUNCTIONS,
         documents::FUNCTIONS,
