@@ -74,6 +74,7 @@ REVOKED_INVITATION_ID = "0b4d3c2a-5555-4e5f-8a9b-0c1d2e3f4a5b"
 WIDGET_ID = "0b4d3c2a-6666-4e5f-8a9b-0c1d2e3f4a5b"
 SHARE_ID = "0b4d3c2a-8888-4e5f-8a9b-0c1d2e3f4a5b"
 JOB_ID = "0b4d3c2a-9999-4e5f-8a9b-0c1d2e3f4a5b"
+SCHEME_ID = "0b4d3c2a-aaaa-4e5f-8a9b-0c1d2e3f4a5b"
 API_KEY_ID = "0b4d3c2a-7e7e-4e5f-8a9b-0c1d2e3f4a5b"
 # A custom resource's ResponseURL, until its invocation's server has an address.
 RESPONSE_URL = "http://local-invoke.invalid/cfn-response/"
@@ -779,6 +780,23 @@ class Run:
         self.run("jobs-list", 200, lambda _s, _h, body: len(body["items"]) == 2 or fail(body))
         self.run("jobs-get", 200, lambda _s, _h, body: body["kind"] == "import" or fail(body))
         self.run("jobs-cancel", 200, lambda _s, _h, body: body["status"] == "cancelled" or fail(body))
+        # A classification scheme, listed and read; a run of it queued over
+        # the document (the job ids of the fixtures name it from then on),
+        # its results (none yet), its retry refused while it runs; the
+        # scheme deleted.
+        self.run("schemes-create", 201, lambda _s, _h, body: s.update({SCHEME_ID: body["id"]}))
+        self.run("schemes-list", 200, lambda _s, _h, body: len(body) == 1 or fail(body))
+        self.run("schemes-get", 200, lambda _s, _h, body: body["id"] == s[SCHEME_ID] or fail(body))
+
+        def classifying(_status, _headers, body):
+            if body["kind"] != "classify" or body["status"] != "queued":
+                fail(body)
+            s[JOB_ID] = body["id"]
+
+        self.run("classify-run", 202, classifying)
+        self.run("classify-results", 200, lambda _s, _h, body: body["items"] == [] or fail(body))
+        self.run("classify-retry", 409)
+        self.run("schemes-delete", 204)
         # A widget on https://shop.example.com, and a visitor's token for it.
         self.run("widgets-create", 201, lambda _s, _h, body: s.update({WIDGET_ID: body["id"]}))
         self.run("widgets-list", 200)

@@ -18,6 +18,8 @@ use common::auth::{
 
 use common::api_keys::{ApiKey as WorkspaceApiKey, CreatedKey, NewKey};
 use common::budget::DayUsage;
+use common::classify::results::DocumentResult;
+use common::classify::{NewRun, NewScheme, Scheme};
 use common::conversations::{Message, Reply, Session};
 use common::documents::sync::Changes;
 use common::documents::versions::Version;
@@ -73,6 +75,8 @@ pub fn openapi() -> OpenApiDoc {
         list_versions, get_version, snapshot_version, restore_version, list_chunks, sync,
         create_upload,
         create_import, create_export, list_jobs, get_job, cancel_job,
+        create_scheme, list_schemes, get_scheme, delete_scheme,
+        run_scheme, classification_results, retry_classification,
         query, query_stream,
         chat, chat_stream, list_sessions, create_session, list_messages, delete_session,
         summarize, qa, mindmap, generate,
@@ -366,6 +370,13 @@ struct JobPath {
 
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
+struct SchemePath {
+    workspace_id: Uuid,
+    scheme_id: Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
 struct ShareTokenPath {
     /// The link's token, as its URL carries it.
     token: String,
@@ -410,6 +421,29 @@ struct PageQuery {
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ResultsQuery {
+    /// Only documents whose field of this name has `value` (the two go
+    /// together; 422 for a field the scheme does not have).
+    field: Option<String>,
+    /// The value `field` must have: one of its labels (any case; for a
+    /// multiple label, among its labels), a number, `true` or `false`, or
+    /// the text itself.
+    value: Option<String>,
+    /// `json` (the default) or `csv`.
+    #[param(inline)]
+    format: Option<ResultsFormat>,
+}
+
+/// How `GET .../jobs/{job_id}/results` answers.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+enum ResultsFormat {
+    Json,
+    Csv,
 }
 
 #[derive(IntoParams)]
@@ -977,6 +1011,79 @@ fn get_job() {}
     params(JobPath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
     responses((status = 200, body = Job), Authed, InWorkspace, Conflict))]
 fn cancel_job() {}
+
+// ---- classification: schemes and their jobs ----
+
+/// Define a classification scheme: named fields (a single or multiple
+/// label of listed values, a number, text, a boolean) and its classifier
+/// (`default`, no network; `model`, the deployment's chat model). 409 for
+/// a live scheme of the same name.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/schemes", tag = "classification",
+    params(WorkspacePath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    request_body = NewScheme,
+    responses((status = 201, body = Scheme), Authed, InWorkspace, JsonBody, Conflict))]
+fn create_scheme() {}
+
+/// The workspace's live schemes, by name.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/schemes", tag = "classification",
+    params(WorkspacePath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Vec<Scheme>), Authed, InWorkspace))]
+fn list_schemes() {}
+
+/// One live scheme.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/schemes/{scheme_id}",
+    tag = "classification", params(SchemePath),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Scheme), Authed, InWorkspace))]
+fn get_scheme() {}
+
+/// Delete a scheme (its creator or an owner/admin): it can no longer be
+/// run; its jobs and their results stay.
+#[utoipa::path(delete, path = "/workspaces/{workspace_id}/schemes/{scheme_id}",
+    tag = "classification", params(SchemePath),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 204, description = "Deleted."), Authed, InWorkspace))]
+fn delete_scheme() {}
+
+/// Run a scheme over the workspace's documents (all of them, `document_ids`
+/// or a metadata `filter`): the classify job, queued, with `total` the
+/// documents selected. 409 when the scheme classifies with a model and the
+/// deployment has none.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/schemes/{scheme_id}/jobs",
+    tag = "classification", params(SchemePath),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    request_body(content = Option<NewRun>, description = "Optional; may be empty."),
+    responses((status = 202, body = Job), Authed, InWorkspace, JsonBody, Conflict, Throttled,
+        Unavailable))]
+fn run_scheme() {}
+
+/// A classify job's results by document, each field's value with its
+/// confidence, model and chunks; as JSON, or as CSV (`document_id`,
+/// `title`, then each field and `<field>_confidence`) with the next page's
+/// address in `Link`. 409 for a job that does not classify.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/jobs/{job_id}/results",
+    tag = "classification", params(JobPath, ResultsQuery, PageQuery),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses(
+        (status = 200, content(
+                (Page<DocumentResult> = "application/json"),
+                (String = "text/csv"),
+            ),
+            headers(
+                ("Link" = String, description = "CSV: the next page, `<...>; rel=\"next\"`."),
+                ("Content-Disposition" = String, description = "CSV: an attachment's file name."),
+            )),
+        Authed, InWorkspace, Paged, Conflict))]
+fn classification_results() {}
+
+/// Run a finished classify job's refused documents again: a new job over
+/// them with the same scheme, queued. 409 while the job runs, for a job
+/// that does not classify, or when none was refused.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/jobs/{job_id}/retry",
+    tag = "classification", params(JobPath),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 202, body = Job), Authed, InWorkspace, Conflict, Throttled, Unavailable))]
+fn retry_classification() {}
 
 // ---- questions, chat, study tools ----
 

@@ -121,6 +121,13 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "jobs-list",
         "jobs-get",
         "jobs-cancel",
+        "schemes-create",
+        "schemes-list",
+        "schemes-get",
+        "schemes-delete",
+        "classify-run",
+        "classify-results",
+        "classify-retry",
         "documents-create",
         "documents-list",
         "documents-get",
@@ -305,6 +312,58 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "{cancelled}"
     );
     assert_eq!(invoke(&state, "jobs-cancel", &on_job).await.0, 409);
+    // Classification: a scheme made, listed and read; a run of it queued
+    // (over the document above); that job's results (none yet) and its
+    // retry, refused while it runs; the scheme deleted, then not found.
+    let (status, scheme) = invoke(&state, "schemes-create", &real).await;
+    assert_eq!(
+        (status, scheme["name"].as_str()),
+        (201, Some("Topics")),
+        "{scheme}"
+    );
+    let on_scheme = [
+        real[0],
+        real[1],
+        real[2],
+        (
+            "0b4d3c2a-aaaa-4e5f-8a9b-0c1d2e3f4a5b",
+            scheme["id"].as_str().unwrap(),
+        ),
+    ];
+    let (status, listed) = invoke(&state, "schemes-list", &on_scheme).await;
+    assert_eq!(
+        (status, listed.as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{listed}"
+    );
+    let (status, got) = invoke(&state, "schemes-get", &on_scheme).await;
+    assert_eq!((status, &got["id"]), (200, &scheme["id"]), "{got}");
+    let (status, run) = invoke(&state, "classify-run", &on_scheme).await;
+    assert_eq!(
+        (status, run["kind"].as_str(), run["status"].as_str()),
+        (202, Some("classify"), Some("queued")),
+        "{run}"
+    );
+    let on_run = [
+        on_scheme[0],
+        on_scheme[1],
+        on_scheme[2],
+        on_scheme[3],
+        (
+            "0b4d3c2a-9999-4e5f-8a9b-0c1d2e3f4a5b",
+            run["id"].as_str().unwrap(),
+        ),
+    ];
+    let (status, results) = invoke(&state, "classify-results", &on_run).await;
+    assert_eq!(
+        (status, results["items"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{results}"
+    );
+    let (status, retried) = invoke(&state, "classify-retry", &on_run).await;
+    assert_eq!(status, 409, "{retried}");
+    assert_eq!(invoke(&state, "schemes-delete", &on_scheme).await.0, 204);
+    assert_eq!(invoke(&state, "schemes-get", &on_scheme).await.0, 404);
     for (binary, expected) in [
         ("documents-list", 200),
         ("documents-get", 200),

@@ -200,9 +200,17 @@ fn summary(output: &str) -> String {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn schemathesis_finds_no_server_errors_and_no_undocumented_responses(pool: PgPool) {
     // Rate limits would answer most questions with 429 (documented, but
-    // then the answering code goes untested).
-    let overrides = [("QUERY_RATE_LIMIT_PER_MINUTE", "100000")];
-    let api = gateway(state(pool, config(&overrides))).await;
+    // then the answering code goes untested). A queue of the test's own,
+    // drained below: the classify job's results are real ones.
+    let probe = state(pool.clone(), config(&[]));
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let queue = support::test_queue(&probe, "fuzz", &suffix).await;
+    let overrides = [
+        ("QUERY_RATE_LIMIT_PER_MINUTE", "100000"),
+        ("INGEST_QUEUE_URL", queue.as_str()),
+    ];
+    let state = state(pool, config(&overrides));
+    let api = gateway(state.clone()).await;
     let (token, _, user_id) = api.signup("fuzz@example.com").await;
     let ws = api.create_workspace(&token, "fuzzed").await;
     let document = api
@@ -269,7 +277,62 @@ async fn schemathesis_finds_no_server_errors_and_no_undocumented_responses(pool:
         )
         .await;
     assert_eq!(job.status, 201, "{}", job.body);
+    // A classification scheme, and a run of it over the document, done
+    // (the document ingested first): the job the results and retry
+    // routes' path names.
+    let scheme = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/schemes"),
+            Some(&token),
+            Some(serde_json::json!({
+                "name": "Topics",
+                "fields": [
+                    { "name": "topic", "kind": "single_label", "description": "What it is about",
+                      "values": [
+                        { "value": "testing", "description": "fuzzing, schemas, reading" },
+                        { "value": "cooking", "description": "dough, oven, yeast" }
+                      ] },
+                    { "name": "year", "kind": "number" },
+                    { "name": "summary", "kind": "text" }
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(scheme.status, 201, "{}", scheme.body);
+    let scheme_id = scheme.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(support::drain(&state, &queue).await.failed, 0);
+    let classified = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/schemes/{scheme_id}/jobs"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(classified.status, 202, "{}", classified.body);
+    assert_eq!(support::drain(&state, &queue).await.failed, 0);
+    let classify_job = classified.body["id"].as_str().unwrap().to_owned();
+    let results = api
+        .send(
+            "GET",
+            &format!("/workspaces/{ws}/jobs/{classify_job}/results"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            results.status,
+            results.body["items"].as_array().map(Vec::len)
+        ),
+        (200, Some(1)),
+        "{}",
+        results.body
+    );
     let env = vec![
+        ("RAGWAY_FUZZ_SCHEME_ID", scheme_id),
+        ("RAGWAY_FUZZ_CLASSIFY_JOB_ID", classify_job),
         (
             "RAGWAY_FUZZ_JOB_ID",
             job.body["id"].as_str().unwrap().to_owned(),
