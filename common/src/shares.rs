@@ -1,21 +1,27 @@
 //! Share links: a member hands out a read-only link to one object of a
-//! workspace (a document, or a chat session of their own) that anyone
-//! holding it may open without signing in, until it expires or is revoked.
+//! workspace (a document, a chat session of their own, or a job that has
+//! succeeded: its counts, a classification's results, an export's
+//! download) that anyone holding it may open without signing in, until it
+//! expires or is revoked.
 //! The token is shown once; only its SHA-256 is stored. Opening a link
 //! shows that object only, as its creator sees it now, and is rate-limited
 //! per source address; an unknown, revoked or expired link, or one whose
-//! object is gone, is the same 404. Creating and revoking a link are
-//! written to the audit log.
+//! object is gone, is the same 404; so is one whose creator has left the
+//! workspace since (listed as `inactive`). Creating and revoking a link
+//! are written to the audit log.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Result};
-use crate::ids::{DocumentId, ShareLinkId, UserId, WorkspaceId};
+use crate::ids::{DocumentId, JobId, ShareLinkId, UserId, WorkspaceId};
+use crate::jobs;
 use crate::pagination::Page;
 use crate::rate_limit::{self, Rule};
 use crate::workspaces::{self, Access};
@@ -31,13 +37,12 @@ pub const MAX_EXPIRY_HOURS: u32 = 90 * 24;
 /// Views per source address per minute, unknown tokens included, so
 /// guessing costs the guesser.
 pub const VIEWS_PER_IP_PER_MINUTE: u32 = 60;
-/// Bytes of passages or messages one view carries, the first ones in
-/// order, up to the one that crosses this (a document may have thousands
-/// of chunks, and a Lambda response is at most 6 MB).
+/// Bytes of passages, messages or results one view carries, the first
+/// ones in order, up to the one that crosses this (a document may have
+/// thousands of chunks, and a Lambda response is at most 6 MB).
 const MAX_SHARED_BYTES: i64 = 4 * 1024 * 1024;
 
-/// What a link points at. Classification job results are to be another
-/// kind here (and in the table's CHECK) once jobs exist.
+/// What a link points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -45,9 +50,12 @@ const MAX_SHARED_BYTES: i64 = 4 * 1024 * 1024;
 pub enum TargetKind {
     Document,
     ChatSession,
+    /// A job of the workspace that has succeeded: its results.
+    Job,
 }
 
-/// `POST .../shares`: exactly one target, and optionally a lifetime.
+/// `POST .../shares`: exactly one target (a document, one of the caller's
+/// chat sessions, or a job that has succeeded), and optionally a lifetime.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -56,6 +64,8 @@ pub struct NewShare {
     pub document_id: Option<DocumentId>,
     #[serde(default)]
     pub chat_session_id: Option<Uuid>,
+    #[serde(default)]
+    pub job_id: Option<JobId>,
     /// Hours until the link stops working: 1 to 2160 (90 days), 168 by default.
     #[serde(default)]
     pub expires_in_hours: Option<u32>,
@@ -69,7 +79,9 @@ pub struct ShareLink {
     pub workspace_id: WorkspaceId,
     pub target_kind: TargetKind,
     pub target_id: Uuid,
-    /// `active`, `expired` or `revoked`.
+    /// `active`, `expired`, `revoked`, or `inactive`: its creator has
+    /// left the workspace since it was made (also when invited back
+    /// later), and it no longer opens.
     pub status: String,
     pub created_by: UserId,
     pub created_at: DateTime<Utc>,
@@ -101,6 +113,8 @@ pub struct SharedView {
     pub document: Option<SharedDocument>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chat_session: Option<SharedSession>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<SharedJob>,
 }
 
 /// A shared document: its title, type, own metadata and current text; no
@@ -162,11 +176,99 @@ pub struct SharedMessage {
     pub created_at: DateTime<Utc>,
 }
 
+/// A shared job: what it is and what it did; for a classification its
+/// scheme and results, for an export its download. No ids of its creator,
+/// workspace or documents, no chunk ids, no error or storage location.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SharedJob {
+    pub id: JobId,
+    pub kind: jobs::Kind,
+    pub status: jobs::Status,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub progress: SharedProgress,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Classify: the scheme the documents were sorted by.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<SharedScheme>,
+    /// Classify: each live document's values, in document order
+    /// (documents deleted since are left out).
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<SharedResult>>,
+    /// Classify: whether results past the first 4 MiB or so were left out.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Export: where to download its JSONL (the URL works for 15 minutes).
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download: Option<jobs::Download>,
+    #[serde(skip)]
+    object_key: String,
+}
+
+/// A shared job's counts, as the job shows them.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SharedProgress {
+    /// Import: documents created.
+    pub created: i64,
+    /// Import: lines skipped as duplicates.
+    pub skipped: i64,
+    /// Import: lines refused; classify: documents refused.
+    pub failed: i64,
+    /// Export: documents written.
+    pub exported: i64,
+    /// Classify: documents selected when the job started.
+    pub total: Option<i64>,
+    /// Classify: documents classified.
+    pub classified: i64,
+}
+
+/// The scheme of a shared classification: its name and fields.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SharedScheme {
+    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::classify::Field>))]
+    pub fields: Json<Vec<crate::classify::Field>>,
+}
+
+/// One document's values in a shared classification.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SharedResult {
+    pub title: String,
+    /// By field name.
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, SharedValue>))]
+    pub values: Json<BTreeMap<String, SharedValue>>,
+}
+
+/// One field's value of a document, and how sure the classifier was.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SharedValue {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: Value,
+    pub confidence: Option<f32>,
+}
+
+/// A link's columns as [`ShareLink`]. A link whose creator is no member,
+/// or a member only since after the link was made (they left and came
+/// back), is `inactive`: [`view`] refuses it.
 macro_rules! link_columns {
     () => {
         "s.id, s.workspace_id, s.target_kind, s.target_id, \
          CASE WHEN s.revoked_at IS NOT NULL THEN 'revoked' \
-              WHEN s.expires_at <= now() THEN 'expired' ELSE 'active' END AS status, \
+              WHEN s.expires_at <= now() THEN 'expired' \
+              WHEN NOT EXISTS (SELECT 1 FROM workspace_members m \
+                               WHERE m.workspace_id = s.workspace_id AND m.user_id = s.created_by \
+                                 AND m.created_at <= s.created_at) THEN 'inactive' \
+              ELSE 'active' END AS status, \
          s.created_by, s.created_at, s.expires_at, s.revoked_at, s.last_viewed_at, s.view_count"
     };
 }
@@ -184,17 +286,20 @@ fn not_found() -> ApiError {
     ApiError::not_found("share link")
 }
 
-/// Creates a link to a live document of the workspace (any member) or to
+/// Creates a link to a live document of the workspace (any member), to
 /// one of the caller's own chat sessions (another member's is 404, as
-/// everywhere). The token is in the answer only.
+/// everywhere), or to a job of the workspace (any member) that has
+/// succeeded (409 before: a running job's results still change). The
+/// token is in the answer only.
 pub async fn create(mut access: Access, new: NewShare) -> Result<CreatedShare> {
-    let (kind, target) = match (new.document_id, new.chat_session_id) {
-        (Some(document), None) => (TargetKind::Document, document.0),
-        (None, Some(session)) => (TargetKind::ChatSession, session),
+    let (kind, target) = match (new.document_id, new.chat_session_id, new.job_id) {
+        (Some(document), None, None) => (TargetKind::Document, document.0),
+        (None, Some(session), None) => (TargetKind::ChatSession, session),
+        (None, None, Some(job)) => (TargetKind::Job, job.0),
         _ => {
             return Err(ApiError::unprocessable(
                 "document_id",
-                "give exactly one of document_id and chat_session_id",
+                "give exactly one of document_id, chat_session_id and job_id",
             ));
         }
     };
@@ -228,11 +333,24 @@ pub async fn create(mut access: Access, new: NewShare) -> Result<CreatedShare> {
             .fetch_one(&mut *access.tx)
             .await?
         }
+        TargetKind::Job => {
+            let status: Option<jobs::Status> =
+                sqlx::query_scalar("SELECT status FROM jobs WHERE workspace_id = $1 AND id = $2")
+                    .bind(access.workspace)
+                    .bind(target)
+                    .fetch_optional(&mut *access.tx)
+                    .await?;
+            if status.is_some_and(|s| s != jobs::Status::Succeeded) {
+                return Err(ApiError::Conflict("the job has not succeeded".into()));
+            }
+            status.is_some()
+        }
     };
     if !visible {
         return Err(ApiError::not_found(match kind {
             TargetKind::Document => "document",
             TargetKind::ChatSession => "chat session",
+            TargetKind::Job => "job",
         }));
     }
     let (token, hash) = new_token();
@@ -358,7 +476,8 @@ pub async fn revoke(mut access: Access, id: ShareLinkId) -> Result<()> {
 /// creator sees it now, read-only. 404 alike for a token that is unknown,
 /// revoked or expired, whose creator left the workspace, or whose object
 /// was deleted since.
-pub async fn view(db: &PgPool, token: &str, source_ip: &str) -> Result<SharedView> {
+pub async fn view(state: &crate::State, token: &str, source_ip: &str) -> Result<SharedView> {
+    let db = &state.db;
     rate_limit::hit(
         db,
         &format!(
@@ -415,6 +534,7 @@ pub async fn view(db: &PgPool, token: &str, source_ip: &str) -> Result<SharedVie
         expires_at,
         document: None,
         chat_session: None,
+        job: None,
     };
     match kind {
         TargetKind::Document => {
@@ -431,6 +551,13 @@ pub async fn view(db: &PgPool, token: &str, source_ip: &str) -> Result<SharedVie
                     .ok_or_else(not_found)?,
             )
         }
+        TargetKind::Job => {
+            view.job = Some(
+                shared_job(&mut tx, workspace, JobId(target))
+                    .await?
+                    .ok_or_else(not_found)?,
+            )
+        }
     }
     sqlx::query(
         "UPDATE share_links SET view_count = view_count + 1, last_viewed_at = now()
@@ -441,6 +568,21 @@ pub async fn view(db: &PgPool, token: &str, source_ip: &str) -> Result<SharedVie
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if let Some(job) = view.job.as_mut().filter(|j| j.kind == jobs::Kind::Export) {
+        let url = state
+            .bucket()
+            .await?
+            .presign_get(
+                &job.object_key,
+                &format!("export-{}.jsonl", job.id),
+                jobs::DOWNLOAD_TTL,
+            )
+            .await?;
+        job.download = Some(jobs::Download {
+            url,
+            expires_at: Utc::now() + jobs::DOWNLOAD_TTL,
+        });
+    }
     Ok(view)
 }
 
@@ -480,6 +622,72 @@ async fn shared_document(
         document.truncated = truncated;
     }
     Ok(Some(document))
+}
+
+/// A job that has succeeded, with a classification's scheme and results
+/// (an export's download is signed once the transaction is over).
+async fn shared_job(
+    tx: &mut Transaction<'static, Postgres>,
+    workspace: WorkspaceId,
+    id: JobId,
+) -> Result<Option<SharedJob>> {
+    let job: Option<SharedJob> = sqlx::query_as(
+        "SELECT id, kind, status, created, skipped, failed, exported, total, classified,
+                created_at, finished_at, object_key
+         FROM jobs WHERE workspace_id = $1 AND id = $2 AND status = 'succeeded'",
+    )
+    .bind(workspace)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(mut job) = job else {
+        return Ok(None);
+    };
+    if job.kind == jobs::Kind::Classify {
+        // A deleted scheme's jobs and results stay, and so does the link.
+        let scheme: Option<SharedScheme> = sqlx::query_as(
+            "SELECT s.name, s.fields FROM jobs j
+             JOIN classification_schemes s
+               ON s.workspace_id = j.workspace_id AND s.id = (j.options->>'scheme_id')::uuid
+             WHERE j.workspace_id = $1 AND j.id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(scheme) = scheme else {
+            return Ok(None);
+        };
+        // Per live document, its values by field; the byte budget is
+        // spent by whole documents in id order.
+        let (results, truncated) = within_budget(
+            sqlx::query_as(
+                "SELECT title, values, total FROM (
+                    SELECT d.id, d.title, r.values, count(*) OVER () AS total,
+                           octet_length(d.title) + octet_length(r.values::text) AS bytes,
+                           sum(octet_length(d.title) + octet_length(r.values::text))
+                               OVER (ORDER BY d.id) AS upto
+                    FROM (SELECT document_id,
+                                 jsonb_object_agg(field, jsonb_build_object(
+                                     'value', value, 'confidence', confidence)) AS values
+                          FROM classification_results
+                          WHERE workspace_id = $1 AND job_id = $2
+                          GROUP BY document_id) r
+                    JOIN documents d ON d.workspace_id = $1 AND d.id = r.document_id
+                         AND d.deleted_at IS NULL) x
+                 WHERE upto - bytes < $3 ORDER BY id",
+            )
+            .bind(workspace)
+            .bind(id)
+            .bind(MAX_SHARED_BYTES)
+            .fetch_all(&mut **tx)
+            .await?,
+        );
+        job.scheme = Some(scheme);
+        job.results = Some(results);
+        job.truncated = Some(truncated);
+    }
+    Ok(Some(job))
 }
 
 async fn shared_session(

@@ -1,6 +1,7 @@
 //! Share links: members create, list and revoke read-only links to a
-//! document or one of their chat sessions; anyone holding a link opens it
-//! with `GET /share/{token}`, without signing in.
+//! document, one of their chat sessions or a job that has succeeded;
+//! anyone holding a link opens it with `GET /share/{token}`, without
+//! signing in.
 
 use common::State;
 use common::http::{json, json_body, no_content, path_param, respond, source_ip};
@@ -19,9 +20,9 @@ pub const FUNCTIONS: &[Function] = &[
     common::http_function!("shares-view", view),
 ];
 
-/// `POST /workspaces/{workspace_id}/shares` with `document_id` or
-/// `chat_session_id`, and optionally `expires_in_hours` → 201 with the
-/// token, this once.
+/// `POST /workspaces/{workspace_id}/shares` with `document_id`,
+/// `chat_session_id` or `job_id`, and optionally `expires_in_hours` → 201
+/// with the token, this once.
 pub async fn create(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let caller = state.caller(&req).await?;
@@ -73,7 +74,7 @@ pub async fn view(state: &State, req: Request) -> Response<Body> {
         let token: String = path_param(&req, "token")?;
         json(
             StatusCode::OK,
-            &shares::view(&state.db, &token, &source_ip(&req)).await?,
+            &shares::view(state, &token, &source_ip(&req)).await?,
         )
     })
     .await;

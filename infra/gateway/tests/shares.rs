@@ -1,13 +1,16 @@
-//! Share links: a member links a document or their own chat session;
-//! anyone with the link reads that object only, without signing in, until
-//! it is revoked or expires or the object is deleted; tokens are stored
-//! hashed, views are limited per source address, and strangers learn
-//! nothing (404).
+//! Share links: a member links a document, their own chat session or a
+//! job that has succeeded (a classification's results, an export's
+//! download); anyone with the link reads that object only, without
+//! signing in, until it is revoked or expires or the object is deleted or
+//! its creator leaves the workspace (the listing then says `inactive`);
+//! tokens are stored hashed, views are limited per source address, and
+//! strangers learn nothing (404).
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 mod support;
+use support::uploads::{Uploads, stack};
 use support::{Api, Reply, config, gateway, state};
 
 struct Setup {
@@ -742,4 +745,439 @@ async fn a_long_session_is_shared_up_to_a_size_and_says_so(pool: PgPool) {
         .collect();
     assert_eq!(firsts, ["a", "b"]);
     assert_eq!(shared["truncated"], true);
+}
+
+/// A workspace whose jobs run: a bucket and ingest queue of the test's
+/// own, drained by hand.
+struct Jobs {
+    s: Uploads,
+    alice: String,
+    ws: String,
+}
+
+impl Jobs {
+    async fn new(pool: PgPool) -> Self {
+        let s = stack(pool, &[]).await;
+        let (alice, _, _) = s.api.signup("alice@example.com").await;
+        let ws = s.api.create_workspace(&alice, "Lab").await;
+        Self { s, alice, ws }
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.s
+            .api
+            .send(
+                method,
+                &format!("/workspaces/{}{path}", self.ws),
+                Some(&self.alice),
+                body,
+            )
+            .await
+    }
+
+    async fn document(&self, title: &str, content: &str) -> String {
+        let reply = self
+            .send(
+                "POST",
+                "/documents",
+                Some(json!({ "title": title, "content": content })),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The scheme of the brief: one label field, `topic`.
+    async fn scheme(&self) -> String {
+        let reply = self
+            .send(
+                "POST",
+                "/schemes",
+                Some(json!({
+                    "name": "Topics",
+                    "fields": [{
+                        "name": "topic", "kind": "single_label",
+                        "description": "What it is about",
+                        "values": [
+                            {"value": "biology", "description": "cells genes"},
+                            {"value": "physics", "description": "force energy"}
+                        ]
+                    }]
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts a classification of `documents` (not drained): the job's id.
+    async fn classify(&self, scheme: &str, documents: &[&str]) -> String {
+        let reply = self
+            .send(
+                "POST",
+                &format!("/schemes/{scheme}/jobs"),
+                Some(json!({ "document_ids": documents })),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        let reply = self.send("GET", &format!("/jobs/{id}"), None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    }
+
+    async fn share_job(&self, token: &str, job: &str) -> Reply {
+        self.s
+            .api
+            .send(
+                "POST",
+                &format!("/workspaces/{}/shares", self.ws),
+                Some(token),
+                Some(json!({ "job_id": job })),
+            )
+            .await
+    }
+
+    async fn view(&self, token: &str) -> Reply {
+        self.s
+            .api
+            .send("GET", &format!("/share/{token}"), None, None)
+            .await
+    }
+
+    /// Sets a job's status behind the API's back.
+    async fn set_status(&self, job: &str, status: &str) {
+        let mut tx = common::db::tenant_tx(&self.s.state.db, None, Some(self.ws.parse().unwrap()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE jobs SET status = $2 WHERE id = $1::uuid")
+            .bind(job)
+            .bind(status)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_classifications_results_open_without_signing_in_and_show_nothing_else(pool: PgPool) {
+    let j = Jobs::new(pool.clone()).await;
+    let cells = j
+        .document(
+            "Cell division",
+            "Mitosis splits one cell into two daughter cells. Genes on the chromosomes are \
+             copied first, and the cells grow.",
+        )
+        .await;
+    let forces = j
+        .document(
+            "Falling bodies",
+            "A falling body accelerates under gravity; the force equals mass times \
+             acceleration, and energy is conserved.",
+        )
+        .await;
+    let deleted = j
+        .document(
+            "Enzyme notes",
+            "Enzymes copy genes inside the cell nucleus.",
+        )
+        .await;
+    let unclassified = j
+        .document("Board minutes", "The acquisition closes in March.")
+        .await;
+    assert_eq!(j.s.drain().await.failed, 0, "ingestion failed");
+    let scheme = j.scheme().await;
+    let job = j
+        .classify(
+            &scheme,
+            &[cells.as_str(), forces.as_str(), deleted.as_str()],
+        )
+        .await;
+    j.s.drain().await;
+    let done = j.job(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["classified"], 3, "{done}");
+    // A document deleted since the job ran is not shared.
+    let removed = j
+        .send("DELETE", &format!("/documents/{deleted}"), None)
+        .await;
+    assert_eq!(removed.status, 204, "{}", removed.body);
+
+    let created = j.share_job(&j.alice, &job).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["target_kind"], "job");
+    assert_eq!(created.body["target_id"], job.as_str());
+    assert_eq!(created.body["status"], "active");
+    let token = created.body["token"].as_str().unwrap().to_owned();
+
+    // No Authorization header at all.
+    let view = j.view(&token).await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    assert_eq!(view.header("cache-control"), "no-store");
+    assert_eq!(view.body["kind"], "job");
+    let shared = &view.body["job"];
+    assert_eq!(shared["id"], job.as_str());
+    assert_eq!(shared["kind"], "classify");
+    assert_eq!(shared["status"], "succeeded");
+    assert_eq!(
+        (&shared["total"], &shared["classified"], &shared["failed"]),
+        (&json!(3), &json!(3), &json!(0)),
+        "{shared}"
+    );
+    assert_eq!(shared["created_at"], done["created_at"]);
+    assert_eq!(shared["finished_at"], done["finished_at"]);
+    assert_eq!(shared["scheme"]["name"], "Topics");
+    let fields = shared["scheme"]["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1);
+    assert_eq!(fields[0]["name"], "topic");
+    assert_eq!(fields[0]["values"][1]["value"], "physics");
+    // One result per live classified document, in document order.
+    let results = shared["results"].as_array().unwrap();
+    let titles: Vec<&str> = results
+        .iter()
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Cell division", "Falling bodies"], "{shared}");
+    for (result, topic) in results.iter().zip(["biology", "physics"]) {
+        let value = &result["values"]["topic"];
+        assert_eq!(value["value"], topic, "{result}");
+        let confidence = value["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&confidence), "{value}");
+    }
+    assert_eq!(shared["truncated"], false);
+    assert!(shared.get("download").is_none());
+    assert!(view.body.get("document").is_none());
+    // Nothing else of the workspace: no chunk or document ids, not the
+    // deleted or unclassified documents, no workspace or author ids.
+    let text = view.body.to_string();
+    for secret in [
+        "chunk_ids",
+        "document_id",
+        "created_by",
+        "options",
+        cells.as_str(),
+        forces.as_str(),
+        deleted.as_str(),
+        unclassified.as_str(),
+        "Enzyme notes",
+        "Board minutes",
+        "acquisition",
+        scheme.as_str(),
+        j.ws.as_str(),
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+
+    // Audited as the other kinds; revoked, it is the 404 of any dead link.
+    let audit: Vec<Value> = sqlx::query_scalar(
+        "SELECT details FROM audit_log
+         WHERE workspace_id = $1::uuid AND action = 'share.created'",
+    )
+    .bind(&j.ws)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["target_kind"], "job");
+    assert_eq!(audit[0]["target_id"], job.as_str());
+    // Past about 4 MiB of values the results stop at a whole document,
+    // and say so: long text values for the first document (32 fields of
+    // 150 KiB; one index row each, hence not one larger value).
+    let mut tx = common::db::tenant_tx(&pool, None, Some(j.ws.parse().unwrap()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO classification_results (workspace_id, job_id, document_id, field, value, model)
+         SELECT $1::uuid, $2::uuid, $3::uuid, 'notes_' || n, to_jsonb(repeat('x', 150 * 1024)),
+                'default'
+         FROM generate_series(1, 32) n",
+    )
+    .bind(&j.ws)
+    .bind(&job)
+    .bind(&cells)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let cut = j.view(&token).await;
+    assert_eq!(cut.status, 200);
+    let results = cut.body["job"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["title"], "Cell division");
+    assert_eq!(results[0]["values"]["topic"]["value"], "biology");
+    assert_eq!(cut.body["job"]["truncated"], true);
+
+    let link = created.body["id"].as_str().unwrap();
+    let revoked = j.send("DELETE", &format!("/shares/{link}"), None).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.body);
+    assert_eq!(
+        dead(&j.view(&token).await),
+        dead(&j.view(&format!("rws_{}", "C".repeat(43))).await)
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_job_is_shared_once_it_has_succeeded_and_only_by_its_workspace(pool: PgPool) {
+    let j = Jobs::new(pool).await;
+    let document = j
+        .document("Cell division", "Genes are copied before the cell divides.")
+        .await;
+    j.s.drain().await;
+    let scheme = j.scheme().await;
+    let job = j.classify(&scheme, &[document.as_str()]).await;
+
+    // Queued, then running: its results are still to change.
+    assert_eq!(j.job(&job).await["status"], "queued");
+    let queued = j.share_job(&j.alice, &job).await;
+    assert_eq!(queued.problem(409)["detail"], "the job has not succeeded");
+    j.set_status(&job, "running").await;
+    j.share_job(&j.alice, &job).await.problem(409);
+    j.set_status(&job, "queued").await;
+
+    // A stranger, from outside or through her own workspace: 404.
+    let (mallory, _, _) = j.s.api.signup("mallory@example.com").await;
+    let own = j.s.api.create_workspace(&mallory, "Mine").await;
+    j.share_job(&mallory, &job).await.problem(404);
+    let through_own =
+        j.s.api
+            .send(
+                "POST",
+                &format!("/workspaces/{own}/shares"),
+                Some(&mallory),
+                Some(json!({ "job_id": job })),
+            )
+            .await;
+    through_own.problem(404);
+    // No such job here.
+    j.share_job(&j.alice, &uuid::Uuid::now_v7().to_string())
+        .await
+        .problem(404);
+
+    // Once it has succeeded, it is shared; nothing was created before.
+    j.s.drain().await;
+    assert_eq!(j.job(&job).await["status"], "succeeded");
+    let created = j.share_job(&j.alice, &job).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let listed = j.send("GET", "/shares", None).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", listed.body);
+    assert_eq!(items[0]["id"], created.body["id"]);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_export_jobs_link_downloads_the_export(pool: PgPool) {
+    let j = Jobs::new(pool).await;
+    j.document("Protocol", "Version one of the protocol.").await;
+    j.s.drain().await;
+    let export = j.send("POST", "/exports", Some(json!({}))).await;
+    assert_eq!(export.status, 202, "{}", export.body);
+    let job = export.body["id"].as_str().unwrap().to_owned();
+    j.s.drain().await;
+    assert_eq!(j.job(&job).await["status"], "succeeded");
+
+    let created = j.share_job(&j.alice, &job).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let view = j.view(created.body["token"].as_str().unwrap()).await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    let shared = &view.body["job"];
+    assert_eq!(shared["kind"], "export");
+    assert_eq!(shared["exported"], 1, "{shared}");
+    assert!(shared.get("results").is_none() && shared.get("scheme").is_none());
+    assert!(shared["download"]["expires_at"].is_string(), "{shared}");
+    // Whoever holds the link downloads the export itself.
+    let file = reqwest::get(shared["download"]["url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(file.status().is_success(), "{}", file.status());
+    let file = file.text().await.unwrap();
+    let lines: Vec<Value> = file
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{file}");
+    assert_eq!(lines[0]["title"], "Protocol");
+    assert_eq!(lines[0]["content"], "Version one of the protocol.");
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_departed_members_links_list_as_inactive_and_do_not_open(pool: PgPool) {
+    let s = setup(pool, &[]).await;
+    let (bob, _, bob_id) = s.api.signup("bob@example.com").await;
+    s.api
+        .join(&s.alice, &s.ws, &bob, "bob@example.com", "member")
+        .await;
+    let document = s.document("Shared plan", "Everyone may read this.").await;
+    let bobs = s.share(&bob, json!({ "document_id": document })).await;
+    assert_eq!(bobs.status, 201, "{}", bobs.body);
+    let (bobs, bobs_token) = (
+        bobs.body["id"].as_str().unwrap().to_owned(),
+        bobs.body["token"].as_str().unwrap().to_owned(),
+    );
+    let (alices, alices_token) = s.share_document(&document).await;
+    // Each link's status as `token`'s listing shows it.
+    let statuses = |token: String| {
+        let (api, path) = (&s.api, format!("/workspaces/{}/shares", s.ws));
+        async move {
+            let reply = api.send("GET", &path, Some(&token), None).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["id"].as_str().unwrap().to_owned(),
+                        i["status"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let pair = |id: &str, status: &str| (id.to_owned(), status.to_owned());
+    assert_eq!(
+        statuses(s.alice.clone()).await,
+        [pair(&alices, "active"), pair(&bobs, "active")]
+    );
+
+    // Bob leaves: his link lists as inactive, and does not open.
+    let removed = s
+        .api
+        .send(
+            "DELETE",
+            &format!("/workspaces/{}/members/{bob_id}", s.ws),
+            Some(&s.alice),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, 204, "{}", removed.body);
+    assert_eq!(
+        statuses(s.alice.clone()).await,
+        [pair(&alices, "active"), pair(&bobs, "inactive")]
+    );
+    s.view(&bobs_token).await.problem(404);
+    assert_eq!(s.view(&alices_token).await.status, 200);
+
+    // Invited back, he does not bring it back to life; a new link works.
+    s.api
+        .join(&s.alice, &s.ws, &bob, "bob@example.com", "member")
+        .await;
+    assert_eq!(statuses(bob.clone()).await, [pair(&bobs, "inactive")]);
+    s.view(&bobs_token).await.problem(404);
+    let again = s.share(&bob, json!({ "document_id": document })).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.body["status"], "active");
+    assert_eq!(
+        s.view(again.body["token"].as_str().unwrap()).await.status,
+        200
+    );
+    assert_eq!(
+        statuses(s.alice.clone()).await[1..],
+        [pair(&alices, "active"), pair(&bobs, "inactive")]
+    );
 }
