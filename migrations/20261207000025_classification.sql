@@ -41,8 +41,10 @@ CREATE TABLE classification_results (
     PRIMARY KEY (workspace_id, job_id, document_id, field),
     FOREIGN KEY (workspace_id, job_id) REFERENCES jobs (workspace_id, id) ON DELETE CASCADE
 );
-CREATE INDEX classification_results_value_idx
-    ON classification_results (workspace_id, job_id, field, value);
+-- Filtering by a field's value scans the job's rows of that field (no
+-- btree on the value itself: a list of labels can outgrow an index row).
+CREATE INDEX classification_results_field_idx
+    ON classification_results (workspace_id, job_id, field);
 
 -- The documents a classify job could not classify, with the reason.
 CREATE TABLE classification_failures (
