@@ -11,6 +11,15 @@ pub fn workspace_prefix(workspace: WorkspaceId) -> String {
 /// most one [`Bucket::delete_batch`] lists.
 pub const DELETE_BATCH: usize = 1_000;
 
+/// What a copy source's key escapes: all but unreserved characters and
+/// the `/` between its parts.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// The key prefix under which every file of one document lives.
 pub fn document_prefix(workspace: WorkspaceId, document: DocumentId) -> String {
     format!("workspaces/{workspace}/documents/{document}/")
@@ -312,6 +321,29 @@ impl<'a> Bucket<'a> {
             .await
             .map(|_| ())
             .map_err(s3_error)
+    }
+
+    /// Copies the object at `from` to `to` in the bucket (server-side, so
+    /// a file of any size costs one request); the copy's entity tag.
+    pub async fn copy(&self, from: &str, to: &str) -> anyhow::Result<Option<String>> {
+        let source = format!(
+            "{}/{}",
+            self.name,
+            percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
+        );
+        let copied = self
+            .s3
+            .copy_object()
+            .bucket(self.name)
+            .copy_source(source)
+            .key(to)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(copied
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_owned))
     }
 
     /// The size of the object at `key`, `None` when there is none.

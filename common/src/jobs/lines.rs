@@ -79,6 +79,7 @@ struct SchemeLine {
 /// What a line holds.
 pub(crate) enum Line {
     Document(Box<Parsed>),
+    File(FileLine),
     Scheme(crate::classify::NewScheme),
 }
 
@@ -93,7 +94,22 @@ fn is_scheme_line(line: &[u8]) -> bool {
 /// it, or a document line ([`parse`]).
 pub(crate) fn parse_line(line: &[u8], limits: &DocumentLimits) -> Result<Line, String> {
     if !is_scheme_line(line) {
-        return parse(line, limits).map(|p| Line::Document(Box::new(p)));
+        let line = read(line)?;
+        if let Some(Value::String(name)) = &line.file {
+            if line.content.is_some() {
+                return Err("file: a line carries content or names a file, not both".into());
+            }
+            if line.versions.is_some() {
+                return Err("versions: a line naming a file has no versions".into());
+            }
+            return Ok(Line::File(FileLine {
+                client_id: client_id(line.client_id)?,
+                name: name.clone(),
+                title: line.title,
+                metadata: line.metadata,
+            }));
+        }
+        return document(line, limits).map(|p| Line::Document(Box::new(p)));
     }
     let parsed: SchemeLine = serde_json::from_slice(line).map_err(|e| {
         let mut message = e.to_string();
@@ -135,6 +151,29 @@ pub(crate) struct Parsed {
     pub(crate) current: Body,
     /// Every version row, oldest first; the last is the current state.
     pub(crate) history: Vec<HistoryRow>,
+    /// A line naming one of the import's files: the document it becomes.
+    pub(crate) file: Option<PlacedFile>,
+}
+
+/// An imported file as the document it becomes: its id, the key it is
+/// copied to (as an upload's), its name and where it was uploaded, and
+/// the copy's entity tag.
+pub(crate) struct PlacedFile {
+    pub(crate) id: DocumentId,
+    pub(crate) key: String,
+    pub(crate) name: String,
+    /// The declared file's key under the import.
+    pub(crate) source: String,
+    pub(crate) etag: Option<String>,
+}
+
+/// A line that names one of the import's files instead of carrying
+/// content: `{"title", "file": "report.pdf", "metadata"?, "client_id"?}`.
+pub(crate) struct FileLine {
+    pub(crate) client_id: Option<String>,
+    pub(crate) name: String,
+    pub(crate) title: String,
+    pub(crate) metadata: Option<Value>,
 }
 
 pub(crate) struct HistoryRow {
@@ -158,32 +197,42 @@ fn reason(error: ApiError) -> String {
 
 /// Reads and checks one line (the same rules as `POST .../documents`);
 /// the reason it is refused otherwise.
+#[cfg(test)]
 pub(crate) fn parse(line: &[u8], limits: &DocumentLimits) -> Result<Parsed, String> {
-    let line: ImportLine = serde_json::from_slice(line).map_err(|e| {
+    document(read(line)?, limits)
+}
+
+fn read(line: &[u8]) -> Result<ImportLine, String> {
+    serde_json::from_slice(line).map_err(|e| {
         let mut message = e.to_string();
         // serde_json names the line and column within the line alone.
         if let Some(at) = message.find(" at line ") {
             message.truncate(at);
         }
         format!("not a JSON document line: {message}")
-    })?;
-    let client_id = match line.client_id {
-        Some(id) => {
-            let id = id.trim().to_owned();
-            if id.is_empty() || id.chars().count() > 256 || id.chars().any(char::is_control) {
-                return Err(
-                    "client_id: must be 1 to 256 characters, none of them control characters"
-                        .into(),
-                );
-            }
-            Some(id)
-        }
-        None => None,
+    })
+}
+
+fn client_id(id: Option<String>) -> Result<Option<String>, String> {
+    let Some(id) = id else {
+        return Ok(None);
     };
+    let id = id.trim().to_owned();
+    if id.is_empty() || id.chars().count() > 256 || id.chars().any(char::is_control) {
+        return Err(
+            "client_id: must be 1 to 256 characters, none of them control characters".into(),
+        );
+    }
+    Ok(Some(id))
+}
+
+/// A document line made ready to store.
+fn document(line: ImportLine, limits: &DocumentLimits) -> Result<Parsed, String> {
+    let client_id = client_id(line.client_id)?;
     let Some(content) = line.content else {
         return Err(if line.file.is_some() {
             "content: this line describes an uploaded file, whose bytes an export does not \
-             carry; upload the file itself"
+             carry; declare the file with the import and name it in `file`"
                 .into()
         } else {
             "content: a line needs content".into()
@@ -250,6 +299,7 @@ pub(crate) fn parse(line: &[u8], limits: &DocumentLimits) -> Result<Parsed, Stri
         client_id,
         current,
         history,
+        file: None,
     })
 }
 
@@ -380,13 +430,34 @@ mod tests {
         assert!(why(r#"{"title": "", "content": "x"}"#).starts_with("title:"));
         assert!(why(r#"{"title": "t", "content": "x", "colour": 1}"#).contains("unknown field"));
         assert!(why(r#"{"title": "t", "content": "a\u0000b"}"#).starts_with("content:"));
-        assert!(why(r#"{"title": "t", "file": {"name": "a.pdf"}}"#).contains("upload the file"));
+        assert!(why(r#"{"title": "t", "file": {"name": "a.pdf"}}"#).contains("declare the file"));
         assert!(
             why(r#"{"title": "t", "content": "x", "client_id": " "}"#).starts_with("client_id")
         );
         assert!(
             why(r#"{"title": "t", "content": "x", "versions": [{"version": 2, "kind": "create", "title": "t", "content": "x"}]}"#)
                 .contains("numbered")
+        );
+    }
+
+    #[test]
+    fn lines_naming_a_file_are_file_lines() {
+        let line = br#"{"title": "Report", "file": "report.pdf", "client_id": "r-1"}"#;
+        match parse_line(line, &limits()) {
+            Ok(Line::File(file)) => {
+                assert_eq!(
+                    (file.name.as_str(), file.client_id.as_deref()),
+                    ("report.pdf", Some("r-1"))
+                )
+            }
+            _ => panic!("a file line"),
+        }
+        let both = br#"{"title": "R", "file": "r.pdf", "content": "x"}"#;
+        assert!(
+            parse_line(both, &limits())
+                .err()
+                .unwrap()
+                .contains("not both")
         );
     }
 

@@ -81,6 +81,41 @@ pub struct NewImport {
     /// A name to remember the file by.
     #[serde(default)]
     pub filename: Option<String>,
+    /// Files that lines name in `file` instead of carrying content (at
+    /// most 1,000): each gets a presigned PUT, to be used before the
+    /// JSONL file's.
+    #[serde(default)]
+    pub files: Vec<ImportFile>,
+}
+
+/// A file an import's lines may name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportFile {
+    /// Unique within the import, 1 to 255 characters.
+    pub name: String,
+    /// Its exact size in bytes (signed into its upload URL).
+    pub size: i64,
+    /// One the uploads take (PDF, text, Markdown, HTML, DOCX, CSV, JSON).
+    pub content_type: String,
+}
+
+/// Most files one import declares.
+pub const MAX_IMPORT_FILES: usize = 1_000;
+
+/// Where to PUT one declared file.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileTarget {
+    pub name: String,
+    #[serde(flatten)]
+    pub upload: crate::uploads::UploadTarget,
+}
+
+/// The key of an import's `n`-th declared file.
+pub fn import_file_key(workspace: WorkspaceId, job: JobId, n: usize) -> String {
+    format!("workspaces/{workspace}/imports/{job}/files/{n}")
 }
 
 /// `POST /workspaces/{id}/exports`.
@@ -178,6 +213,10 @@ pub struct Job {
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload: Option<crate::uploads::UploadTarget>,
+    /// Import, when just created with files: where to PUT each.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileTarget>>,
     #[serde(skip)]
     pub object_key: String,
 }
@@ -205,9 +244,15 @@ pub struct PlannedImport {
     pub key: String,
     pub size: i64,
     filename: Option<String>,
+    /// The declared files, checked, with their keys.
+    pub files: Vec<(ImportFile, String)>,
 }
 
-pub fn plan_import(workspace: WorkspaceId, new: NewImport) -> Result<PlannedImport> {
+pub fn plan_import(
+    workspace: WorkspaceId,
+    new: NewImport,
+    upload_max_bytes: u64,
+) -> Result<PlannedImport> {
     if new.size <= 0 {
         return Err(ApiError::unprocessable(
             "size",
@@ -227,18 +272,73 @@ pub fn plan_import(workspace: WorkspaceId, new: NewImport) -> Result<PlannedImpo
             "filename must be 1 to 255 characters, none of them control characters",
         ));
     }
+    if new.files.len() > MAX_IMPORT_FILES {
+        return Err(ApiError::unprocessable(
+            "files",
+            format!("an import declares at most {MAX_IMPORT_FILES} files"),
+        ));
+    }
     let id = JobId::new();
+    let mut names = std::collections::HashSet::new();
+    let mut files = Vec::with_capacity(new.files.len());
+    for (n, mut file) in new.files.into_iter().enumerate() {
+        let at = format!("files[{n}]");
+        file.name = file.name.trim().to_owned();
+        if file.name.is_empty()
+            || file.name.chars().count() > 255
+            || file.name.chars().any(char::is_control)
+        {
+            return Err(ApiError::unprocessable(
+                &format!("{at}.name"),
+                "a file's name is 1 to 255 characters, none of them control characters",
+            ));
+        }
+        if !names.insert(file.name.clone()) {
+            return Err(ApiError::unprocessable(
+                &format!("{at}.name"),
+                format!("{} is declared twice", file.name),
+            ));
+        }
+        file.content_type = crate::uploads::allowed_type(&file.content_type)
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    &format!("{at}.content_type"),
+                    "files are PDF, plain text, Markdown, HTML, DOCX, CSV or JSON",
+                )
+            })?
+            .to_owned();
+        if file.size <= 0 {
+            return Err(ApiError::unprocessable(
+                &format!("{at}.size"),
+                "size must be the file's size in bytes",
+            ));
+        }
+        if file.size as u64 > upload_max_bytes {
+            return Err(ApiError::too_large(
+                &format!("{at}.size"),
+                upload_max_bytes as usize,
+            ));
+        }
+        let key = import_file_key(workspace, id, n);
+        files.push((file, key));
+    }
     Ok(PlannedImport {
         id,
         key: import_key_of(workspace, id),
         size: new.size,
         filename,
+        files,
     })
 }
 
 /// Creates a planned import, awaiting its file.
 pub async fn create_import(mut access: Access, planned: PlannedImport) -> Result<Job> {
-    let options = serde_json::json!({ "size": planned.size, "filename": planned.filename });
+    let files: Vec<&ImportFile> = planned.files.iter().map(|(f, _)| f).collect();
+    let options = serde_json::json!({
+        "size": planned.size,
+        "filename": planned.filename,
+        "files": files,
+    });
     let job: Job = sqlx::query_as(concat!(
         "INSERT INTO jobs (workspace_id, id, kind, status, created_by, options, object_key)
          VALUES ($1, $2, 'import', 'awaiting_upload', $3, $4, $5) RETURNING ",

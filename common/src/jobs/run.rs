@@ -193,6 +193,7 @@ pub(crate) async fn send_next(state: &State, step: &JobStep, offset: i64) -> any
 /// One line as an import step found it.
 enum Taken {
     Parsed(Box<Parsed>),
+    File(lines::FileLine),
     Scheme(crate::classify::NewScheme),
     Failed(String),
 }
@@ -261,6 +262,7 @@ async fn import_step(state: &State, step: &JobStep, job: Current) -> anyhow::Res
                         n,
                         match lines::parse_line(line, limits) {
                             Ok(lines::Line::Document(parsed)) => Taken::Parsed(parsed),
+                            Ok(lines::Line::File(file)) => Taken::File(file),
                             Ok(lines::Line::Scheme(scheme)) => Taken::Scheme(scheme),
                             Err(reason) => Taken::Failed(reason),
                         },
@@ -282,14 +284,15 @@ async fn import_step(state: &State, step: &JobStep, job: Current) -> anyhow::Res
         }
     };
     drop(window);
+    let taken = resolve_files(state, &bucket, step, &job, taken).await?;
     let next_offset = step.offset + consumed as i64;
     let finished = next_offset >= size;
-    let Some(created) =
+    let Some((created, files)) =
         store_lines(state, step, &job, taken, next_offset, next_line, finished).await?
     else {
         return Ok(());
     };
-    ingest(state, step.workspace_id, created).await;
+    ingest(state, step.workspace_id, created, files).await;
     if !finished {
         send_next(state, step, next_offset).await?;
     }
@@ -343,7 +346,7 @@ async fn store_lines(
     next_offset: i64,
     next_line: i64,
     finished: bool,
-) -> anyhow::Result<Option<Vec<(DocumentId, i32)>>> {
+) -> anyhow::Result<Option<(Vec<(DocumentId, i32)>, Vec<CopiedFile>)>> {
     let ws = step.workspace_id;
     let mut tx = tenant_tx(&state.db, None, Some(ws)).await?;
     let moved = sqlx::query(
@@ -372,9 +375,14 @@ async fn store_lines(
             Taken::Parsed(p) => parsed.push((line, *p)),
             Taken::Scheme(scheme) => schemes.push(scheme),
             Taken::Failed(reason) => failures.push((line, None, reason)),
+            Taken::File(_) => unreachable!("files are resolved before they are stored"),
         }
     }
-    let (fresh, duplicates) = without_duplicates(&mut tx, ws, parsed).await?;
+    let (mut fresh, duplicates) = without_duplicates(&mut tx, ws, parsed).await?;
+    // Files are copied to their documents' keys before the documents
+    // exist: a delivery of the copy's notification that comes first is
+    // skipped, and the step ingests them itself after the commit.
+    let files = copy_files(state, &mut fresh).await?;
     let created = insert_documents(&mut tx, ws, step.job_id, job.created_by, &fresh).await?;
     let new_schemes = insert_schemes(&mut tx, ws, job.created_by, &schemes).await?;
     let skipped =
@@ -416,7 +424,147 @@ async fn store_lines(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(created))
+    let files = files
+        .into_iter()
+        .filter(|f| created.iter().any(|(id, _)| *id == f.id))
+        .collect();
+    Ok(Some((created, files)))
+}
+
+/// A declared file copied to its document's key.
+struct CopiedFile {
+    id: DocumentId,
+    key: String,
+    size: i64,
+    etag: Option<String>,
+}
+
+/// Lines naming a file become documents of it, once the file is found
+/// among the import's declared files and in the bucket with its declared
+/// size; otherwise they fail with the reason.
+async fn resolve_files(
+    state: &State,
+    bucket: &crate::storage::Bucket<'_>,
+    step: &JobStep,
+    job: &Current,
+    taken: Vec<(i64, Taken)>,
+) -> anyhow::Result<Vec<(i64, Taken)>> {
+    if !taken.iter().any(|(_, t)| matches!(t, Taken::File(_))) {
+        return Ok(taken);
+    }
+    let declared: Vec<super::ImportFile> = job
+        .options
+        .get("files")
+        .map(|f| serde_json::from_value(f.clone()))
+        .transpose()?
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(taken.len());
+    for (line, t) in taken {
+        let Taken::File(file) = t else {
+            out.push((line, t));
+            continue;
+        };
+        let Some(n) = declared.iter().position(|d| d.name == file.name) else {
+            let reason = format!("file: {:?} is not one of the import's files", file.name);
+            out.push((line, Taken::Failed(reason)));
+            continue;
+        };
+        let found = &declared[n];
+        let source = super::import_file_key(step.workspace_id, step.job_id, n);
+        let reason = match bucket.size(&source).await? {
+            None => Some(format!(
+                "file: {:?} was not uploaded (PUT the files before the JSONL file)",
+                file.name
+            )),
+            Some(size) if size != found.size => Some(format!(
+                "file: {:?} is {size} bytes, not the {} declared",
+                file.name, found.size
+            )),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            out.push((line, Taken::Failed(reason)));
+            continue;
+        }
+        let body = match crate::documents::upload_state(
+            &file.title,
+            &found.content_type,
+            found.size,
+            file.metadata,
+            &state.config.documents,
+        ) {
+            Ok(body) => body,
+            Err(e) => {
+                out.push((line, Taken::Failed(e.to_string())));
+                continue;
+            }
+        };
+        // The same line of the same job is the same document: a step
+        // delivered again copies to the same key.
+        let id = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::new()
+                .chain_update(step.job_id.0.as_bytes())
+                .chain_update(line.to_be_bytes())
+                .finalize();
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&digest[..16]);
+            DocumentId(uuid::Builder::from_random_bytes(bytes).into_uuid())
+        };
+        let key = format!(
+            "{}{}",
+            crate::storage::document_prefix(step.workspace_id, id),
+            crate::uploads::safe_file_name(&file.name)
+        );
+        out.push((
+            line,
+            Taken::Parsed(Box::new(Parsed {
+                client_id: file.client_id,
+                history: vec![lines::HistoryRow {
+                    kind: crate::documents::VersionKind::Create,
+                    label: None,
+                    restored_from: None,
+                    body: body.clone(),
+                    created_at: None,
+                }],
+                current: body,
+                file: Some(lines::PlacedFile {
+                    id,
+                    key,
+                    name: file.name,
+                    source,
+                    etag: None,
+                }),
+            })),
+        ));
+    }
+    Ok(out)
+}
+
+/// Copies the files of `fresh` lines to their documents' keys.
+async fn copy_files(state: &State, fresh: &mut [Parsed]) -> anyhow::Result<Vec<CopiedFile>> {
+    let mut copied = Vec::new();
+    if !fresh.iter().any(|p| p.file.is_some()) {
+        return Ok(copied);
+    }
+    let bucket = state.bucket().await?;
+    for p in fresh.iter_mut() {
+        let size = p.current.size;
+        let Some(file) = p.file.as_mut() else {
+            continue;
+        };
+        file.etag = bucket
+            .copy(&file.source, &file.key)
+            .await?
+            .map(|e| e.trim_matches('"').to_owned());
+        copied.push(CopiedFile {
+            id: file.id,
+            key: file.key.clone(),
+            size,
+            etag: file.etag.clone(),
+        });
+    }
+    Ok(copied)
 }
 
 /// Creates the schemes of scheme lines, skipping those whose name a live
@@ -460,9 +608,11 @@ async fn without_duplicates(
         .iter()
         .filter_map(|(_, p)| p.client_id.as_deref())
         .collect();
+    // A file's entity tag does not cover its bytes: only a client id
+    // makes a line naming a file a duplicate.
     let etags: Vec<&str> = parsed
         .iter()
-        .filter(|(_, p)| p.client_id.is_none())
+        .filter(|(_, p)| p.client_id.is_none() && p.file.is_none())
         .map(|(_, p)| p.current.etag.as_str())
         .collect();
     // An export names documents without a client id by their own id: a
@@ -488,6 +638,7 @@ async fn without_duplicates(
     for (_, p) in parsed {
         let new = match &p.client_id {
             Some(id) => seen_clients.insert(id.clone()),
+            None if p.file.is_some() => true,
             None => seen_etags.insert(p.current.etag.clone()),
         };
         if new {
@@ -511,7 +662,10 @@ async fn insert_documents(
     if fresh.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<DocumentId> = fresh.iter().map(|_| DocumentId::new()).collect();
+    let ids: Vec<DocumentId> = fresh
+        .iter()
+        .map(|p| p.file.as_ref().map_or_else(DocumentId::new, |f| f.id))
+        .collect();
     let mut d = DocColumns::default();
     let mut h = HistoryColumns::default();
     for (id, p) in ids.iter().zip(fresh) {
@@ -525,6 +679,8 @@ async fn insert_documents(
         d.version.push(p.history.len() as i32);
         d.metadata.push(b.metadata.to_string());
         d.client_id.push(p.client_id.as_deref());
+        d.s3_key.push(p.file.as_ref().map(|f| f.key.as_str()));
+        d.file_name.push(p.file.as_ref().map(|f| f.name.as_str()));
         for (n, row) in p.history.iter().enumerate() {
             h.document.push(*id);
             h.version.push(n as i32 + 1);
@@ -550,12 +706,15 @@ async fn insert_documents(
         "WITH d AS (
             INSERT INTO documents (workspace_id, id, title, source, content, content_type, size,
                                    content_sha256, etag, version, metadata, created_by,
-                                   updated_by, client_id, job_id)
-            SELECT $1, t.id, t.title, 'inline', t.content, t.content_type, t.size, t.sha, t.etag,
-                   t.version, t.metadata::jsonb, $12, $12, t.client_id, $13
+                                   updated_by, client_id, job_id, s3_key, file_name)
+            SELECT $1, t.id, t.title,
+                   CASE WHEN t.s3_key IS NULL THEN 'inline' ELSE 'upload' END,
+                   t.content, t.content_type, t.size, t.sha, t.etag,
+                   t.version, t.metadata::jsonb, $12, $12, t.client_id, $13, t.s3_key, t.file_name
             FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[],
-                        $8::text[], $9::int4[], $10::text[], $11::text[])
-                 AS t(id, title, content, content_type, size, sha, etag, version, metadata, client_id)
+                        $8::text[], $9::int4[], $10::text[], $11::text[], $27::text[], $28::text[])
+                 AS t(id, title, content, content_type, size, sha, etag, version, metadata,
+                      client_id, s3_key, file_name)
             ON CONFLICT DO NOTHING
             RETURNING id, version
          ), v AS (
@@ -600,6 +759,8 @@ async fn insert_documents(
     .bind(&h.etag)
     .bind(&h.metadata)
     .bind(&h.created_at)
+    .bind(&d.s3_key)
+    .bind(&d.file_name)
     .fetch_all(&mut **tx)
     .await?;
     Ok(inserted)
@@ -616,6 +777,8 @@ struct DocColumns<'a> {
     version: Vec<i32>,
     metadata: Vec<String>,
     client_id: Vec<Option<&'a str>>,
+    s3_key: Vec<Option<&'a str>>,
+    file_name: Vec<Option<&'a str>>,
 }
 
 #[derive(Default)]
@@ -638,22 +801,38 @@ struct HistoryColumns<'a> {
 /// Ingests the documents a step created through the document engine;
 /// those it could not finish go to the queue (and if that fails, stay
 /// pending for `ingest-requeue`).
-async fn ingest(state: &State, ws: WorkspaceId, created: Vec<(DocumentId, i32)>) {
+async fn ingest(
+    state: &State,
+    ws: WorkspaceId,
+    created: Vec<(DocumentId, i32)>,
+    files: Vec<CopiedFile>,
+) {
     if created.is_empty() {
         return;
     }
+    let bucket = state.config.bucket_name.clone().unwrap_or_default();
     let messages: Vec<Message> = created
         .iter()
         .enumerate()
         .map(|(i, (document, version))| Message {
             id: i.to_string(),
             receives: 1,
-            body: DocumentChanged {
-                workspace_id: ws,
-                document_id: *document,
-                version: *version,
-            }
-            .to_message(),
+            body: match files.iter().find(|f| f.id == *document) {
+                // A file is ingested as S3's notification of its copy
+                // would have it (which, arriving later, finds it done).
+                Some(file) => serde_json::json!({"Records": [{
+                    "eventName": "ObjectCreated:Copy",
+                    "s3": {"bucket": {"name": bucket},
+                           "object": {"key": file.key, "size": file.size, "eTag": file.etag}},
+                }]})
+                .to_string(),
+                None => DocumentChanged {
+                    workspace_id: ws,
+                    document_id: *document,
+                    version: *version,
+                }
+                .to_message(),
+            },
         })
         .collect();
     let bodies: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();

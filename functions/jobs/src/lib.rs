@@ -21,37 +21,52 @@ pub const FUNCTIONS: &[Function] = &[
     common::http_function!("jobs-cancel", cancel),
 ];
 
-/// `POST /workspaces/{workspace_id}/imports` `{size, filename?}` → 201 the
-/// job, awaiting its file, with `upload: {url, method: PUT, headers}`.
+/// `POST /workspaces/{workspace_id}/imports` `{size, filename?, files?}` →
+/// 201 the job, awaiting its file, with `upload: {url, method: PUT,
+/// headers}`, and `files: [{name, url, method, headers}]` for the files
+/// its lines name (PUT before the JSONL: its arrival starts the job).
 pub async fn import(state: &State, req: Request) -> Response<Body> {
     respond(&req, async {
         let caller = state.caller_for(&req, Use::DocumentsWrite).await?;
         let access = Access::open(&state.db, caller, path_param(&req, "workspace_id")?).await?;
         let new = json_body(&req, state.config.max_request_bytes)?;
-        let planned = jobs::plan_import(access.workspace, new)?;
+        let planned =
+            jobs::plan_import(access.workspace, new, state.config.ingest.upload_max_bytes)?;
         // Signed before the job exists: a signing failure leaves nothing.
-        let (url, headers) = state
-            .bucket()
-            .await?
-            .presign_put(
-                &planned.key,
-                jobs::JSONL_TYPE,
-                planned.size,
-                state.config.ingest.upload_url_ttl,
-            )
-            .await?;
+        let bucket = state.bucket().await?;
+        let ttl = state.config.ingest.upload_url_ttl;
+        let upload = target(
+            bucket
+                .presign_put(&planned.key, jobs::JSONL_TYPE, planned.size, ttl)
+                .await?,
+        );
+        let mut files = Vec::with_capacity(planned.files.len());
+        for (file, key) in &planned.files {
+            let signed = bucket
+                .presign_put(key, &file.content_type, file.size, ttl)
+                .await?;
+            files.push(jobs::FileTarget {
+                name: file.name.clone(),
+                upload: target(signed),
+            });
+        }
         let mut job = jobs::create_import(access, planned).await?;
-        job.upload = Some(UploadTarget {
-            url,
-            method: "PUT",
-            headers: headers
-                .into_iter()
-                .map(|(k, v)| (k, common::serde_json::Value::String(v)))
-                .collect(),
-        });
+        job.upload = Some(upload);
+        job.files = (!files.is_empty()).then_some(files);
         json(StatusCode::CREATED, &job)
     })
     .await
+}
+
+fn target((url, headers): (String, Vec<(String, String)>)) -> UploadTarget {
+    UploadTarget {
+        url,
+        method: "PUT",
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k, common::serde_json::Value::String(v)))
+            .collect(),
+    }
 }
 
 /// `POST /workspaces/{workspace_id}/exports` `{include_chunks?}` → 202 the

@@ -546,3 +546,103 @@ async fn strangers_learn_nothing_and_a_cancelled_import_stops(pool: PgPool) {
     assert_eq!(after["created"], 0);
     assert_eq!(live_documents(&pool, &ws).await, 0);
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn lines_can_name_files_uploaded_with_the_import(pool: PgPool) {
+    let s = stack(pool.clone(), &[]).await;
+    let (alice, _, _) = s.api.signup("alice@example.com").await;
+    let ws = s.api.create_workspace(&alice, "Library").await;
+    let notes = b"# Field notes\n\nThe glacier retreated forty metres in the survey year.\n";
+    let lines = jsonl(&[
+        json!({"title": "Glacier notes", "file": "notes.md", "client_id": "f-1",
+               "metadata": {"site": "ice"}})
+        .to_string(),
+        json!({"title": "Never sent", "file": "missing.txt"}).to_string(),
+        json!({"title": "Not declared", "file": "other.pdf"}).to_string(),
+        json!({"title": "Inline", "content": "An inline line beside the files."}).to_string(),
+    ]);
+    let declared = json!([
+        {"name": "notes.md", "size": notes.len(), "content_type": "text/markdown"},
+        {"name": "missing.txt", "size": 10, "content_type": "text/plain"},
+    ]);
+    let start = |file: Vec<u8>| {
+        let (api, alice, ws, declared) = (&s.api, &alice, &ws, declared.clone());
+        async move {
+            let reply = api
+                .send(
+                    "POST",
+                    &format!("/workspaces/{ws}/imports"),
+                    Some(alice),
+                    Some(json!({ "size": file.len(), "files": declared })),
+                )
+                .await;
+            assert_eq!(reply.status, 201, "{}", reply.body);
+            let files = reply.body["files"].as_array().unwrap().clone();
+            assert_eq!(files.len(), 2);
+            assert_eq!(files[0]["name"], "notes.md");
+            assert_eq!(files[0]["method"], "PUT");
+            // The files first: the JSONL's arrival starts the job.
+            Uploads::put(&files[0], notes).await;
+            Uploads::put(&reply.body["upload"], &file).await;
+            reply.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let id = start(lines.clone()).await;
+    s.drain().await;
+    let done = job(&s.api, &alice, &ws, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        (done["created"].as_i64(), done["failed"].as_i64()),
+        (Some(2), Some(2)),
+        "{done}"
+    );
+    assert_eq!(done["documents"]["ready"], 2, "{done}");
+    let reasons: Vec<&str> = done["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].contains("was not uploaded"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("not one of the import's files"),
+        "{reasons:?}"
+    );
+
+    // The file became an uploaded document, ingested, with the line's
+    // title and metadata.
+    let listed = s
+        .api
+        .send(
+            "GET",
+            &format!("/workspaces/{ws}/documents"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    let glacier = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["title"] == "Glacier notes")
+        .unwrap()
+        .clone();
+    assert_eq!(glacier["source"], "upload", "{glacier}");
+    assert_eq!(glacier["content_type"], "text/markdown");
+    assert_eq!(glacier["metadata"], json!({"site": "ice"}));
+    assert_eq!(glacier["status"], "ready");
+    s.assert_cites(&ws, &alice, "How far did the glacier retreat?")
+        .await;
+
+    // The same file and lines again: the named file is a duplicate by
+    // its client id, the inline line by its content.
+    let again = start(lines).await;
+    s.drain().await;
+    let again = job(&s.api, &alice, &ws, &again).await;
+    assert_eq!(
+        (again["created"].as_i64(), again["skipped"].as_i64()),
+        (Some(0), Some(2)),
+        "{again}"
+    );
+    assert_eq!(live_documents(&pool, &ws).await, 2);
+}
