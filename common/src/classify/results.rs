@@ -64,7 +64,6 @@ pub struct Results {
 #[derive(sqlx::FromRow)]
 struct Row {
     document_id: DocumentId,
-    title: Option<String>,
     field: String,
     value: Json<Value>,
     confidence: Option<f32>,
@@ -152,19 +151,30 @@ pub async fn list(mut access: Access, job: JobId, filter: Filter) -> Result<Resu
     .await?;
     let more = ids.len() > filter.limit;
     let ids = &ids[..ids.len().min(filter.limit)];
+    // Titles apart from the values: a join to documents, planned before
+    // the job's rows have statistics, scanned the workspace's documents
+    // once per value.
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.document_id, d.title, r.field, r.value, r.confidence, r.model, r.chunk_ids
-         FROM classification_results r
-         LEFT JOIN documents d ON d.workspace_id = r.workspace_id AND d.id = r.document_id
-              AND d.deleted_at IS NULL
-         WHERE r.workspace_id = $1 AND r.job_id = $2 AND r.document_id = ANY($3)
-         ORDER BY r.document_id, r.field",
+        "SELECT document_id, field, value, confidence, model, chunk_ids
+         FROM classification_results
+         WHERE workspace_id = $1 AND job_id = $2 AND document_id = ANY($3)
+         ORDER BY document_id, field",
     )
     .bind(access.workspace)
     .bind(job)
     .bind(ids)
     .fetch_all(&mut *access.tx)
     .await?;
+    let titles: std::collections::HashMap<DocumentId, String> = sqlx::query_as(
+        "SELECT id, title FROM documents
+         WHERE workspace_id = $1 AND id = ANY($2) AND deleted_at IS NULL",
+    )
+    .bind(access.workspace)
+    .bind(ids)
+    .fetch_all(&mut *access.tx)
+    .await?
+    .into_iter()
+    .collect();
     access.commit().await?;
 
     let mut items: Vec<DocumentResult> = Vec::new();
@@ -179,13 +189,15 @@ pub async fn list(mut access: Access, job: JobId, filter: Filter) -> Result<Resu
                 cut = true;
                 break;
             }
+            let title = titles.get(&row.document_id).cloned();
+            bytes += title.as_ref().map_or(0, String::len);
             items.push(DocumentResult {
                 document_id: row.document_id,
-                title: row.title.clone(),
+                title,
                 values: BTreeMap::new(),
             });
         }
-        bytes += row.value.0.to_string().len() + row.title.as_ref().map_or(0, String::len) + 80;
+        bytes += row.value.0.to_string().len() + 80;
         let document = items.last_mut().expect("pushed above");
         document.values.insert(
             row.field,
