@@ -34,7 +34,6 @@ pub mod purge;
 pub mod rate_limit;
 pub mod rerank;
 pub mod retrieval;
-#[cfg(feature = "schedules")]
 pub mod schedules;
 pub mod secrets;
 pub mod sentences;

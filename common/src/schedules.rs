@@ -11,16 +11,26 @@
 //! could not start; a failed run does not stop the schedule. The same
 //! function resumes jobs whose steps stopped moving (a step lost between
 //! committing and queueing its successor).
+//!
+//! What reads cron expressions (creating, changing, dispatching) needs
+//! the `schedules` feature; the types and reads do not (the API document
+//! uses them without it).
 
+#[cfg(feature = "schedules")]
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration as Span, Utc};
+#[cfg(feature = "schedules")]
+use chrono::Duration as Span;
+use chrono::{DateTime, Utc};
+#[cfg(feature = "schedules")]
 use croner::Cron;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
 
+#[cfg(feature = "schedules")]
 use crate::State;
+#[cfg(feature = "schedules")]
 use crate::caller::Caller;
 use crate::error::{ApiError, Result};
 use crate::ids::{JobId, SchemeId, UserId, WorkspaceId};
@@ -33,6 +43,7 @@ pub const MAX_EVERY_MINUTES: i32 = 525_600;
 /// Runs a schedule's view lists.
 const RUNS_SHOWN: i64 = 20;
 /// Due schedules and stalled jobs one dispatch takes.
+#[cfg(feature = "schedules")]
 const DISPATCH_BATCH: i32 = 100;
 /// A job whose progress has not moved for this long while it is queued
 /// or running is resumed: well past a worker's 120 s timeout and its
@@ -146,12 +157,14 @@ macro_rules! schedule_columns {
     };
 }
 
+#[cfg(feature = "schedules")]
 /// When a schedule runs: an interval or a cron expression.
 enum Every {
     Minutes(i32),
     Cron(Box<Cron>),
 }
 
+#[cfg(feature = "schedules")]
 impl Every {
     fn parse(every_minutes: Option<i32>, cron: Option<&str>) -> Result<Self> {
         match (every_minutes, cron) {
@@ -234,6 +247,7 @@ impl Every {
     }
 }
 
+#[cfg(feature = "schedules")]
 fn check_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -245,6 +259,7 @@ fn check_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
+#[cfg(feature = "schedules")]
 /// Creates a schedule; any member may (keys need `documents:write`).
 pub async fn create(mut access: Access, new: NewSchedule) -> Result<Schedule> {
     let name = check_name(&new.name)?;
@@ -308,6 +323,7 @@ pub async fn create(mut access: Access, new: NewSchedule) -> Result<Schedule> {
     Ok(schedule)
 }
 
+#[cfg(feature = "schedules")]
 /// An interval's first run is one interval away; a cron's, its next time.
 fn every_step(every: &Every) -> Span {
     match every {
@@ -361,6 +377,7 @@ pub async fn get(mut access: Access, id: uuid::Uuid) -> Result<Schedule> {
     Ok(schedule)
 }
 
+#[cfg(feature = "schedules")]
 /// Changes a schedule (its creator or an owner/admin).
 pub async fn update(
     mut access: Access,
@@ -456,6 +473,7 @@ pub struct Dispatched {
     pub resumed: usize,
 }
 
+#[cfg(feature = "schedules")]
 /// Starts the due schedules' runs and resumes stalled jobs.
 pub async fn dispatch(state: &State) -> Result<Dispatched> {
     let mut done = Dispatched::default();
@@ -499,6 +517,7 @@ pub async fn dispatch(state: &State) -> Result<Dispatched> {
     Ok(done)
 }
 
+#[cfg(feature = "schedules")]
 /// Claims one due run and starts it. `None`: another dispatch claimed it
 /// first (or it was paused or changed meanwhile); `Some(started)`.
 async fn run_due(
@@ -580,6 +599,7 @@ async fn run_due(
     Ok(Some(started.is_ok()))
 }
 
+#[cfg(feature = "schedules")]
 /// Starts a run's job as the schedule's creator, who must still be a
 /// member.
 async fn start(
@@ -619,6 +639,7 @@ async fn start(
     Ok(job.id)
 }
 
+#[cfg(feature = "schedules")]
 #[cfg(test)]
 mod tests {
     use super::*;
