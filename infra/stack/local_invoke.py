@@ -75,6 +75,7 @@ WIDGET_ID = "0b4d3c2a-6666-4e5f-8a9b-0c1d2e3f4a5b"
 SHARE_ID = "0b4d3c2a-8888-4e5f-8a9b-0c1d2e3f4a5b"
 JOB_ID = "0b4d3c2a-9999-4e5f-8a9b-0c1d2e3f4a5b"
 SCHEME_ID = "0b4d3c2a-aaaa-4e5f-8a9b-0c1d2e3f4a5b"
+SCHEDULE_ID = "0b4d3c2a-bbbb-4e5f-8a9b-0c1d2e3f4a5b"
 API_KEY_ID = "0b4d3c2a-7e7e-4e5f-8a9b-0c1d2e3f4a5b"
 # A custom resource's ResponseURL, until its invocation's server has an address.
 RESPONSE_URL = "http://local-invoke.invalid/cfn-response/"
@@ -797,6 +798,20 @@ class Run:
         self.run("classify-results", 200, lambda _s, _h, body: body["items"] == [] or fail(body))
         self.run("classify-retry", 409)
         self.run("schemes-delete", 204)
+        # A daily export schedule, listed and read (no runs yet), paused;
+        # deleted, then it reads back as not found.
+
+        def scheduled(_status, _headers, body):
+            if body["action"] != "export" or body["paused"]:
+                fail(body)
+            s[SCHEDULE_ID] = body["id"]
+
+        self.run("schedules-create", 201, scheduled)
+        self.run("schedules-list", 200, lambda _s, _h, body: len(body) == 1 or fail(body))
+        self.run("schedules-get", 200,
+                 lambda _s, _h, body: (body["id"] == s[SCHEDULE_ID] and body["runs"] == []) or fail(body))
+        self.run("schedules-update", 200, lambda _s, _h, body: body["paused"] is True or fail(body))
+        self.run("schedules-delete", 204, self.check_schedule_gone)
         # A widget on https://shop.example.com, and a visitor's token for it.
         self.run("widgets-create", 201, lambda _s, _h, body: s.update({WIDGET_ID: body["id"]}))
         self.run("widgets-list", 200)
@@ -808,6 +823,7 @@ class Run:
         self.run("usage-days", 200)
         self.run("usage-sweeper")
         self.run("ingest-requeue")
+        self.run("schedules-dispatch")
         self.run("ingest-indexer")
 
         last = ["widgets-delete", "members-remove", "chat-delete", "documents-delete", "workspaces-delete",
@@ -864,6 +880,14 @@ class Run:
         document = got[1]
         if document.get("status") != "ready":
             raise Failure(f"the uploaded document is {document.get('status')}: {document.get('error')}")
+
+    def check_schedule_gone(self, _status, _headers, _body):
+        """The deleted schedule reads back as 404 (one call, not a fixture
+        run of its own: schedules-get ran already)."""
+        _inv, status, _headers, body = self.http("schedules-get", self.fixture("schedules-get"),
+                                                 log_name="check-schedule-gone")
+        if status != 404:
+            raise Failure(f"the deleted schedule reads back {status}: {str(body)[:300]}")
 
     def check_purged(self, _reply):
         """The deleted workspace's upload is gone from the bucket (asked

@@ -29,6 +29,7 @@ use common::health::Health;
 use common::invitations::{Acceptance, Invitation, MemberRequest, NewInvitation, Received};
 use common::jobs::{Job, NewExport, NewImport};
 use common::pagination::Page;
+use common::schedules::{NewSchedule, Schedule, ScheduleChanges};
 use common::shares::{CreatedShare, NewShare, ShareLink, SharedView};
 use common::study::mindmap::{MindMap, MindmapIn};
 use common::study::proxy::{GenerateIn, Generated};
@@ -77,6 +78,7 @@ pub fn openapi() -> OpenApiDoc {
         create_import, create_export, list_jobs, get_job, cancel_job,
         create_scheme, list_schemes, get_scheme, delete_scheme,
         run_scheme, classification_results, retry_classification,
+        create_schedule, list_schedules, get_schedule, update_schedule, delete_schedule,
         query, query_stream,
         chat, chat_stream, list_sessions, create_session, list_messages, delete_session,
         summarize, qa, mindmap, generate,
@@ -373,6 +375,13 @@ struct JobPath {
 struct SchemePath {
     workspace_id: Uuid,
     scheme_id: Uuid,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+struct SchedulePath {
+    workspace_id: Uuid,
+    schedule_id: Uuid,
 }
 
 #[derive(IntoParams)]
@@ -817,12 +826,13 @@ problem_set!(
 
 // ---- share links ----
 
-/// A read-only link to a document or a chat session; the token is in this
-/// answer only.
+/// A read-only link to a document, a chat session or a job that has
+/// succeeded; the token is in this answer only. 409 for a job that has not
+/// succeeded.
 #[utoipa::path(post, path = "/workspaces/{workspace_id}/shares", tag = "shares",
     params(WorkspacePath), security(("bearer" = [])),
     request_body = NewShare,
-    responses((status = 201, body = CreatedShare), Authed, InWorkspace, JsonBody))]
+    responses((status = 201, body = CreatedShare), Authed, InWorkspace, JsonBody, Conflict))]
 fn create_share() {}
 
 /// The workspace's share links, newest first, never their tokens.
@@ -1084,6 +1094,50 @@ fn classification_results() {}
     security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
     responses((status = 202, body = Job), Authed, InWorkspace, Conflict, Throttled, Unavailable))]
 fn retry_classification() {}
+
+// ---- schedules: recurring classifications and exports ----
+
+/// Schedule a classification (`scheme_id`; by default only the documents
+/// added since its last run) or an export, every `every_minutes` (60 to
+/// 525600) or by a five-field UTC `cron` (at least an hour apart): exactly
+/// one of the two. Its runs start as the member who made it.
+#[utoipa::path(post, path = "/workspaces/{workspace_id}/schedules", tag = "schedules",
+    params(WorkspacePath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    request_body = NewSchedule,
+    responses((status = 201, body = Schedule), Authed, InWorkspace, JsonBody))]
+fn create_schedule() {}
+
+/// The workspace's schedules, oldest first, without their runs.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/schedules", tag = "schedules",
+    params(WorkspacePath), security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Vec<Schedule>), Authed, InWorkspace))]
+fn list_schedules() {}
+
+/// One schedule, with its latest runs (newest first): each one's job, or
+/// why it could not start.
+#[utoipa::path(get, path = "/workspaces/{workspace_id}/schedules/{schedule_id}",
+    tag = "schedules", params(SchedulePath),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 200, body = Schedule), Authed, InWorkspace))]
+fn get_schedule() {}
+
+/// Rename, pause, resume or retime a schedule (its creator or an
+/// owner/admin); a new interval or cron replaces the other, and resuming
+/// or retiming sets the next run from now.
+#[utoipa::path(patch, path = "/workspaces/{workspace_id}/schedules/{schedule_id}",
+    tag = "schedules", params(SchedulePath),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    request_body = ScheduleChanges,
+    responses((status = 200, body = Schedule), Authed, InWorkspace, JsonBody))]
+fn update_schedule() {}
+
+/// Delete a schedule and its runs (its creator or an owner/admin); the
+/// jobs it started stay.
+#[utoipa::path(delete, path = "/workspaces/{workspace_id}/schedules/{schedule_id}",
+    tag = "schedules", params(SchedulePath),
+    security(("bearer" = []), ("apiKey" = []), ("apiKeyBearer" = [])),
+    responses((status = 204, description = "Deleted."), Authed, InWorkspace))]
+fn delete_schedule() {}
 
 // ---- questions, chat, study tools ----
 

@@ -128,6 +128,11 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
         "classify-run",
         "classify-results",
         "classify-retry",
+        "schedules-create",
+        "schedules-list",
+        "schedules-get",
+        "schedules-update",
+        "schedules-delete",
         "documents-create",
         "documents-list",
         "documents-get",
@@ -364,6 +369,50 @@ async fn every_route_fixture_runs_through_its_handler(pool: PgPool) {
     assert_eq!(status, 409, "{retried}");
     assert_eq!(invoke(&state, "schemes-delete", &on_scheme).await.0, 204);
     assert_eq!(invoke(&state, "schemes-get", &on_scheme).await.0, 404);
+    // Schedules: an export every day made, listed and read (no runs yet),
+    // paused; deleted, then not found.
+    let (status, schedule) = invoke(&state, "schedules-create", &real).await;
+    assert_eq!(
+        (
+            status,
+            schedule["action"].as_str(),
+            schedule["paused"].as_bool()
+        ),
+        (201, Some("export"), Some(false)),
+        "{schedule}"
+    );
+    let on_schedule = [
+        real[0],
+        real[1],
+        real[2],
+        (
+            "0b4d3c2a-bbbb-4e5f-8a9b-0c1d2e3f4a5b",
+            schedule["id"].as_str().unwrap(),
+        ),
+    ];
+    let (status, listed) = invoke(&state, "schedules-list", &on_schedule).await;
+    assert_eq!(
+        (status, listed.as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{listed}"
+    );
+    let (status, got) = invoke(&state, "schedules-get", &on_schedule).await;
+    assert_eq!(
+        (status, &got["id"], got["runs"].as_array().map(Vec::len)),
+        (200, &schedule["id"], Some(0)),
+        "{got}"
+    );
+    let (status, paused) = invoke(&state, "schedules-update", &on_schedule).await;
+    assert_eq!(
+        (status, paused["paused"].as_bool()),
+        (200, Some(true)),
+        "{paused}"
+    );
+    assert_eq!(
+        invoke(&state, "schedules-delete", &on_schedule).await.0,
+        204
+    );
+    assert_eq!(invoke(&state, "schedules-get", &on_schedule).await.0, 404);
     for (binary, expected) in [
         ("documents-list", 200),
         ("documents-get", 200),
@@ -508,6 +557,7 @@ async fn every_schedule_fixture_runs_through_its_handler(pool: PgPool) {
         [
             "ingest-indexer",
             "ingest-requeue",
+            "schedules-dispatch",
             "usage-sweeper",
             "workspaces-purge"
         ]

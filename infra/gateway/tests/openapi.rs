@@ -330,8 +330,26 @@ async fn schemathesis_finds_no_server_errors_and_no_undocumented_responses(pool:
         "{}",
         results.body
     );
+    // A schedule (a daily export, not due during the run): the one the
+    // schedule routes' path names. Fuzzed PATCHes and DELETEs may pause
+    // or delete it; a deleted one answers 404, which is documented.
+    let schedule = api
+        .send(
+            "POST",
+            &format!("/workspaces/{ws}/schedules"),
+            Some(&token),
+            Some(serde_json::json!({
+                "name": "Nightly export", "action": "export", "every_minutes": 1440
+            })),
+        )
+        .await;
+    assert_eq!(schedule.status, 201, "{}", schedule.body);
     let env = vec![
         ("RAGWAY_FUZZ_SCHEME_ID", scheme_id),
+        (
+            "RAGWAY_FUZZ_SCHEDULE_ID",
+            schedule.body["id"].as_str().unwrap().to_owned(),
+        ),
         ("RAGWAY_FUZZ_CLASSIFY_JOB_ID", classify_job),
         (
             "RAGWAY_FUZZ_JOB_ID",
