@@ -61,103 +61,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
 
     let cpu = CpuClock::start()?;
     let started = Instant::now();
-    let path = format!("/workspaces/{workspace}/imports");
-    let reply = http_handler("jobs-import")?(
-        &state,
-        event_request(
-            "POST",
-            "POST /workspaces/{workspace_id}/imports",
-            &path,
-            &[("workspace_id", &workspace.to_string())],
-            &token,
-            Some(&json!({ "size": file.len(), "filename": "corpus.jsonl" })),
-        ),
+    let (key, uploaded, worker_secs) = import_file(
+        &state, &pool, &token, workspace, &bucket, &queue, file, started,
     )
-    .await;
-    let job: Value = serde_json::from_slice(reply.body())?;
-    if reply.status() != 201 {
-        bail!("jobs-import answered {}: {job}", reply.status());
-    }
-    let job_id: common::ids::JobId = serde_json::from_value(job["id"].clone())?;
-    let key = import_key_of(workspace, job_id);
-    s3.put_object()
-        .bucket(&bucket)
-        .key(&key)
-        .content_type(common::jobs::JSONL_TYPE)
-        .body(file.into())
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e)))?;
-    let uploaded = started.elapsed().as_secs_f64();
-
-    // The worker as Lambda runs it: batches from the queue, failures left
-    // for redelivery, the rest deleted.
-    let worker = sqs_handler("ingest-worker")?;
-    let mut worker_secs = 0.0;
-    let mut idle_since = Instant::now();
-    loop {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await?;
-        let messages = received.messages.unwrap_or_default();
-        if !messages.is_empty() {
-            idle_since = Instant::now();
-            let records: Vec<Value> = messages
-                .iter()
-                .map(|m| {
-                    let receives = m
-                        .attributes
-                        .as_ref()
-                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                        .cloned()
-                        .unwrap_or_else(|| "1".into());
-                    json!({
-                        "messageId": m.message_id,
-                        "receiptHandle": m.receipt_handle,
-                        "body": m.body,
-                        "attributes": { "ApproximateReceiveCount": receives },
-                    })
-                })
-                .collect();
-            let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
-            let handled = Instant::now();
-            let failures = worker(&state, event).await.batch_item_failures;
-            worker_secs += handled.elapsed().as_secs_f64();
-            for m in &messages {
-                if failures
-                    .iter()
-                    .any(|f| Some(&f.item_identifier) == m.message_id.as_ref())
-                {
-                    continue;
-                }
-                if let Some(handle) = &m.receipt_handle {
-                    sqs.delete_message()
-                        .queue_url(&queue)
-                        .receipt_handle(handle)
-                        .send()
-                        .await?;
-                }
-            }
-        }
-        let (status, unready): (String, i64) = progress(&pool, workspace, job_id).await?;
-        if status != "running" && status != "queued" && status != "awaiting_upload" && unready == 0
-        {
-            if status != "succeeded" {
-                bail!("the import ended {status}");
-            }
-            break;
-        }
-        if idle_since.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "nothing queued for a minute and the import is {status} with {unready} documents not ready"
-            );
-        }
-    }
+    .await?;
     let total = started.elapsed().as_secs_f64();
     let cpu = cpu.stop()?;
 
@@ -206,9 +113,145 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Imports `file` as a member does (`POST .../imports` through its
+/// handler, the PUT, the worker fed from the queue) until every document
+/// is ready: the file's key, and the seconds from `started` to the end
+/// of the upload and spent in the worker's handler.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn import_file(
+    state: &State,
+    pool: &sqlx::PgPool,
+    token: &str,
+    workspace: common::ids::WorkspaceId,
+    bucket: &str,
+    queue: &str,
+    file: Vec<u8>,
+    started: Instant,
+) -> anyhow::Result<(String, f64, f64)> {
+    let path = format!("/workspaces/{workspace}/imports");
+    let reply = http_handler("jobs-import")?(
+        state,
+        event_request(
+            "POST",
+            "POST /workspaces/{workspace_id}/imports",
+            &path,
+            &[("workspace_id", &workspace.to_string())],
+            token,
+            Some(&json!({ "size": file.len(), "filename": "corpus.jsonl" })),
+        ),
+    )
+    .await;
+    let job: Value = serde_json::from_slice(reply.body())?;
+    if reply.status() != 201 {
+        bail!("jobs-import answered {}: {job}", reply.status());
+    }
+    let job_id: common::ids::JobId = serde_json::from_value(job["id"].clone())?;
+    let key = import_key_of(workspace, job_id);
+    state
+        .s3()
+        .await
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .content_type(common::jobs::JSONL_TYPE)
+        .body(file.into())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    let uploaded = started.elapsed().as_secs_f64();
+    let worker_secs = feed_worker(state, queue, || async {
+        let (status, unready) = progress(pool, workspace, job_id).await?;
+        if status != "running" && status != "queued" && status != "awaiting_upload" && unready == 0
+        {
+            if status != "succeeded" {
+                bail!("the import ended {status}");
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    })
+    .await?;
+    Ok((key, uploaded, worker_secs))
+}
+
+/// Feeds the ingest-worker handler from the stack's queue as Lambda
+/// does (batches of up to 10, failures left for redelivery, the rest
+/// deleted) until `finished` says so; the seconds spent in the handler.
+/// Fails after a minute with nothing queued and not finished.
+pub(super) async fn feed_worker<F, Fut>(
+    state: &State,
+    queue: &str,
+    mut finished: F,
+) -> anyhow::Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let sqs = state.sqs().await;
+    let worker = sqs_handler("ingest-worker")?;
+    let mut worker_secs = 0.0;
+    let mut idle_since = Instant::now();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await?;
+        let messages = received.messages.unwrap_or_default();
+        if !messages.is_empty() {
+            idle_since = Instant::now();
+            let records: Vec<Value> = messages
+                .iter()
+                .map(|m| {
+                    let receives = m
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                        .cloned()
+                        .unwrap_or_else(|| "1".into());
+                    json!({
+                        "messageId": m.message_id,
+                        "receiptHandle": m.receipt_handle,
+                        "body": m.body,
+                        "attributes": { "ApproximateReceiveCount": receives },
+                    })
+                })
+                .collect();
+            let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
+            let handled = Instant::now();
+            let failures = worker(state, event).await.batch_item_failures;
+            worker_secs += handled.elapsed().as_secs_f64();
+            for m in &messages {
+                if failures
+                    .iter()
+                    .any(|f| Some(&f.item_identifier) == m.message_id.as_ref())
+                {
+                    continue;
+                }
+                if let Some(handle) = &m.receipt_handle {
+                    sqs.delete_message()
+                        .queue_url(queue)
+                        .receipt_handle(handle)
+                        .send()
+                        .await?;
+                }
+            }
+        }
+        if finished().await? {
+            return Ok(worker_secs);
+        }
+        if idle_since.elapsed() > Duration::from_secs(60) {
+            bail!("nothing queued for a minute and not finished");
+        }
+    }
+}
+
 /// The job's status and how many of the workspace's documents are not
 /// yet `ready`.
-async fn progress(
+pub(super) async fn progress(
     pool: &sqlx::PgPool,
     workspace: common::ids::WorkspaceId,
     job: common::ids::JobId,

@@ -3,6 +3,7 @@
 //!   ragway-bench documents [--docs N] [--pages N] [--keep]
 //!   ragway-bench ingest [--docs N] [--batch N] [--keep]
 //!   ragway-bench import [--docs N] [--chars N] [--keep]
+//!   ragway-bench classify [--docs N] [--chars N] [--runs N] [--keep]
 //!   ragway-bench keys [--runs N] [--docs N] [--keep]
 //!   ragway-bench hostile [NAME]
 //!   ragway-bench stream [--runs N] [--tokens N] [--token-ms MS] [--keep]
@@ -29,6 +30,8 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
+#[path = "../bench/classify.rs"]
+mod classify;
 #[path = "../bench/hostile.rs"]
 mod hostile;
 #[path = "../bench/import.rs"]
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Some("documents") => runtime.block_on(documents(&args[1..])),
         Some("ingest") => runtime.block_on(ingest::run(&args[1..])),
         Some("import") => runtime.block_on(import::run(&args[1..])),
+        Some("classify") => runtime.block_on(classify::run(&args[1..])),
         Some("keys") => runtime.block_on(keys::run(&args[1..])),
         Some("hostile") => hostile::run(&args[1..]),
         Some("retrieval") => runtime.block_on(retrieval::run(&args[1..])),
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         _ => bail!(
             "usage: ragway-bench documents [--docs N] [--pages N] [--keep] | ingest [--docs N] [--batch N] [--keep] \
              | import [--docs N] [--chars N] [--keep] \
+             | classify [--docs N] [--chars N] [--runs N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
              | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] | hostile [NAME] \
              | stream [--runs N] [--tokens N] [--token-ms MS] [--keep] | study [--runs N] [--sections N] [--keep] \
