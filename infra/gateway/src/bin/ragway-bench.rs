@@ -161,12 +161,24 @@ async fn open_pool(config: &Config, name: &str) -> anyhow::Result<PgPool> {
 }
 
 async fn drop_database(admin: &PgPool, name: &'static str) -> anyhow::Result<()> {
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await?;
-    Ok(())
+    // FORCE may not end an autovacuum worker analysing what a bench just
+    // wrote (it belongs to the superuser): wait for it a little.
+    let mut attempt = 0;
+    loop {
+        let dropped = admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await;
+        match dropped {
+            Ok(_) => return Ok(()),
+            Err(_) if attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 async fn drop_scratch(config: &Config, name: &'static str) -> anyhow::Result<()> {
