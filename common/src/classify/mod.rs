@@ -608,11 +608,3 @@ pub async fn retry(state: &State, mut access: Access, id: JobId) -> Result<Job> 
     };
     create_job(state, access, options, "classification.retried").await
 }
-
-/// A document a classify job refused, with the reason.
-#[derive(Debug, Serialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct DocumentFailure {
-    pub document_id: DocumentId,
-    pub reason: String,
-}

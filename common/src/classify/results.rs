@@ -131,20 +131,31 @@ pub async fn list(mut access: Access, job: JobId, filter: Filter) -> Result<Resu
             ));
         }
     };
-    let (field, value) = matching.unzip();
+    // A classified document has a row for every field: a page walks one
+    // field's rows (the filtered one, or the first) in document order.
+    let (field, value) = match matching {
+        Some((field, value)) => (field, Some(value)),
+        None => (
+            scheme
+                .fields
+                .first()
+                .map(|f| f.name.clone())
+                .unwrap_or_default(),
+            None,
+        ),
+    };
     let ids: Vec<DocumentId> = sqlx::query_scalar(
-        "SELECT r.document_id FROM classification_results r
-         WHERE r.workspace_id = $1 AND r.job_id = $2
-           AND ($3::uuid IS NULL OR r.document_id > $3)
-           AND ($4::text IS NULL OR (r.field = $4
-                AND (r.value = $5 OR (jsonb_typeof(r.value) = 'array'
-                                      AND r.value @> jsonb_build_array($5)))))
-         GROUP BY r.document_id ORDER BY r.document_id LIMIT $6",
+        "SELECT document_id FROM classification_results
+         WHERE workspace_id = $1 AND job_id = $2 AND field = $3
+           AND ($4::uuid IS NULL OR document_id > $4)
+           AND ($5::jsonb IS NULL OR value = $5
+                OR (jsonb_typeof(value) = 'array' AND value @> jsonb_build_array($5)))
+         ORDER BY document_id LIMIT $6",
     )
     .bind(access.workspace)
     .bind(job)
+    .bind(&field)
     .bind(filter.after)
-    .bind(field)
     .bind(value.map(Json))
     .bind(filter.limit as i64 + 1)
     .fetch_all(&mut *access.tx)

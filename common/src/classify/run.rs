@@ -227,7 +227,7 @@ async fn run(state: &State, step: &JobStep, at: At) -> Result<(), Stop> {
             // that could not be classified (and SQS retries that one).
             Some(Stop::Retry(error)) => {
                 tracing::warn!(error = format!("{error:#}"), "classify step cut short");
-                crate::jobs::run::send_next(state, step, step.offset + 1).await?;
+                crate::jobs::send_next(state, step, step.offset + 1).await?;
                 return Ok(());
             }
             None => {}
@@ -249,7 +249,7 @@ async fn run(state: &State, step: &JobStep, at: At) -> Result<(), Stop> {
         tx.commit().await?;
         return Ok(());
     }
-    crate::jobs::run::send_next(state, step, step.offset + 1).await?;
+    crate::jobs::send_next(state, step, step.offset + 1).await?;
     Ok(())
 }
 

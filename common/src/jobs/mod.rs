@@ -204,7 +204,7 @@ pub struct Job {
     /// Classify: the first refused documents, by id.
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_failures: Option<Vec<crate::classify::DocumentFailure>>,
+    pub document_failures: Option<Vec<DocumentFailure>>,
     /// Export, once succeeded: where to download it.
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,6 +219,14 @@ pub struct Job {
     pub files: Option<Vec<FileTarget>>,
     #[serde(skip)]
     pub object_key: String,
+}
+
+/// A document a classify job refused, with the reason.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DocumentFailure {
+    pub document_id: crate::ids::DocumentId,
+    pub reason: String,
 }
 
 /// A presigned download.
@@ -596,4 +604,27 @@ pub async fn cancel(mut access: Access, id: JobId) -> Result<Job> {
     let job = load(&mut access, id).await?;
     access.commit().await?;
     Ok(job)
+}
+
+/// Queues the step of a job that starts at `offset` (the worker's steps
+/// queue their successors so), retrying a refused send twice.
+#[cfg(feature = "worker")]
+pub(crate) async fn send_next(state: &State, step: &JobStep, offset: i64) -> anyhow::Result<()> {
+    let next = JobStep {
+        offset,
+        ..step.clone()
+    };
+    let queue = state.ingest_queue().await?;
+    let body = next.to_message();
+    let mut attempt = 0;
+    loop {
+        match queue.send_all(std::slice::from_ref(&body)).await {
+            Ok(sent) if sent.first() == Some(&true) => return Ok(()),
+            Ok(_) if attempt >= 2 => anyhow::bail!("SQS refused the job's next step"),
+            Err(error) if attempt >= 2 => return Err(error),
+            _ => {}
+        }
+        attempt += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+    }
 }

@@ -23,7 +23,7 @@ use super::lines::{
     self, ExportChunk, ExportClassification, ExportFile, ExportLine, ExportScheme,
     ExportSchemeBody, ExportVersion, Parsed,
 };
-use super::{MAX_FAILURES_KEPT, Status};
+use super::{MAX_FAILURES_KEPT, Status, send_next};
 use crate::State;
 use crate::db::tenant_tx;
 use crate::documents::Source;
@@ -168,26 +168,6 @@ async fn fail(state: &State, step: &JobStep, reason: &str) -> anyhow::Result<()>
     .await?;
     tx.commit().await?;
     Ok(())
-}
-
-pub(crate) async fn send_next(state: &State, step: &JobStep, offset: i64) -> anyhow::Result<()> {
-    let next = JobStep {
-        offset,
-        ..step.clone()
-    };
-    let queue = state.ingest_queue().await?;
-    let body = next.to_message();
-    let mut attempt = 0;
-    loop {
-        match queue.send_all(std::slice::from_ref(&body)).await {
-            Ok(sent) if sent.first() == Some(&true) => return Ok(()),
-            Ok(_) if attempt >= 2 => anyhow::bail!("SQS refused the job's next step"),
-            Err(error) if attempt >= 2 => return Err(error),
-            _ => {}
-        }
-        attempt += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-    }
 }
 
 /// One line as an import step found it.
