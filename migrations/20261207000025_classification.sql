@@ -41,10 +41,11 @@ CREATE TABLE classification_results (
     PRIMARY KEY (workspace_id, job_id, document_id, field),
     FOREIGN KEY (workspace_id, job_id) REFERENCES jobs (workspace_id, id) ON DELETE CASCADE
 );
--- Filtering by a field's value scans the job's rows of that field (no
--- btree on the value itself: a list of labels can outgrow an index row).
+-- Pages of a job's documents walk one field's rows in document order,
+-- checking the value where a filter asks (no btree on the value itself:
+-- a list of labels can outgrow an index row).
 CREATE INDEX classification_results_field_idx
-    ON classification_results (workspace_id, job_id, field);
+    ON classification_results (workspace_id, job_id, field, document_id);
 
 -- The documents a classify job could not classify, with the reason.
 CREATE TABLE classification_failures (
