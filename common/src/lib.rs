@@ -8,7 +8,6 @@ pub mod auth;
 pub mod budget;
 pub mod caller;
 pub mod chat;
-pub mod classify;
 pub mod conditional;
 pub mod config;
 pub mod conversations;
@@ -53,6 +52,8 @@ pub mod widgets;
 pub mod workspaces;
 
 pub use error::{ApiError, Result};
+// Classification jobs live with the jobs; their routes name them alone.
+pub use jobs::classify;
 pub use state::State;
 
 // Re-exported for the function-table macros and the function packages.

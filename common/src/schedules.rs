@@ -269,7 +269,7 @@ pub async fn create(mut access: Access, new: NewSchedule) -> Result<Schedule> {
             let scheme = new.scheme_id.ok_or_else(|| {
                 ApiError::unprocessable("scheme_id", "a classify schedule names its scheme_id")
             })?;
-            crate::classify::load(&mut access, scheme, false).await?;
+            crate::jobs::classify::load(&mut access, scheme, false).await?;
             if new.include_chunks.is_some() {
                 return Err(ApiError::unprocessable(
                     "include_chunks",
@@ -623,11 +623,11 @@ async fn start(
             let scheme: SchemeId = serde_json::from_value(options["scheme_id"].clone())
                 .map_err(|e| anyhow::anyhow!("a classify schedule's scheme_id: {e}"))?;
             let only_new = options["only_new"].as_bool().unwrap_or(true);
-            let run = crate::classify::NewRun {
+            let run = crate::jobs::classify::NewRun {
                 created_after: if only_new { last_run_at } else { None },
                 ..Default::default()
             };
-            crate::classify::start(state, access, scheme, run).await?
+            crate::jobs::classify::start(state, access, scheme, run).await?
         }
         Action::Export => {
             let new = crate::jobs::NewExport {

@@ -234,8 +234,8 @@ pub struct SharedProgress {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SharedScheme {
     pub name: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::classify::Field>))]
-    pub fields: Json<Vec<crate::classify::Field>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::jobs::classify::Field>))]
+    pub fields: Json<Vec<crate::jobs::classify::Field>>,
 }
 
 /// One document's values in a shared classification.

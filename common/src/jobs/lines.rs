@@ -73,14 +73,14 @@ pub struct ImportLine {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SchemeLine {
-    scheme: crate::classify::NewScheme,
+    scheme: crate::jobs::classify::NewScheme,
 }
 
 /// What a line holds.
 pub(crate) enum Line {
     Document(Box<Parsed>),
     File(FileLine),
-    Scheme(crate::classify::NewScheme),
+    Scheme(crate::jobs::classify::NewScheme),
 }
 
 /// Whether a line begins with the `scheme` key (a scheme line).
@@ -118,7 +118,7 @@ pub(crate) fn parse_line(line: &[u8], limits: &DocumentLimits) -> Result<Line, S
         }
         format!("not a JSON scheme line: {message}")
     })?;
-    crate::classify::check(parsed.scheme)
+    crate::jobs::classify::check(parsed.scheme)
         .map(Line::Scheme)
         .map_err(reason)
 }
@@ -340,7 +340,7 @@ pub struct ExportSchemeBody {
     pub name: String,
     pub instructions: String,
     pub fields: sqlx::types::Json<Value>,
-    pub classifier: crate::classify::ClassifierKind,
+    pub classifier: crate::jobs::classify::ClassifierKind,
 }
 
 /// A document's latest value for one field of a scheme.

@@ -8,6 +8,7 @@
 //! export is queued at once; when it has succeeded, reading the job gives
 //! a presigned download of its JSONL.
 
+pub mod classify;
 // Only the worker reads and writes lines.
 #[cfg(feature = "worker")]
 pub mod lines;
@@ -45,7 +46,7 @@ const FAILURES_SHOWN: i64 = 100;
 pub enum Kind {
     Import,
     Export,
-    /// A classification scheme run over documents ([`crate::classify`]).
+    /// A classification scheme run over documents ([`crate::jobs::classify`]).
     Classify,
 }
 

@@ -141,12 +141,12 @@ async fn step_once(state: &State, step: &JobStep) -> anyhow::Result<()> {
         super::Kind::Import => import_step(state, step, job).await,
         super::Kind::Export => export_step(state, step, job).await,
         super::Kind::Classify => {
-            let at = crate::classify::run::At {
+            let at = crate::jobs::classify::run::At {
                 options: job.options.0,
                 cursor: job.cursor_id,
                 created_by: job.created_by,
             };
-            match crate::classify::run::step(state, step, at).await? {
+            match crate::jobs::classify::run::step(state, step, at).await? {
                 Some(reason) => fail(state, step, &reason).await,
                 None => Ok(()),
             }
@@ -174,7 +174,7 @@ async fn fail(state: &State, step: &JobStep, reason: &str) -> anyhow::Result<()>
 enum Taken {
     Parsed(Box<Parsed>),
     File(lines::FileLine),
-    Scheme(crate::classify::NewScheme),
+    Scheme(crate::jobs::classify::NewScheme),
     Failed(String),
 }
 
@@ -553,7 +553,7 @@ async fn insert_schemes(
     tx: &mut Transaction<'static, Postgres>,
     ws: WorkspaceId,
     creator: Option<UserId>,
-    schemes: &[crate::classify::NewScheme],
+    schemes: &[crate::jobs::classify::NewScheme],
 ) -> anyhow::Result<i64> {
     let mut created = 0;
     for scheme in schemes {
