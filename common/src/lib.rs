@@ -52,8 +52,6 @@ pub mod widgets;
 pub mod workspaces;
 
 pub use error::{ApiError, Result};
-// Classification jobs live with the jobs; their routes name them alone.
-pub use jobs::classify;
 pub use state::State;
 
 // Re-exported for the function-table macros and the function packages.

@@ -4,8 +4,8 @@
 use common::State;
 use common::budget::Purpose;
 use common::caller::Use;
-use common::classify::{self, results};
 use common::http::{json, json_body, path_param, respond};
+use common::jobs::classify::{self, results};
 use common::lambda::Function;
 use common::lambda_http::http::{HeaderValue, StatusCode, header};
 use common::lambda_http::{Body, Request, Response};

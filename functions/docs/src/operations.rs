@@ -18,8 +18,6 @@ use common::auth::{
 
 use common::api_keys::{ApiKey as WorkspaceApiKey, CreatedKey, NewKey};
 use common::budget::DayUsage;
-use common::classify::results::DocumentResult;
-use common::classify::{NewRun, NewScheme, Scheme};
 use common::conversations::{Message, Reply, Session};
 use common::documents::sync::Changes;
 use common::documents::versions::Version;
@@ -27,6 +25,8 @@ use common::documents::{Chunk, Document, DocumentReplacement, NewDocument};
 use common::error::Problem;
 use common::health::Health;
 use common::invitations::{Acceptance, Invitation, MemberRequest, NewInvitation, Received};
+use common::jobs::classify::results::DocumentResult;
+use common::jobs::classify::{NewRun, NewScheme, Scheme};
 use common::jobs::{Job, NewExport, NewImport};
 use common::pagination::Page;
 use common::schedules::{NewSchedule, Schedule, ScheduleChanges};

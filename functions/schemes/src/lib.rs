@@ -4,8 +4,8 @@
 
 use common::State;
 use common::caller::Use;
-use common::classify;
 use common::http::{json, json_body, no_content, path_param, respond};
+use common::jobs::classify;
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
