@@ -19,9 +19,9 @@
 #[cfg(feature = "schedules")]
 use std::str::FromStr;
 
-#[cfg(feature = "schedules")]
-use chrono::Duration as Span;
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schedules")]
+use chrono::{Duration as Span, Timelike};
 #[cfg(feature = "schedules")]
 use croner::Cron;
 use serde::{Deserialize, Serialize};
@@ -242,7 +242,10 @@ impl Every {
                 let behind = (now - from).num_seconds() / step.num_seconds() + 1;
                 Some(from + step * behind as i32)
             }
-            Every::Cron(cron) => cron.find_next_occurrence(&now, false).ok(),
+            // From the whole second: a cron time has no fraction.
+            Every::Cron(cron) => cron
+                .find_next_occurrence(&now.with_nanosecond(0).unwrap_or(now), false)
+                .ok(),
         }
     }
 }
@@ -672,6 +675,6 @@ mod tests {
         let cron = Every::parse(None, Some("0 6 * * *")).unwrap();
         let next = cron.next_after(from, now).unwrap();
         assert!(next > now && next - now <= Span::days(1));
-        assert_eq!(next.format("%H:%M").to_string(), "06:00");
+        assert_eq!(next.format("%H:%M:%S%.f").to_string(), "06:00:00");
     }
 }
