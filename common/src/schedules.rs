@@ -181,6 +181,13 @@ impl Every {
             }
             (None, Some(expression)) => {
                 let expression = expression.trim();
+                // The column holds 200 characters: longer is a 422, not a 500.
+                if expression.chars().count() > 200 {
+                    return Err(ApiError::unprocessable(
+                        "cron",
+                        "cron is at most 200 characters",
+                    ));
+                }
                 if expression.split_whitespace().count() != 5 {
                     return Err(ApiError::unprocessable(
                         "cron",
@@ -671,6 +678,11 @@ mod tests {
         assert!(
             Every::parse(None, Some("0 25 * * *")).is_err(),
             "no hour 25"
+        );
+        let long = format!("0 {} * * *", vec!["1"; 120].join(","));
+        assert!(
+            Every::parse(None, Some(&long)).is_err(),
+            "longer than the column"
         );
         let cron = Every::parse(None, Some("0 6 * * *")).unwrap();
         let next = cron.next_after(from, now).unwrap();
