@@ -19,13 +19,13 @@ use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::State;
 use crate::caller::{Caller, Grant, Scopes};
 use crate::config::Secret;
 use crate::error::{ApiError, Result};
 use crate::ids::{UserId, WorkspaceId};
 use crate::pagination::Page;
 use crate::rate_limit;
+use crate::state::State;
 use crate::workspaces::{self, Access};
 
 /// What every key starts with, so a bearer value is recognised as a key.

@@ -1,5 +1,5 @@
 //! Who is asking: what every workspace operation takes, resolved from a
-//! credential by [`crate::State::caller`] or [`crate::State::caller_for`].
+//! credential by [`crate::state::State::caller`] or [`crate::state::State::caller_for`].
 //!
 //! A signed-in user may call every route (roles decide the rest). A
 //! workspace API key or a widget visitor acts for a user (the key's

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::ingest::Queue;
+use crate::queue::Queue;
 use crate::storage::Bucket;
 
 #[derive(Debug, Serialize)]

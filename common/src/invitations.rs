@@ -126,7 +126,7 @@ fn digest(token: &str) -> Vec<u8> {
 
 /// [`create`] with the deployment's mail provider.
 pub async fn invite(
-    state: &crate::State,
+    state: &crate::state::State,
     access: Access,
     new: NewInvitation,
 ) -> Result<Invitation> {

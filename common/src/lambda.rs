@@ -72,7 +72,7 @@ pub use crate::deadline::{remaining_time, with_deadline};
 macro_rules! http_function {
     ($name:literal, $handler:path) => {{
         fn boxed<'a>(
-            state: &'a $crate::State,
+            state: &'a $crate::state::State,
             req: $crate::lambda_http::Request,
         ) -> $crate::futures::future::BoxFuture<
             'a,
@@ -95,7 +95,7 @@ macro_rules! http_function {
 macro_rules! stream_function {
     ($name:literal, $method:literal, $path:expr, $handler:path) => {{
         fn boxed<'a>(
-            state: &'a $crate::State,
+            state: &'a $crate::state::State,
             req: $crate::lambda_http::Request,
         ) -> $crate::futures::future::BoxFuture<
             'a,
@@ -121,7 +121,7 @@ macro_rules! stream_function {
 macro_rules! sqs_function {
     ($name:literal, $handler:path) => {{
         fn boxed<'a>(
-            state: &'a $crate::State,
+            state: &'a $crate::state::State,
             event: $crate::aws_lambda_events::sqs::SqsEvent,
         ) -> $crate::futures::future::BoxFuture<'a, $crate::aws_lambda_events::sqs::SqsBatchResponse> {
             Box::pin($handler(state, event))
@@ -138,7 +138,7 @@ macro_rules! sqs_function {
 macro_rules! schedule_function {
     ($name:literal, $handler:path) => {{
         fn boxed<'a>(
-            state: &'a $crate::State,
+            state: &'a $crate::state::State,
             event: $crate::serde_json::Value,
         ) -> $crate::futures::future::BoxFuture<'a, ::std::result::Result<(), $crate::ApiError>>
         {

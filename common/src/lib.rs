@@ -20,6 +20,7 @@ pub mod error;
 mod fuzz;
 pub mod health;
 pub mod http;
+pub mod identify;
 pub mod ids;
 pub mod ingest;
 pub mod invitations;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod pagination;
 pub mod purge;
+pub mod queue;
 pub mod rate_limit;
 pub mod rerank;
 pub mod retrieval;
@@ -52,7 +54,6 @@ pub mod widgets;
 pub mod workspaces;
 
 pub use error::{ApiError, Result};
-pub use state::State;
 
 // Re-exported for the function-table macros and the function packages.
 pub use anyhow;

@@ -56,7 +56,7 @@ const RESERVE: Duration = Duration::from_secs(30);
 
 /// One scheduled run: [`purge_deleted`] with the service's settings,
 /// stopping while the invocation still has [`RESERVE`] left.
-pub async fn run(state: &crate::State) -> anyhow::Result<Purge> {
+pub async fn run(state: &crate::state::State) -> anyhow::Result<Purge> {
     let bucket = state.bucket().await?;
     let out_of_time = || crate::deadline::remaining_time().is_some_and(|left| left < RESERVE);
     purge_deleted(&state.db, bucket, SETTLE, WORKSPACES_PER_RUN, out_of_time).await

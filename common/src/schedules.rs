@@ -29,11 +29,11 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 #[cfg(feature = "schedules")]
-use crate::State;
-#[cfg(feature = "schedules")]
 use crate::caller::Caller;
 use crate::error::{ApiError, Result};
 use crate::ids::{JobId, SchemeId, UserId, WorkspaceId};
+#[cfg(feature = "schedules")]
+use crate::state::State;
 use crate::workspaces::Access;
 
 /// Shortest interval between runs.

@@ -476,7 +476,7 @@ pub async fn revoke(mut access: Access, id: ShareLinkId) -> Result<()> {
 /// creator sees it now, read-only. 404 alike for a token that is unknown,
 /// revoked or expired, whose creator left the workspace, or whose object
 /// was deleted since.
-pub async fn view(state: &crate::State, token: &str, source_ip: &str) -> Result<SharedView> {
+pub async fn view(state: &crate::state::State, token: &str, source_ip: &str) -> Result<SharedView> {
     let db = &state.db;
     rate_limit::hit(
         db,

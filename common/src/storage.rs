@@ -27,7 +27,7 @@ pub fn document_prefix(workspace: WorkspaceId, document: DocumentId) -> String {
 
 /// The upload bucket, through one S3 client: what the API, the worker and
 /// the health check do with stored files. Built by
-/// [`State::bucket`](crate::State::bucket), or for a bucket an event names.
+/// [`State::bucket`](crate::state::State::bucket), or for a bucket an event names.
 #[derive(Clone, Copy)]
 pub struct Bucket<'a> {
     s3: &'a aws_sdk_s3::Client,

@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::State;
 use crate::caller::{Caller, Grant};
 use crate::error::{ApiError, Result};
 use crate::ids::{UserId, WorkspaceId};
 use crate::rate_limit::{self, Rule};
+use crate::state::State;
 use crate::workspaces::Access;
 
 /// What every embed token starts with.

@@ -24,9 +24,9 @@ use sha2::{Digest, Sha256};
 use super::events::{CreatedObject, QueueMessage};
 use super::extractor::{Extracted, Extractors};
 use super::store::{self, Ingest, Ingested, Made, NewChunk, Target};
-use crate::State;
 use crate::embed::EmbedError;
 use crate::ids::{DocumentId, WorkspaceId};
+use crate::state::State;
 use crate::storage::Bucket;
 
 /// One record of an SQS batch, as the engine reads it.

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::State;
 use crate::error::{ApiError, Result};
 use crate::ids::{JobId, UserId, WorkspaceId};
 use crate::ingest::events::{JobStep, import_key_of};
 use crate::pagination::Page;
+use crate::state::State;
 use crate::workspaces::Access;
 
 /// The largest JSONL file an import takes (one presigned PUT).

@@ -24,12 +24,12 @@ use super::lines::{
     ExportSchemeBody, ExportVersion, Parsed,
 };
 use super::{MAX_FAILURES_KEPT, Status, send_next};
-use crate::State;
 use crate::db::tenant_tx;
 use crate::documents::Source;
 use crate::ids::{DocumentId, JobId, UserId, WorkspaceId};
 use crate::ingest::events::{DocumentChanged, JobStep};
 use crate::ingest::worker::{self, Message};
+use crate::state::State;
 
 /// Bytes of an import's file one step reads.
 pub const STEP_BYTES: u64 = 8 << 20;

@@ -1,7 +1,6 @@
 //! The AI proxy: members without a key of their own call the deployment's
 //! model through it, within the workspace's rules (`common::study::proxy`).
 
-use common::State;
 use common::answer;
 use common::budget::Purpose;
 use common::caller::Use;
@@ -9,6 +8,7 @@ use common::http::{json, json_body, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::study::proxy;
 use common::workspaces::Access;
 

@@ -2,11 +2,11 @@
 //! changes, account deletion, and the JWKS
 //! that verifies our access tokens.
 
-use common::State;
 use common::http::{json, json_body, json_private, no_content, respond, source_ip};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 
 pub const FUNCTIONS: &[Function] = &[
     common::http_function!("auth-signup", signup),

@@ -2,7 +2,6 @@
 //! sessions are their own; both turns of every exchange are stored.
 //! Widget visitors (embed tokens) chat too, each in sessions of its own.
 
-use common::State;
 use common::answer::{self, Options};
 use common::budget::Purpose;
 use common::caller::{Caller, Grant, Use};
@@ -16,6 +15,7 @@ use common::lambda_http::{Body, Request, Response};
 use common::pagination;
 use common::retrieval::{FiltersIn, Mode};
 use common::sse::{self, SseBody};
+use common::state::State;
 use common::workspaces::Access;
 use serde::Deserialize;
 

@@ -1,7 +1,6 @@
 //! Classification jobs: a scheme run over documents through the ingest
 //! worker, its results as JSON or CSV, and retries of what it refused.
 
-use common::State;
 use common::budget::Purpose;
 use common::caller::Use;
 use common::http::{json, json_body, path_param, respond};
@@ -10,6 +9,7 @@ use common::lambda::Function;
 use common::lambda_http::http::{HeaderValue, StatusCode, header};
 use common::lambda_http::{Body, Request, Response};
 use common::pagination;
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[

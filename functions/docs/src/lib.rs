@@ -8,7 +8,6 @@ pub mod operations;
 
 use std::sync::OnceLock;
 
-use common::State;
 use common::http::{path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::header::{
@@ -16,6 +15,7 @@ use common::lambda_http::http::header::{
 };
 use common::lambda_http::http::{HeaderValue, StatusCode};
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::{ApiError, Result};
 use sha2::{Digest, Sha256};
 

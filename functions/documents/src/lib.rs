@@ -1,7 +1,6 @@
 //! Documents: inline create, list, read (conditional), replace (If-Match),
 //! delete, versions, chunks, and incremental sync.
 
-use common::State;
 use common::caller::Use;
 use common::conditional::Preconditions;
 use common::documents::{self, ListFilter, Written, sync, versions};
@@ -14,6 +13,7 @@ use common::lambda_http::http::StatusCode;
 use common::lambda_http::http::header::LOCATION;
 use common::lambda_http::{Body, Request, Response};
 use common::pagination::{self, query_param};
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[
@@ -58,7 +58,7 @@ async fn queue_ingestion(state: &State, written: &Written) {
         document_id: doc.id,
         version: doc.version,
     };
-    let queued = async { state.ingest_queue().await?.enqueue(&changed).await };
+    let queued = async { state.ingest_queue().await?.send(changed.to_message()).await };
     if let Err(error) = queued.await {
         tracing::error!(error = format!("{error:#}"), document = %doc.id,
             "document stored but not queued for ingestion");

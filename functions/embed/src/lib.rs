@@ -3,13 +3,13 @@
 
 use std::sync::OnceLock;
 
-use common::State;
 use common::conditional::{Preconditions, quote};
 use common::http::{json, json_body, respond, source_ip};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::widgets;
 
 pub const FUNCTIONS: &[Function] = &[

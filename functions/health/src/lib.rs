@@ -1,10 +1,10 @@
 //! `GET /health`: is the function able to reach its database, bucket and queue?
 
-use common::State;
 use common::http::json;
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 
 pub const FUNCTIONS: &[Function] = &[common::http_function!("health-check", check)];
 

@@ -4,12 +4,12 @@
 //! ingestion whole (`ingest-requeue`) and the vector indexes in shape
 //! (`ingest-indexer`).
 
-use common::State;
 use common::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use common::ingest::store;
 use common::ingest::worker::Message;
 use common::jobs::run::ingest_queue_batch;
 use common::lambda::Function;
+use common::state::State;
 
 pub const FUNCTIONS: &[Function] = &[
     common::sqs_function!("ingest-worker", worker),

@@ -1,13 +1,13 @@
 //! Invitations: as the workspace's owners and admins see them (invite,
 //! list, revoke) and as the invitee does (list, accept, decline).
 
-use common::State;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::invitations;
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::pagination;
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[

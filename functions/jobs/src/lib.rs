@@ -2,7 +2,6 @@
 //! the ingest worker), export to one (a presigned download once done),
 //! and following or cancelling them.
 
-use common::State;
 use common::caller::Use;
 use common::http::{json, json_body, path_param, respond};
 use common::jobs;
@@ -10,6 +9,7 @@ use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::pagination;
+use common::state::State;
 use common::uploads::UploadTarget;
 use common::workspaces::Access;
 

@@ -2,13 +2,13 @@
 //! create (the key is shown once), list (masked), revoke. Managing keys
 //! takes a signed-in user; a key cannot manage keys.
 
-use common::State;
 use common::api_keys;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::pagination;
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[

@@ -1,13 +1,13 @@
 //! Workspace membership: list, invite (by email: an invitation, see the
 //! invitations package), remove.
 
-use common::State;
 use common::caller::Use;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::invitations::{self, MemberRequest};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::workspaces::{self, Access};
 
 pub const FUNCTIONS: &[Function] = &[

@@ -1,6 +1,5 @@
 //! Query: answer a question from the workspace's documents, with citations.
 
-use common::State;
 use common::answer::{self, Ask, Options, QueryIn};
 use common::budget::Purpose;
 use common::caller::Use;
@@ -9,6 +8,7 @@ use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::sse::{self, SseBody};
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[

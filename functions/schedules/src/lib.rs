@@ -2,13 +2,13 @@
 //! every so often, and the dispatcher that runs the due ones (and
 //! resumes stalled jobs) every minute.
 
-use common::State;
 use common::caller::Use;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::schedules;
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[

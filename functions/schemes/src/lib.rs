@@ -2,13 +2,13 @@
 //! booleans) a workspace's documents are sorted by. Running one is in
 //! functions/classify.
 
-use common::State;
 use common::caller::Use;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::jobs::classify;
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[

@@ -3,7 +3,6 @@
 //! anyone holding a link opens it with `GET /share/{token}`, without
 //! signing in.
 
-use common::State;
 use common::http::{json, json_body, no_content, path_param, respond, source_ip};
 use common::lambda::Function;
 use common::lambda_http::http::header::{CACHE_CONTROL, HeaderName, HeaderValue};
@@ -11,6 +10,7 @@ use common::lambda_http::http::{StatusCode, header};
 use common::lambda_http::{Body, Request, Response};
 use common::pagination;
 use common::shares;
+use common::state::State;
 use common::workspaces::Access;
 
 pub const FUNCTIONS: &[Function] = &[

@@ -1,7 +1,6 @@
 //! Study tools (summaries, questions, mind maps): each route parses its
 //! request, calls `common::study`, and renders.
 
-use common::State;
 use common::answer;
 use common::budget::Purpose;
 use common::caller::Use;
@@ -9,6 +8,7 @@ use common::http::{json, json_body, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::study::{mindmap, qa, summarize};
 use common::workspaces::Access;
 

@@ -1,11 +1,11 @@
 //! Uploads: a pending document and a presigned S3 PUT for its file.
 
-use common::State;
 use common::caller::Use;
 use common::http::{json, json_body, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::uploads::{self, Upload, UploadTarget};
 use common::workspaces::Access;
 

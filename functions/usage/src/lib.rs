@@ -2,7 +2,6 @@
 //! releases reservations whose function died before settling them.
 
 use chrono::NaiveDate;
-use common::State;
 use common::budget;
 use common::caller::Use;
 use common::http::{json_private, path_param, respond};
@@ -10,6 +9,7 @@ use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::pagination::query_param;
+use common::state::State;
 use common::workspaces::Access;
 use common::{ApiError, Result};
 

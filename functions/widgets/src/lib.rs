@@ -1,11 +1,11 @@
 //! Chat widgets, as their workspace's owners and admins manage them:
 //! allowed origins, greeting, colour, per-visitor limits.
 
-use common::State;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
+use common::state::State;
 use common::widgets;
 use common::workspaces::Access;
 

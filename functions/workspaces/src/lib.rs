@@ -1,13 +1,13 @@
 //! Workspaces: create, list, read, rename or re-limit, delete; and the
 //! schedule that removes what deleted ones leave behind (`workspaces-purge`).
 
-use common::State;
 use common::caller::Use;
 use common::http::{json, json_body, no_content, path_param, respond};
 use common::lambda::Function;
 use common::lambda_http::http::StatusCode;
 use common::lambda_http::{Body, Request, Response};
 use common::pagination;
+use common::state::State;
 use common::workspaces::{self, Access};
 
 pub const FUNCTIONS: &[Function] = &[

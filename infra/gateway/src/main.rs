@@ -27,7 +27,7 @@ async fn run() -> anyhow::Result<()> {
     let gateway = Arc::new(gateway);
     let config = common::secrets::load_config().await?;
     let addr = std::env::var("GATEWAY_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let state = Arc::new(common::State::new(config)?);
+    let state = Arc::new(common::state::State::new(config)?);
 
     for (function, consumer) in &gateway.queue_consumers {
         let Handler::Sqs(handler) = consumer.handler else {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::State;
 use common::lambda::ScheduleHandler;
+use common::state::State;
 use serde_json::{Value, json};
 
 /// A scheduled function, its period and its function's `Timeout`.

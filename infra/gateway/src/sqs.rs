@@ -8,9 +8,9 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
-use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::lambda::SqsHandler;
+use common::state::State;
 use futures::FutureExt;
 use serde_json::{Map, Value, json};
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use common::State;
+use common::state::State;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 

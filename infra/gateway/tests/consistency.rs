@@ -221,7 +221,7 @@ Resources:
 
 static TICKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-async fn count_tick(_state: &common::State, event: serde_json::Value) -> common::Result<()> {
+async fn count_tick(_state: &common::state::State, event: serde_json::Value) -> common::Result<()> {
     assert_eq!(event["detail-type"], "Scheduled Event");
     TICKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     Ok(())
@@ -254,7 +254,7 @@ Resources:
     // Run it at a test-sized period; the state's pool is lazy, so no database is needed.
     let mut schedule = gateway.schedules[0].clone();
     schedule.every = std::time::Duration::from_millis(40);
-    let state = std::sync::Arc::new(common::State::new(support::config(&[])).unwrap());
+    let state = std::sync::Arc::new(common::state::State::new(support::config(&[])).unwrap());
     let task = tokio::spawn(ragway_gateway::schedule::run(state, schedule));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     task.abort();

@@ -15,7 +15,11 @@ fn fixture_text(binary: &str) -> String {
 }
 
 /// Invokes `binary` with its fixture after text substitutions.
-async fn invoke(state: &common::State, binary: &str, replace: &[(&str, &str)]) -> (u16, Value) {
+async fn invoke(
+    state: &common::state::State,
+    binary: &str,
+    replace: &[(&str, &str)],
+) -> (u16, Value) {
     let mut text = fixture_text(binary);
     for (from, to) in replace {
         text = text.replace(from, to);
@@ -44,7 +48,7 @@ async fn invoke(state: &common::State, binary: &str, replace: &[(&str, &str)]) -
 
 /// Invokes streaming `binary` with its fixture; the whole body as text.
 async fn invoke_stream(
-    state: &common::State,
+    state: &common::state::State,
     binary: &str,
     replace: &[(&str, &str)],
 ) -> (u16, String) {

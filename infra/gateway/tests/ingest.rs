@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::State;
+use common::state::State;
 use ragway_gateway::sqs;
 use serde_json::{Value, json};
 use sqlx::PgPool;

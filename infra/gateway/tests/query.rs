@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::State;
 use common::budget::{self, Purpose};
 use common::config::DEFAULT_HNSW_EF_CONSTRUCTION;
 use common::ids::{UserId, WorkspaceId};
+use common::state::State;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sqlx::PgPool;

@@ -136,16 +136,16 @@ async fn a_crashed_or_timed_out_invocation_gives_its_records_back(pool: PgPool) 
     use common::aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
     use common::futures::future::BoxFuture;
 
-    fn panics(_: &common::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
+    fn panics(_: &common::state::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
         Box::pin(async { panic!("the consumer crashed") })
     }
-    fn hangs(_: &common::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
+    fn hangs(_: &common::state::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             SqsBatchResponse::default()
         })
     }
-    fn succeeds(_: &common::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
+    fn succeeds(_: &common::state::State, _: SqsEvent) -> BoxFuture<'_, SqsBatchResponse> {
         Box::pin(async { SqsBatchResponse::default() })
     }
 

@@ -54,7 +54,7 @@ async fn a_function_connects_and_signs_with_what_its_secrets_hold() {
         config.jwt_signing_key.as_ref().map(|k| k.expose()),
         Some(key.as_str())
     );
-    let state = common::State::new(config).unwrap();
+    let state = common::state::State::new(config).unwrap();
     let user: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&state.db)
         .await

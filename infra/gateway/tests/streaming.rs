@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::State;
+use common::state::State;
 use common::test_server::{Reply, TestServer};
 use serde_json::{Value, json};
 use sqlx::PgPool;

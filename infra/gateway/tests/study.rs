@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::State;
+use common::state::State;
 use common::test_server::{Reply, TestServer};
 use serde_json::{Value, json};
 use sqlx::PgPool;

@@ -70,7 +70,7 @@ async fn jwks_server() -> (String, Arc<AtomicUsize>) {
     (url, hits)
 }
 
-async fn setup(pool: PgPool) -> (Arc<common::State>, Arc<AtomicUsize>) {
+async fn setup(pool: PgPool) -> (Arc<common::state::State>, Arc<AtomicUsize>) {
     let (jwks_url, hits) = jwks_server().await;
     let issuers = json!([
         {"issuer": SUPABASE, "audience": "authenticated", "hs256_secret": SUPABASE_SECRET},
@@ -86,14 +86,14 @@ async fn setup(pool: PgPool) -> (Arc<common::State>, Arc<AtomicUsize>) {
     (state, hits)
 }
 
-async fn caller(state: &common::State, token: &str) -> Result<Caller, ApiError> {
+async fn caller(state: &common::state::State, token: &str) -> Result<Caller, ApiError> {
     state
         .auth
         .caller(&state.db, Some(&format!("Bearer {token}")))
         .await
 }
 
-async fn assert_rejected(state: &common::State, token: &str, why: &str) {
+async fn assert_rejected(state: &common::state::State, token: &str, why: &str) {
     match caller(state, token).await {
         Err(ApiError::Unauthorized(_)) => {}
         other => panic!("{why}: expected 401, got {other:?}"),

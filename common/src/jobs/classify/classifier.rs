@@ -543,7 +543,7 @@ impl ModelClassifier {
 
 /// The classifier a scheme asks for, built for it.
 pub async fn for_scheme(
-    state: &crate::State,
+    state: &crate::state::State,
     scheme: Scheme,
 ) -> anyhow::Result<Box<dyn Classifier>> {
     Ok(match scheme.classifier {

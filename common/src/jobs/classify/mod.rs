@@ -31,11 +31,11 @@ use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder};
 
-use crate::State;
 use crate::error::{ApiError, Result};
 use crate::ids::{DocumentId, JobId, SchemeId, UserId, WorkspaceId};
 use crate::jobs::{self, Job};
 use crate::retrieval::filters::{self, Condition};
+use crate::state::State;
 use crate::workspaces::Access;
 
 /// Most fields one scheme has.

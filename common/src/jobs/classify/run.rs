@@ -20,12 +20,12 @@ use sqlx::types::Json;
 
 use super::classifier::{self, Chunk, Classified, ClassifyError, Document};
 use super::{RunOptions, Scheme};
-use crate::State;
 use crate::budget::{self, Purpose};
 use crate::db::tenant_tx;
 use crate::error::ApiError;
 use crate::ids::{ChunkId, DocumentId, UserId};
 use crate::ingest::events::JobStep;
+use crate::state::State;
 
 /// Documents one step takes with the default classifier.
 const STEP_DOCUMENTS: i64 = 100;

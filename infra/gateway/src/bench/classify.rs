@@ -11,8 +11,8 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use common::State;
 use common::config::Config;
+use common::state::State;
 use serde_json::{Value, json};
 
 use super::import::{feed_worker, import_file};

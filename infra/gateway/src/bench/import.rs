@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::Config;
 use common::ingest::events::import_key_of;
+use common::state::State;
 use serde_json::{Value, json};
 
 use super::ingest::{CpuClock, delete_objects, peak_rss_mib, prose, raw_copy};

@@ -9,9 +9,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::Config;
+use common::state::State;
 use extraction::chunk::{ChunkSpec, Chunker};
 use extraction::extract::{self, Format};
 use futures::StreamExt;

@@ -11,10 +11,10 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use common::State;
 use common::api_keys::{self, NewKey};
 use common::caller::Use;
 use common::config::{Config, Secret};
+use common::state::State;
 use common::workspaces::Access;
 
 use super::{

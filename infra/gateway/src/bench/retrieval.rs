@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::State;
 use common::budget::{self, Purpose};
 use common::config::Config;
 use common::ids::{UserId, WorkspaceId};
 use common::retrieval::{Filters, Mode, Search};
+use common::state::State;
 use pgvector::Vector;
 use rand::{Rng, SeedableRng};
 use sqlx::Executor;

@@ -23,13 +23,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::{Config, EmbeddingProvider};
 use common::documents::NewDocument;
 use common::ids::{ChunkId, DocumentId, WorkspaceId};
 use common::ingest::events::DocumentChanged;
 use common::retrieval::{self, Filters, Mode, Search};
+use common::state::State;
 use common::workspaces::Access;
 use futures::StreamExt;
 use serde::Deserialize;

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use common::State;
 use common::aws_lambda_events::sqs::SqsEvent;
 use common::config::Config;
 use common::lambda::Handler;
+use common::state::State;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};
 use serde_json::{Value, json};

@@ -10,8 +10,8 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use common::State;
 use common::config::Config;
+use common::state::State;
 use serde_json::{Value, json};
 
 use super::{

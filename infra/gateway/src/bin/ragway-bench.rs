@@ -20,12 +20,12 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use common::State;
 use common::auth::Signup;
 use common::config::Config;
 use common::documents::sync::start_after;
 use common::lambda::Handler;
 use common::lambda_http::{Body, Request};
+use common::state::State;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::State;
 use common::config::Config;
+use common::state::State;
 use ragway_gateway::{Gateway, registry, template};
 use serde_json::{Value, json};
 use sqlx::PgPool;

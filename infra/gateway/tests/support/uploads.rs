@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use common::State;
+use common::state::State;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
