@@ -34,6 +34,9 @@ pub struct QaIn {
     pub filters: Option<FiltersIn>,
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// As the query route's `rerank` (with `use_rag`).
+    #[serde(default)]
+    pub rerank: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,7 +80,8 @@ pub async fn ask(state: &State, access: Access, body: QaIn) -> Result<QaAnswer> 
             body.filters,
             None,
             body.max_tokens,
-        )?;
+        )?
+        .with_rerank(body.rerank);
         let answered = answer::ask(
             state,
             access,
@@ -109,10 +113,14 @@ pub async fn ask(state: &State, access: Access, body: QaIn) -> Result<QaAnswer> 
             },
         });
     }
-    if body.top_k.is_some() || body.mode.is_some() || body.filters.is_some() {
+    if body.top_k.is_some()
+        || body.mode.is_some()
+        || body.filters.is_some()
+        || body.rerank.is_some()
+    {
         return Err(ApiError::unprocessable(
             "use_rag",
-            "top_k, mode and filters apply to retrieval, which use_rag: false turns off",
+            "top_k, mode, filters and rerank apply to retrieval, which use_rag: false turns off",
         ));
     }
     let max_tokens = check_max_tokens(state, body.max_tokens)?;

@@ -69,6 +69,17 @@ impl Stack {
             )
             .await
     }
+
+    async fn qa(&self, body: Value) -> support::Reply {
+        self.api
+            .send(
+                "POST",
+                &format!("/workspaces/{}/qa", self.ws),
+                Some(&self.token),
+                Some(body),
+            )
+            .await
+    }
 }
 
 fn titles(reply: &support::Reply) -> Vec<String> {
@@ -236,6 +247,34 @@ async fn text_embeddings_inference_reranks_and_none_configured_is_refused(pool: 
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(titles(&reply), ["Rivers"]);
     assert_eq!(server.requests()[0].path, "/rerank");
+
+    // Q&A with RAG answers as the query route does, reranking included.
+    let question = "What is the capital of France?";
+    let reranked = s.qa(json!({ "question": question, "top_k": 1 })).await;
+    assert_eq!(reranked.status, 200, "{}", reranked.body);
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(
+        server.requests()[1].json()["texts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // The one passage the answer was given is the reranker's (the answer
+    // cites only what it uses, so it may cite nothing from the rivers).
+    assert!(
+        !titles(&reranked).contains(&"Capitals".to_owned()),
+        "{}",
+        reranked.body
+    );
+    let fused = s
+        .qa(json!({ "question": question, "top_k": 1, "rerank": false }))
+        .await;
+    assert_eq!(titles(&fused), ["Capitals"], "{}", fused.body);
+    assert_eq!(server.requests().len(), 2, "not called when turned off");
+    s.qa(json!({ "question": question, "use_rag": false, "rerank": true }))
+        .await
+        .problem(422);
 
     // Asking for reranking where none is configured is a client error.
     let plain = stack(pool, &[]).await;
