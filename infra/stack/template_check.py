@@ -29,6 +29,11 @@ import os
 import re
 import sys
 
+# Actions that name no resource type (IAM's Service Authorization
+# Reference), so they can only be granted on "*": bedrock:Rerank (the
+# model it may use is bounded by bedrock:InvokeModel on the model's ARN).
+RESOURCELESS = {"bedrock:Rerank"}
+
 from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
@@ -284,7 +289,9 @@ def check(template, name, overrides):
             resources = as_list(st.get("Resource", []))
             if st.get("Effect") != "Allow":
                 continue
-            if any(r in ("*", "arn:aws:*:*:*") for r in resources):
+            if any(r in ("*", "arn:aws:*:*:*") for r in resources) and not set(
+                actions
+            ) <= RESOURCELESS:
                 errors.append(f"{fname}: {actions} on every resource")
             if not resources:
                 errors.append(f"{fname}: a statement for {actions} with no resource")
