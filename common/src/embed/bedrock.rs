@@ -152,6 +152,15 @@ impl Embedder for BedrockEmbedder {
             Ok(out)
         })
     }
+
+    // Titan embeds a question as a passage (embed_query's default), so
+    // several go out concurrently, as passages do.
+    fn embed_queries<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        self.embed(texts)
+    }
 }
 
 #[derive(Serialize)]

@@ -87,6 +87,21 @@ pub trait Embedder: Send + Sync {
                 .ok_or_else(|| EmbedError::Failed("no vector for the question".into()))
         })
     }
+    /// The vectors of several questions (e.g. a scheme's labels), as
+    /// `embed_query` gives them. By default one `embed_query` after
+    /// another; providers that batch questions override it.
+    fn embed_queries<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(texts.len());
+            for text in texts {
+                out.push(self.embed_query(text).await?);
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// The configured provider. `aws` is needed for Bedrock only (region,

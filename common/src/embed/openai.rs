@@ -204,6 +204,25 @@ impl Embedder for OpenAiEmbedder {
                 .ok_or_else(|| EmbedError::Failed("openai embeddings: no vector".into()))
         })
     }
+
+    fn embed_queries<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        Box::pin(async move {
+            if let Some(i) = texts.iter().position(|t| t.is_empty()) {
+                return Err(EmbedError::Failed(format!(
+                    "openai embeddings: question {i} is empty"
+                )));
+            }
+            let model = self.query_model.as_deref().unwrap_or(&self.model);
+            let mut out = Vec::with_capacity(texts.len());
+            for batch in texts.chunks(self.batch) {
+                out.extend(self.embed_batch(batch, model).await?);
+            }
+            Ok(out)
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -331,6 +350,38 @@ mod tests {
                 json!("test-model-query"),
                 json!("test-model")
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn several_questions_go_in_batches_with_the_query_model() {
+        let server = TestServer::start(|req, _| happy(&req.json())).await;
+        let mut e = embedder(&server, 2);
+        e.query_model = Some("test-model-query".into());
+        let inputs = texts(3);
+        let out = e.embed_queries(&inputs).await.unwrap();
+        for (text, v) in inputs.iter().zip(&out) {
+            assert_eq!(v, &e.embed_query(text).await.unwrap(), "{text}");
+        }
+        let requests = server.requests();
+        assert_eq!(
+            requests[0].json(),
+            json!({"model": "test-model-query", "input": ["t0", "t1"]})
+        );
+        assert_eq!(
+            requests[1].json(),
+            json!({"model": "test-model-query", "input": ["t2"]})
+        );
+        assert_eq!(
+            requests.len(),
+            2 + 3,
+            "two batches, then one call per question"
+        );
+        assert!(e.embed_queries(&["".to_owned()]).await.is_err());
+        assert_eq!(
+            server.requests().len(),
+            5,
+            "an empty question is refused before sending"
         );
     }
 

@@ -167,21 +167,32 @@ impl DefaultClassifier {
                 }],
             });
         }
-        let mut targets = Vec::with_capacity(texts.len());
-        for field in texts {
-            let mut these = Vec::with_capacity(field.len());
-            for text in field {
-                let vector = embedder
-                    .embed_query(&text)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("embedding the scheme's labels: {e}"))?;
-                these.push(Target {
-                    terms: term_set(&text),
-                    vector,
-                });
-            }
-            targets.push(these);
-        }
+        // One batched call for every label of the scheme.
+        let flat: Vec<String> = texts.iter().flatten().cloned().collect();
+        let mut vectors = embedder
+            .embed_queries(&flat)
+            .await
+            .map_err(|e| anyhow::anyhow!("embedding the scheme's labels: {e}"))?
+            .into_iter();
+        anyhow::ensure!(
+            vectors.len() == flat.len(),
+            "embedding the scheme's labels: {} vectors for {} labels",
+            vectors.len(),
+            flat.len()
+        );
+        let targets = texts
+            .into_iter()
+            .map(|field| {
+                field
+                    .into_iter()
+                    .zip(vectors.by_ref())
+                    .map(|(text, vector)| Target {
+                        terms: term_set(&text),
+                        vector,
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Self { scheme, targets })
     }
 
