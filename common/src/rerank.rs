@@ -324,7 +324,92 @@ impl Reranker for BedrockRerank {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use aws_config::{Region, SdkConfig};
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use serde_json::json;
+
     use super::*;
+    use crate::test_server::{Reply, TestServer};
+    use crate::transport::tests::expected_authorization;
+
+    const KEY_ID: &str = "AKIDEXAMPLE";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+    #[tokio::test]
+    async fn bedrock_rerank_is_signed_and_its_order_wins() {
+        let server = TestServer::start(|_, _| {
+            // Bedrock's answer: best first, and it may leave some out.
+            Reply::json(
+                200,
+                json!({ "results": [
+                    { "index": 2, "relevanceScore": 0.93 },
+                    { "index": 0, "relevanceScore": 0.41 }
+                ] }),
+            )
+        })
+        .await;
+        let config = RerankConfig {
+            provider: RerankProvider::Bedrock,
+            base_url: Some(server.url()),
+            model: Some("amazon.rerank-v1:0".into()),
+            api_key: None,
+            timeout: Duration::from_secs(5),
+            candidates: 50,
+            default_on: false,
+        };
+        let credentials = Credentials::new(KEY_ID, SECRET, None, None, "test");
+        let aws = SdkConfig::builder()
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
+            .build();
+        let reranker = build(&config, Some(&aws)).unwrap().unwrap();
+        let ranking = reranker
+            .rerank("Which river?", &["Paris", "Berlin", "The Seine"])
+            .await
+            .unwrap();
+        let order: Vec<usize> = ranking.iter().map(|r| r.0).collect();
+        assert_eq!(order, [2, 0, 1], "the one left out follows");
+        assert_eq!(ranking[0].1, 0.93);
+
+        let request = &server.requests()[0];
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/rerank")
+        );
+        let sources: Vec<serde_json::Value> = ["Paris", "Berlin", "The Seine"]
+            .iter()
+            .map(|text| {
+                json!({
+                    "type": "INLINE",
+                    "inlineDocumentSource": { "type": "TEXT", "textDocument": { "text": text } }
+                })
+            })
+            .collect();
+        assert_eq!(
+            request.json(),
+            json!({
+                "queries": [{ "type": "TEXT", "textQuery": { "text": "Which river?" } }],
+                "sources": sources,
+                "rerankingConfiguration": {
+                    "type": "BEDROCK_RERANKING_MODEL",
+                    "bedrockRerankingConfiguration": {
+                        "numberOfResults": 3,
+                        "modelConfiguration": {
+                            "modelArn": "arn:aws:bedrock:eu-west-1::foundation-model/amazon.rerank-v1:0"
+                        }
+                    }
+                }
+            })
+        );
+        assert_eq!(
+            request.header("authorization").unwrap(),
+            expected_authorization(request, &server.url(), credentials, "eu-west-1"),
+            "the signature covers what was sent"
+        );
+    }
 
     #[test]
     fn a_ranking_keeps_every_candidate_once() {
