@@ -2,7 +2,7 @@
 # The project's one test command:  infra/test.sh [extra cargo test args...]
 #
 # Starts the test stack (RAGWAY_PROFILE=test: postgres on 55433, moto on 4567), loads its
-# env file, starts a local chat model server, checks template.yaml (cfn-lint, `sam validate --lint`,
+# env file, starts a local chat model server and reranker, checks template.yaml (cfn-lint, `sam validate --lint`,
 # infra/stack/template_check.py on SAM's transform), runs `cargo test --workspace --all-targets`,
 # then builds the function binaries and runs each with its events/ fixture as `sam local invoke`
 # would, without Docker (infra/stack/local_invoke.py), and stops the test stack on exit.
@@ -47,6 +47,24 @@ if RAGWAY_PROFILE=test infra/stack/llm.sh up 7>&-; then
   . "$(RAGWAY_PROFILE=test infra/stack/llm.sh env)"
 else
   echo "infra/test.sh: warning: no local chat model server; the real-server chat test will skip" >&2
+fi
+
+# A real reranker (nanoranker from PyPI over Cohere's /rerank) for
+# infra/gateway/tests/rerank.rs; that test skips, saying why, without it.
+# Its env file is not loaded: RERANK_* would configure every test's stack.
+reranker_down() {
+  RAGWAY_PROFILE=test infra/stack/reranker.sh down 7>&- >/dev/null ||
+    echo "infra/test.sh: warning: 'RAGWAY_PROFILE=test infra/stack/reranker.sh down' failed" >&2
+}
+trap 'reranker_down; llm_down; stack_down' EXIT
+if RAGWAY_PROFILE=test infra/stack/reranker.sh up 7>&-; then
+  RAGWAY_TEST_RERANK_BASE_URL="$(
+    # shellcheck disable=SC1090
+    . "$(RAGWAY_PROFILE=test infra/stack/reranker.sh env)" && printf '%s' "$RERANK_BASE_URL"
+  )"
+  export RAGWAY_TEST_RERANK_BASE_URL
+else
+  echo "infra/test.sh: warning: no local reranker; the real-reranker test will skip" >&2
 fi
 
 # The widget's headless-browser test (infra/gateway/tests/widget_browser.rs):

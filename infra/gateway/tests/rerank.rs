@@ -1,7 +1,9 @@
 //! Reranking through the gateway, against servers speaking the Cohere and
 //! Text Embeddings Inference `/rerank` contracts: the reranker's order
 //! wins; a reranker that fails or is too slow leaves the fused order and
-//! says so in `timings`, never failing the question.
+//! says so in `timings`, never failing the question. One test runs
+//! against a real reranker process (`infra/stack/reranker.sh`), skipped,
+//! saying why, when `RAGWAY_TEST_RERANK_BASE_URL` is unset.
 
 use std::time::Duration;
 
@@ -282,4 +284,60 @@ async fn text_embeddings_inference_reranks_and_none_configured_is_refused(pool: 
         .ask(json!({ "question": "Paris?", "rerank": true }))
         .await
         .problem(422);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_real_reranker_puts_the_passage_that_answers_first(pool: PgPool) {
+    use std::io::Write as _;
+    let Some(url) = std::env::var("RAGWAY_TEST_RERANK_BASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "rerank: SKIPPED: RAGWAY_TEST_RERANK_BASE_URL is not set, so no local reranker \
+             runs (start one with `infra/stack/reranker.sh up`)"
+        );
+        return;
+    };
+    let s = stack(
+        pool,
+        &[
+            ("RERANK_PROVIDER", "cohere"),
+            ("RERANK_BASE_URL", &url),
+            // A cold model on a busy machine: the bound is not under test.
+            ("RERANK_TIMEOUT_MS", "30000"),
+        ],
+    )
+    .await;
+    for (question, expected) in [
+        ("What is the capital of France?", "Capitals"),
+        ("Which bread is typically French?", "Food"),
+        ("Which river flows through Orleans?", "Rivers"),
+    ] {
+        let reply = s
+            .ask(json!({ "question": question, "answer": false, "rerank": true, "top_k": 3 }))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["timings"]["rerank"], "applied", "{}", reply.body);
+        assert_eq!(titles(&reply)[0], expected, "{question}: {}", reply.body);
+        // The model's relevance scores, best first.
+        let scores: Vec<f64> = reply.body["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["score"].as_f64().unwrap())
+            .collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+        // They are the model's, not the fusion's.
+        let fused = s
+            .ask(json!({ "question": question, "answer": false, "rerank": false, "top_k": 3 }))
+            .await;
+        assert_ne!(
+            fused.body["citations"][0]["score"], reply.body["citations"][0]["score"],
+            "{}",
+            fused.body
+        );
+    }
 }
