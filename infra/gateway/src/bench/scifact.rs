@@ -17,6 +17,11 @@
 //! weights; each rule's parameters are chosen on K−1 folds of the queries
 //! and scored on the one left out, so its held-out figure was not tuned
 //! on (see [`fusion_study`]).
+//!
+//! `--rerank` adds reranking: each query's best `RERANK_CANDIDATES` hybrid
+//! chunks sent to the configured reranker (`RERANK_*`, e.g. the env of
+//! `infra/stack/reranker.sh`), nDCG@10 before and after, and the time the
+//! reranker took per query.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -120,6 +125,45 @@ struct Tally {
     queries: usize,
 }
 
+/// The reranking study's tally over the queries.
+#[derive(Default)]
+struct Reranked {
+    /// nDCG@10 of the fused candidates, and of the reranker's order.
+    fused: f64,
+    ndcg: f64,
+    candidates: usize,
+    took: Vec<Duration>,
+}
+
+impl Reranked {
+    fn report(&self, name: &str, queries: usize, timeout: Duration) {
+        let n = queries.max(1) as f64;
+        let mut took = self.took.clone();
+        took.sort();
+        let at = |q: f64| {
+            took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        println!(
+            "\nreranker {name}: {:.1} candidates a query (hybrid, fused)",
+            self.candidates as f64 / n
+        );
+        println!("| order | nDCG@10 |");
+        println!("|---|---|");
+        println!("| fused | {:.4} |", self.fused / n);
+        println!("| reranked | {:.4} |", self.ndcg / n);
+        println!(
+            "reranker time per query: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms; {} of {} over RERANK_TIMEOUT_MS ({} ms)",
+            at(0.5),
+            at(0.95),
+            at(1.0),
+            took.iter().filter(|d| **d > timeout).count(),
+            took.len(),
+            timeout.as_millis()
+        );
+    }
+}
+
 fn string_flag<'a>(args: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
     match args.iter().position(|a| a == name) {
         Some(i) => Ok(Some(
@@ -148,12 +192,21 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let keep = args.iter().any(|a| a == "--keep");
     let reuse = args.iter().any(|a| a == "--reuse");
     let folds = flag(args, "--folds", 0)?;
+    let rerank = args.iter().any(|a| a == "--rerank");
     if folds == 1 {
         bail!("--folds needs at least 2 folds (or 0 for no fusion study)");
     }
     let config = Config::from_env().context("load the stack env first: . .local/test/env")?;
     // Questions go through `embed_query`, so EMBEDDING_QUERY_MODEL applies.
     let query_embedder = common::embed::build(&config.embedding, None)?;
+    let reranker = if rerank {
+        Some(
+            common::rerank::build(&config.rerank, None)?
+                .context("--rerank needs RERANK_PROVIDER (infra/stack/reranker.sh env)")?,
+        )
+    } else {
+        None
+    };
 
     let qrels = read_qrels(&data.join("qrels/train.tsv"))?;
     let queries: Vec<Query> = read_jsonl::<Query>(&data.join("queries.jsonl"))?
@@ -267,6 +320,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     // The fusion study's inputs: each query's legs at hybrid depth.
     let mut studied: Vec<StudiedQuery> = Vec::new();
     let mut beir_of_chunk: HashMap<ChunkId, String> = HashMap::new();
+    let mut reranked = Reranked::default();
     for query in &queries {
         let started = Instant::now();
         let embedding = query_embedder.embed_query(&query.text).await?;
@@ -321,6 +375,48 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             tally.ndcg += ndcg_at_10(&ranked, relevant);
             tally.recall += recall_at_100(&ranked, relevant);
             tally.queries += 1;
+        }
+        if let Some(reranker) = &reranker {
+            let mut access = Access::open(&pool, caller, workspace)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // As the query route asks when reranking: the candidates, fused.
+            let hits = retrieval::search(
+                &mut access.tx,
+                &pool,
+                &config.query,
+                config.embedding.dimensions,
+                &Search {
+                    workspace,
+                    text: &query.text,
+                    embedding: Some(&embedding),
+                    mode: Mode::Hybrid,
+                    top_k: config.rerank.candidates,
+                    filters: &filters,
+                    semantic_weight,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("rerank candidates: {e}"))?;
+            access.commit().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let texts: Vec<&str> = hits.iter().map(|h| h.content.as_str()).collect();
+            let started = Instant::now();
+            let ranking = reranker
+                .rerank(&query.text, &texts)
+                .await
+                .map_err(|e| anyhow::anyhow!("rerank: {e}"))?;
+            reranked.took.push(started.elapsed());
+            let ranked = |order: &mut dyn Iterator<Item = &retrieval::Hit>| -> f64 {
+                let mut seen = HashSet::new();
+                let ranked: Vec<&str> = order
+                    .filter(|h| seen.insert(h.document_id))
+                    .filter_map(|h| beir.get(&h.document_id).map(String::as_str))
+                    .collect();
+                ndcg_at_10(&ranked, relevant)
+            };
+            reranked.fused += ranked(&mut hits.iter());
+            reranked.ndcg += ranked(&mut ranking.iter().map(|(i, _)| &hits[*i]));
+            reranked.candidates += hits.len();
         }
         if folds > 0 {
             let mut legs = Vec::new();
@@ -388,6 +484,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         config.query.exact_search_max_chunks
     );
 
+    if let Some(reranker) = &reranker {
+        reranked.report(reranker.name(), queries.len(), config.rerank.timeout);
+    }
     if folds > 0 {
         fusion_study::report(&studied, &beir_of_chunk, folds, semantic_weight);
     }

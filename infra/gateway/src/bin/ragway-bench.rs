@@ -8,7 +8,7 @@
 //!   ragway-bench hostile [NAME]
 //!   ragway-bench stream [--runs N] [--tokens N] [--token-ms MS] [--keep]
 //!   ragway-bench study [--runs N] [--sections N] [--keep]
-//!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K]
+//!   ragway-bench scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] [--rerank]
 //!   ragway-bench retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep]
 //!
 //! Reads the stack's env (DATABASE_URL, JWT_*), works in a scratch
@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
              | import [--docs N] [--chars N] [--keep] \
              | classify [--docs N] [--chars N] [--runs N] [--keep] \
              | retrieval [--chunks N] [--workspaces N] [--uniform] [--ef-sweep N,N] [--queries N] [--clients N] [--seconds N] [--budget-only] [--keep] \
-             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] | hostile [NAME] \
+             | scifact [--data DIR] [--queries N] [--corpus N] [--keep] [--reuse] [--folds K] [--rerank] | hostile [NAME] \
              | stream [--runs N] [--tokens N] [--token-ms MS] [--keep] | study [--runs N] [--sections N] [--keep] \
              | keys [--runs N] [--docs N] [--keep]"
         ),
