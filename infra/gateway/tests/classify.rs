@@ -5,7 +5,8 @@
 //! model's output that does not fit the scheme is refused per document
 //! and never stored, the refused ones can be retried, and the model's
 //! tokens come out of the daily budget; a doubled step changes nothing
-//! twice; strangers learn nothing.
+//! twice; strangers learn nothing. One test classifies with a real local
+//! model (`infra/stack/llm.sh`), skipped, saying why, without one.
 
 use common::test_server::{Recorded, Reply as Scripted, TestServer};
 use serde_json::{Value, json};
@@ -723,4 +724,88 @@ async fn a_doubled_step_changes_nothing_twice_and_strangers_learn_nothing(pool: 
             .len(),
         5
     );
+}
+
+/// The model classifier against a real OpenAI-compatible server
+/// (llama.cpp with SmolLM2-135M, `infra/stack/llm.sh up`), whose
+/// `json_schema` response format constrains what it writes: every
+/// document gets values that fit the scheme, and the job is charged what
+/// the server reported. Skipped, saying why, when
+/// `RAGWAY_TEST_CHAT_BASE_URL` is unset.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_real_model_writes_values_that_fit_the_scheme(pool: PgPool) {
+    use std::io::Write as _;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let Some(base_url) = env("RAGWAY_TEST_CHAT_BASE_URL") else {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "classify: SKIPPED: RAGWAY_TEST_CHAT_BASE_URL is not set, so no local model server \
+             runs (start one with `infra/stack/llm.sh up` and load its env file)"
+        );
+        return;
+    };
+    let model = env("RAGWAY_TEST_CHAT_MODEL").unwrap_or_else(|| "smollm2-135m-instruct".into());
+    let f = Fixture::new(
+        pool.clone(),
+        &[
+            ("CHAT_PROVIDER", "openai"),
+            ("CHAT_BASE_URL", &base_url),
+            ("CHAT_MODEL", &model),
+            ("CHAT_TIMEOUT_SECONDS", "120"),
+            ("CHAT_MAX_RETRIES", "1"),
+        ],
+    )
+    .await;
+    // Nothing required: a model may say it cannot tell (null); what is
+    // under test is that its output always parses and fits.
+    let mut body = scheme_body("By a real model", "model");
+    for field in body["fields"].as_array_mut().unwrap() {
+        field["required"] = json!(false);
+    }
+    let scheme = f.scheme(body).await;
+    let job = f.run(&scheme, None).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (job["classified"].as_i64(), job["failed"].as_i64()),
+        (Some(CORPUS.len() as i64), Some(0)),
+        "{job}"
+    );
+    let job_id = job["id"].as_str().unwrap();
+    let results = f.results(job_id, "").await;
+    assert_eq!(results.status, 200, "{}", results.body);
+    let items = results.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), CORPUS.len());
+    for item in items {
+        let values = &item["values"];
+        // Whether the tiny model is right is not under test; that what it
+        // wrote fits the scheme, and says who wrote it, is.
+        if let Some(topic) = values["topic"]["value"].as_str() {
+            assert!(["Biology", "Physics", "Cooking"].contains(&topic), "{item}");
+        }
+        assert_eq!(values["topic"]["model"], model.as_str(), "{item}");
+        for label in values["mentions"]["value"].as_array().into_iter().flatten() {
+            assert!(
+                ["cells", "energy", "yeast"].contains(&label.as_str().unwrap()),
+                "{item}"
+            );
+        }
+        for field in values.as_object().unwrap().values() {
+            if let Some(confidence) = field["confidence"].as_f64() {
+                assert!((0.0..=1.0).contains(&confidence), "{item}");
+            }
+        }
+        let gist = values["gist"]["value"].as_str().unwrap_or_default();
+        assert!(gist.chars().count() <= 500, "{item}");
+    }
+    let (charged, rows): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(sum(prompt_tokens + completion_tokens), 0)::int8, count(*)
+         FROM token_reservations
+         WHERE workspace_id = $1::uuid AND purpose = 'classify' AND state = 'committed'",
+    )
+    .bind(&f.ws)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, CORPUS.len() as i64, "one charge a document");
+    assert!(charged > 0);
 }

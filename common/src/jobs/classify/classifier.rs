@@ -376,6 +376,8 @@ impl Classifier for DefaultClassifier {
 
 /// Most tokens of chunk text one model request carries.
 const MODEL_TEXT_TOKENS: usize = 3_000;
+/// Most passages a value may name as its evidence.
+const MAX_EVIDENCE: usize = 5;
 /// Most tokens a model's reply may take.
 const MODEL_REPLY_TOKENS: u32 = 1_024;
 
@@ -401,8 +403,12 @@ impl ModelClassifier {
                     "required": ["value", "confidence", "evidence"],
                     "properties": {
                         "value": field.value_schema(),
-                        "confidence": { "type": "number" },
-                        "evidence": { "type": "array", "items": { "type": "integer" } },
+                        "confidence": { "type": "number", "minimum": 0, "maximum": 1 },
+                        "evidence": {
+                            "type": "array",
+                            "maxItems": MAX_EVIDENCE,
+                            "items": { "type": "integer", "minimum": 1 }
+                        },
                     },
                 }),
             );

@@ -371,11 +371,17 @@ impl Field {
                 choices.push(Value::Null);
                 serde_json::json!({ "type": ["string", "null"], "enum": choices })
             }
-            FieldKind::MultiLabel => {
-                serde_json::json!({ "type": "array", "items": { "type": "string", "enum": labels } })
-            }
+            // Bounded, so a grammar-constrained model cannot run on to its
+            // token limit repeating itself (seen with llama.cpp).
+            FieldKind::MultiLabel => serde_json::json!({
+                "type": "array",
+                "maxItems": labels.len(),
+                "items": { "type": "string", "enum": labels }
+            }),
             FieldKind::Number => serde_json::json!({ "type": ["number", "null"] }),
-            FieldKind::Text => serde_json::json!({ "type": ["string", "null"] }),
+            FieldKind::Text => {
+                serde_json::json!({ "type": ["string", "null"], "maxLength": MAX_TEXT_CHARS })
+            }
             FieldKind::Boolean => serde_json::json!({ "type": ["boolean", "null"] }),
         }
     }
