@@ -707,3 +707,110 @@ async fn the_proxy_sends_the_allowed_model_and_charges_reported_usage(pool: PgPo
         "a refused model is never called"
     );
 }
+
+/// The tools against a real local model (llama.cpp with SmolLM2-135M,
+/// `infra/stack/llm.sh up`): each answers or, for a mind map the model
+/// could not shape, refuses with 502; what is charged is what the server
+/// reported. Skipped, saying why, when `RAGWAY_TEST_CHAT_BASE_URL` is unset.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_tools_work_with_a_real_local_model(pool: PgPool) {
+    use std::io::Write as _;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let Some(base_url) = env("RAGWAY_TEST_CHAT_BASE_URL") else {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "study: SKIPPED: RAGWAY_TEST_CHAT_BASE_URL is not set, so no local model server \
+             runs (start one with `infra/stack/llm.sh up` and load its env file)"
+        );
+        return;
+    };
+    let model = env("RAGWAY_TEST_CHAT_MODEL").unwrap_or_else(|| "smollm2-135m-instruct".into());
+    let s = stack(
+        pool,
+        &[
+            ("CHAT_PROVIDER", "openai"),
+            ("CHAT_BASE_URL", &base_url),
+            ("CHAT_MODEL", &model),
+            ("CHAT_TIMEOUT_SECONDS", "120"),
+            ("CHAT_MAX_RETRIES", "1"),
+        ],
+    )
+    .await;
+    let doc = s.document("Handbook", HANDBOOK, "text/markdown").await;
+
+    let summary = s
+        .post(
+            "summarize",
+            json!({ "document_ids": [doc], "style": "bullets", "max_tokens": 60 }),
+        )
+        .await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert!(
+        words(summary.body["summary"].as_str().unwrap()) > 0,
+        "{}",
+        summary.body
+    );
+    assert!(summary.body["statistics"]["output_words"].as_u64().unwrap() > 0);
+
+    let qa = s
+        .post(
+            "qa",
+            json!({ "question": "How long are backups kept?", "use_rag": false, "max_tokens": 40 }),
+        )
+        .await;
+    assert_eq!(qa.status, 200, "{}", qa.body);
+    assert!(!qa.body["answer"].as_str().unwrap().trim().is_empty());
+    assert_eq!(qa.body["model"], model.as_str());
+
+    let generated = s
+        .post(
+            "ai/generate",
+            json!({ "prompt": "Say hello.", "max_tokens": 20 }),
+        )
+        .await;
+    assert_eq!(generated.status, 200, "{}", generated.body);
+    assert!(!generated.body["text"].as_str().unwrap().trim().is_empty());
+
+    // A tiny model often cannot shape a tree: a checked tree or a 502,
+    // never its raw output.
+    let map = s
+        .post(
+            "mindmap",
+            json!({ "topic": "database backups", "depth": 2, "max_tokens": 200 }),
+        )
+        .await;
+    match map.status {
+        200 => {
+            checked_tree(&map.body["root"], 2);
+        }
+        502 => {
+            map.problem(502);
+        }
+        other => panic!("mindmap answered {other}: {}", map.body),
+    }
+
+    // Charged exactly what the server reported, call by call, and the
+    // replies say the same.
+    let committed = s.committed().await;
+    let purposes: Vec<&str> = committed.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        purposes,
+        ["summarize", "qa", "generate", "mindmap"],
+        "{committed:?}"
+    );
+    for ((_, prompt, completion), reply) in committed.iter().zip([&summary, &qa, &generated]) {
+        assert!(*prompt > 0 && *completion > 0, "{committed:?}");
+        assert_eq!(
+            reply.body["usage"]["prompt_tokens"], *prompt,
+            "{}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["usage"]["completion_tokens"], *completion,
+            "{}",
+            reply.body
+        );
+    }
+    let total: i64 = committed.iter().map(|(_, p, c)| p + c).sum();
+    assert_eq!(s.used_today().await, total);
+}
