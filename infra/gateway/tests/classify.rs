@@ -734,17 +734,15 @@ async fn a_doubled_step_changes_nothing_twice_and_strangers_learn_nothing(pool: 
 /// `RAGWAY_TEST_CHAT_BASE_URL` is unset.
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_real_model_writes_values_that_fit_the_scheme(pool: PgPool) {
-    use std::io::Write as _;
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let Some(base_url) = env("RAGWAY_TEST_CHAT_BASE_URL") else {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "classify: SKIPPED: RAGWAY_TEST_CHAT_BASE_URL is not set, so no local model server \
-             runs (start one with `infra/stack/llm.sh up` and load its env file)"
-        );
+    let Some(base_url) = support::real_server(
+        "RAGWAY_TEST_CHAT_BASE_URL",
+        "classify",
+        "`infra/stack/llm.sh up` and load its env file",
+    ) else {
         return;
     };
-    let model = env("RAGWAY_TEST_CHAT_MODEL").unwrap_or_else(|| "smollm2-135m-instruct".into());
+    let model = support::real_server_setting("RAGWAY_TEST_CHAT_MODEL")
+        .unwrap_or_else(|| "smollm2-135m-instruct".into());
     let f = Fixture::new(
         pool.clone(),
         &[

@@ -288,16 +288,11 @@ async fn text_embeddings_inference_reranks_and_none_configured_is_refused(pool: 
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_real_reranker_puts_the_passage_that_answers_first(pool: PgPool) {
-    use std::io::Write as _;
-    let Some(url) = std::env::var("RAGWAY_TEST_RERANK_BASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    else {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "rerank: SKIPPED: RAGWAY_TEST_RERANK_BASE_URL is not set, so no local reranker \
-             runs (start one with `infra/stack/reranker.sh up`)"
-        );
+    let Some(url) = support::real_server(
+        "RAGWAY_TEST_RERANK_BASE_URL",
+        "rerank",
+        "`infra/stack/reranker.sh up`, then set it to http://127.0.0.1:8093",
+    ) else {
         return;
     };
     let s = stack(

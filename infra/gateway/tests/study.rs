@@ -714,17 +714,15 @@ async fn the_proxy_sends_the_allowed_model_and_charges_reported_usage(pool: PgPo
 /// reported. Skipped, saying why, when `RAGWAY_TEST_CHAT_BASE_URL` is unset.
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_tools_work_with_a_real_local_model(pool: PgPool) {
-    use std::io::Write as _;
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let Some(base_url) = env("RAGWAY_TEST_CHAT_BASE_URL") else {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "study: SKIPPED: RAGWAY_TEST_CHAT_BASE_URL is not set, so no local model server \
-             runs (start one with `infra/stack/llm.sh up` and load its env file)"
-        );
+    let Some(base_url) = support::real_server(
+        "RAGWAY_TEST_CHAT_BASE_URL",
+        "study",
+        "`infra/stack/llm.sh up` and load its env file",
+    ) else {
         return;
     };
-    let model = env("RAGWAY_TEST_CHAT_MODEL").unwrap_or_else(|| "smollm2-135m-instruct".into());
+    let model = support::real_server_setting("RAGWAY_TEST_CHAT_MODEL")
+        .unwrap_or_else(|| "smollm2-135m-instruct".into());
     let s = stack(
         pool,
         &[

@@ -125,6 +125,29 @@ struct Tally {
     queries: usize,
 }
 
+/// One search in a transaction of its own.
+async fn search_once(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    caller: common::auth::Caller,
+    search: &Search<'_>,
+) -> anyhow::Result<Vec<retrieval::Hit>> {
+    let mut access = Access::open(pool, caller, search.workspace)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hits = retrieval::search(
+        &mut access.tx,
+        pool,
+        &config.query,
+        config.embedding.dimensions,
+        search,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    access.commit().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(hits)
+}
+
 /// The reranking study's tally over the queries.
 #[derive(Default)]
 struct Reranked {
@@ -377,15 +400,11 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             tally.queries += 1;
         }
         if let Some(reranker) = &reranker {
-            let mut access = Access::open(&pool, caller, workspace)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
             // As the query route asks when reranking: the candidates, fused.
-            let hits = retrieval::search(
-                &mut access.tx,
+            let hits = search_once(
                 &pool,
-                &config.query,
-                config.embedding.dimensions,
+                &config,
+                caller,
                 &Search {
                     workspace,
                     text: &query.text,
@@ -397,8 +416,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("rerank candidates: {e}"))?;
-            access.commit().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            .context("rerank candidates")?;
             let texts: Vec<&str> = hits.iter().map(|h| h.content.as_str()).collect();
             let started = Instant::now();
             let ranking = reranker
@@ -421,15 +439,11 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         if folds > 0 {
             let mut legs = Vec::new();
             for mode in [Mode::Semantic, Mode::Keyword] {
-                let mut access = Access::open(&pool, caller, workspace)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 // A leg alone at the depth hybrid asks of it, same scores.
-                let hits = retrieval::search(
-                    &mut access.tx,
+                let hits = search_once(
                     &pool,
-                    &config.query,
-                    config.embedding.dimensions,
+                    &config,
+                    caller,
                     &Search {
                         workspace,
                         text: &query.text,
@@ -441,8 +455,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                     },
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("{mode:?} leg: {e}"))?;
-                access.commit().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                .with_context(|| format!("{mode:?} leg"))?;
                 for h in &hits {
                     if let Some(id) = beir.get(&h.document_id) {
                         beir_of_chunk.insert(h.chunk_id, id.clone());

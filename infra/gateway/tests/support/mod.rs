@@ -26,6 +26,26 @@ pub fn fixture(name: &str) -> String {
     .unwrap()
 }
 
+/// A real local server's setting that `infra/test.sh` exports (e.g.
+/// `RAGWAY_TEST_CHAT_BASE_URL`); unset or empty, `test` says on stderr,
+/// past the harness's capture, that it skips and (`start`) how to run it.
+pub fn real_server(name: &str, test: &str, start: &str) -> Option<String> {
+    use std::io::Write as _;
+    let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if value.is_none() {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{test}: SKIPPED: {name} is not set, so no local server runs ({start})"
+        );
+    }
+    value
+}
+
+/// A real local server's optional setting (e.g. its model name).
+pub fn real_server_setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
