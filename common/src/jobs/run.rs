@@ -779,8 +779,11 @@ struct HistoryColumns<'a> {
 }
 
 /// Ingests the documents a step created through the document engine;
-/// those it could not finish go to the queue (and if that fails, stay
-/// pending for `ingest-requeue`).
+/// those it could not finish go to the queue. If that fails too, inline
+/// ones stay pending for `ingest-requeue`; a file's stays pending until
+/// S3's notification of its copy arrives (`ingest-requeue` covers inline
+/// documents only, so one whose notification came before the commit
+/// stays pending: a known gap).
 async fn ingest(
     state: &State,
     ws: WorkspaceId,
