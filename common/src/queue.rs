@@ -50,9 +50,7 @@ impl<'a> Queue<'a> {
             .map(|_| ())
             .map_err(sqs_error)
     }
-}
 
-impl Queue<'_> {
     /// Sends `bodies` to the ingest queue, ten per SQS call; per body,
     /// whether SQS took it (one it refused is logged). Stops at the first
     /// call that fails.
