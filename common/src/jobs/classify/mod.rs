@@ -379,9 +379,12 @@ impl Field {
                 "items": { "type": "string", "enum": labels }
             }),
             FieldKind::Number => serde_json::json!({ "type": ["number", "null"] }),
-            FieldKind::Text => {
-                serde_json::json!({ "type": ["string", "null"], "maxLength": MAX_TEXT_CHARS })
-            }
+            // A pattern, not maxLength: OpenAI's strict mode refuses
+            // maxLength, and takes pattern, as llama.cpp's grammar does.
+            FieldKind::Text => serde_json::json!({
+                "type": ["string", "null"],
+                "pattern": format!("^.{{0,{MAX_TEXT_CHARS}}}$")
+            }),
             FieldKind::Boolean => serde_json::json!({ "type": ["boolean", "null"] }),
         }
     }
