@@ -51,6 +51,10 @@ impl<'a> Bucket<'a> {
         Self { s3, name }
     }
 
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
     /// Removes every stored file of a document (all its uploads).
     /// Idempotent: removing what is already gone succeeds.
     pub async fn delete_document_files(
@@ -348,6 +352,12 @@ impl<'a> Bucket<'a> {
 
     /// The size of the object at `key`, `None` when there is none.
     pub async fn size(&self, key: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self.head(key).await?.map(|(size, _)| size))
+    }
+
+    /// The size and entity tag of the object at `key`, `None` when there
+    /// is none.
+    pub async fn head(&self, key: &str) -> anyhow::Result<Option<(i64, Option<String>)>> {
         match self
             .s3
             .head_object()
@@ -356,7 +366,10 @@ impl<'a> Bucket<'a> {
             .send()
             .await
         {
-            Ok(head) => Ok(head.content_length()),
+            Ok(head) => Ok(Some((
+                head.content_length().unwrap_or_default(),
+                head.e_tag().map(str::to_owned),
+            ))),
             Err(error) => {
                 if error.as_service_error().is_some_and(|e| e.is_not_found()) {
                     return Ok(None);

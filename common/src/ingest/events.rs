@@ -201,6 +201,20 @@ impl QueueMessage {
     }
 }
 
+/// The body of S3's notification that `key` (of `size` bytes, entity
+/// tag `etag`) was created in `bucket`, as the worker reads it: for a
+/// document whose real notification came too early or was lost.
+pub fn object_created(bucket: &str, key: &str, size: i64, etag: Option<&str>) -> String {
+    let key =
+        percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string();
+    serde_json::json!({"Records": [{
+        "eventName": "ObjectCreated:Copy",
+        "s3": {"bucket": {"name": bucket},
+               "object": {"key": key, "size": size, "eTag": etag.map(|e| e.trim_matches('"'))}},
+    }]})
+    .to_string()
+}
+
 /// S3 event keys are form-URL-encoded: `+` is a space, `%XX` a byte.
 pub fn decode_key(raw: &str) -> Result<String, String> {
     let spaced = raw.replace('+', " ");

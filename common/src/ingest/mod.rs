@@ -51,3 +51,44 @@ pub async fn requeue_stale(
     let sent = queue.send_all(&bodies).await?;
     Ok(sent.into_iter().filter(|&sent| sent).count())
 }
+
+/// Queues again, as S3's notification of their object, the uploaded
+/// documents still `pending` `older_than` after their last write whose
+/// object exists (its notification was lost, or came before the
+/// document was committed: see migration 20261207000028), at most
+/// `limit` looked at, oldest first. Those without an object are left
+/// alone. Returns how many were queued.
+pub async fn requeue_stale_uploads(
+    db: &sqlx::PgPool,
+    bucket: crate::storage::Bucket<'_>,
+    queue: crate::queue::Queue<'_>,
+    older_than: std::time::Duration,
+    limit: i32,
+) -> anyhow::Result<usize> {
+    let stale: Vec<(crate::ids::WorkspaceId, crate::ids::DocumentId, String)> = sqlx::query_as(
+        "SELECT workspace_id, document_id, s3_key FROM stale_pending_uploads($1, $2)",
+    )
+    .bind(
+        sqlx::postgres::types::PgInterval::try_from(older_than)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let mut bodies = Vec::new();
+    for (_, _, key) in &stale {
+        if let Some((size, etag)) = bucket.head(key).await? {
+            bodies.push(events::object_created(
+                bucket.name(),
+                key,
+                size,
+                etag.as_deref(),
+            ));
+        }
+    }
+    if bodies.is_empty() {
+        return Ok(0);
+    }
+    let sent = queue.send_all(&bodies).await?;
+    Ok(sent.into_iter().filter(|&sent| sent).count())
+}

@@ -779,11 +779,8 @@ struct HistoryColumns<'a> {
 }
 
 /// Ingests the documents a step created through the document engine;
-/// those it could not finish go to the queue. If that fails too, inline
-/// ones stay pending for `ingest-requeue`; a file's stays pending until
-/// S3's notification of its copy arrives (`ingest-requeue` covers inline
-/// documents only, so one whose notification came before the commit
-/// stays pending: a known gap).
+/// those it could not finish go to the queue, and if that fails too,
+/// stay pending for `ingest-requeue` (a file's, through its object).
 async fn ingest(
     state: &State,
     ws: WorkspaceId,
@@ -803,12 +800,12 @@ async fn ingest(
             body: match files.iter().find(|f| f.id == *document) {
                 // A file is ingested as S3's notification of its copy
                 // would have it (which, arriving later, finds it done).
-                Some(file) => serde_json::json!({"Records": [{
-                    "eventName": "ObjectCreated:Copy",
-                    "s3": {"bucket": {"name": bucket},
-                           "object": {"key": file.key, "size": file.size, "eTag": file.etag}},
-                }]})
-                .to_string(),
+                Some(file) => crate::ingest::events::object_created(
+                    &bucket,
+                    &file.key,
+                    file.size,
+                    file.etag.as_deref(),
+                ),
                 None => DocumentChanged {
                     workspace_id: ws,
                     document_id: *document,

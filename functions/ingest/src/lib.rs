@@ -27,8 +27,9 @@ const REQUEUE_BATCH: i32 = 1_000;
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// Scheduled: queues again the inline documents whose change message was
-/// never sent (the queue failed after the document was stored), and fails
-/// those whose ingestion never finished ([`store::fail_abandoned`]).
+/// never sent (the queue failed after the document was stored) and the
+/// uploads whose object's notification was lost, and fails those whose
+/// ingestion never finished ([`store::fail_abandoned`]).
 pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result<()> {
     let queue = state
         .ingest_queue()
@@ -39,6 +40,22 @@ pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result
         .map_err(common::ApiError::Internal)?;
     if queued > 0 {
         tracing::warn!(queued, "documents stored but never queued, queued again");
+    }
+    let bucket = state.bucket().await.map_err(common::ApiError::Internal)?;
+    let queued = common::ingest::requeue_stale_uploads(
+        &state.db,
+        bucket,
+        queue,
+        REQUEUE_AFTER,
+        REQUEUE_BATCH,
+    )
+    .await
+    .map_err(common::ApiError::Internal)?;
+    if queued > 0 {
+        tracing::warn!(
+            queued,
+            "uploads whose object's notification was lost, queued again"
+        );
     }
     let failed = store::fail_abandoned(&state.db, ABANDONED_AFTER, REQUEUE_BATCH)
         .await

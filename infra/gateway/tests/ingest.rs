@@ -386,6 +386,84 @@ async fn a_document_whose_queueing_failed_is_queued_again_by_the_requeue_schedul
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_upload_whose_notification_was_lost_is_queued_again_by_the_requeue_schedule(
+    pool: PgPool,
+) {
+    let s = stack(pool).await;
+    let lost = s
+        .upload("lost notes.txt", "text/plain", b"Tides follow the moon.")
+        .await;
+    // Another upload asked for, its file never put.
+    let reply = s
+        .api
+        .send(
+            "POST",
+            &format!("/workspaces/{}/uploads", s.ws),
+            Some(&s.token),
+            Some(json!({ "filename": "never.txt", "content_type": "text/plain", "size": 5 })),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let never = reply.body["document_id"].as_str().unwrap().to_owned();
+    // The object's notification is lost.
+    let sqs = s.state.sqs().await;
+    let mut lost_messages = 0;
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&s.queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if received.messages().is_empty() {
+            break;
+        }
+        for message in received.messages() {
+            sqs.delete_message()
+                .queue_url(&s.queue)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            lost_messages += 1;
+        }
+    }
+    assert_eq!(lost_messages, 1, "the put's notification");
+    assert_eq!(s.document(&lost).await["status"], "pending");
+
+    // Not yet stale: left alone. Stale: the one whose object exists is
+    // queued as its notification would have been, once; then ingested.
+    let bucket = s.state.bucket().await.unwrap();
+    let queue = s.state.ingest_queue().await.unwrap();
+    let requeue = |older_than: Duration| {
+        common::ingest::requeue_stale_uploads(&s.state.db, bucket, queue, older_than, 100)
+    };
+    assert_eq!(requeue(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(requeue(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(s.drain().await.failed, 0);
+    let doc = s.document(&lost).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    assert!(
+        s.chunks(&lost).await[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Tides")
+    );
+    assert_eq!(
+        s.document(&never).await["status"],
+        "pending",
+        "no object, no message"
+    );
+    assert_eq!(
+        requeue(Duration::ZERO).await.unwrap(),
+        0,
+        "nothing with an object is left"
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn wrong_files_fail_the_document_with_their_reason(pool: PgPool) {
     let s = stack(pool).await;
     // A PDF declared as plain text.
