@@ -76,14 +76,21 @@ pub async fn requeue_stale_uploads(
     .fetch_all(db)
     .await?;
     let mut bodies = Vec::new();
-    for (_, _, key) in &stale {
-        if let Some((size, etag)) = bucket.head(key).await? {
-            bodies.push(events::object_created(
+    for (_, document, key) in &stale {
+        match bucket.head(key).await {
+            Ok(Some((size, etag))) => bodies.push(events::object_created(
                 bucket.name(),
                 key,
                 size,
                 etag.as_deref(),
-            ));
+            )),
+            Ok(None) => {}
+            // Tried again on the next run; the others go on.
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                document = %document,
+                "could not ask S3 for a pending upload's object"
+            ),
         }
     }
     if bodies.is_empty() {

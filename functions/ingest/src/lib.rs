@@ -41,6 +41,12 @@ pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result
     if queued > 0 {
         tracing::warn!(queued, "documents stored but never queued, queued again");
     }
+    let failed = store::fail_abandoned(&state.db, ABANDONED_AFTER, REQUEUE_BATCH)
+        .await
+        .map_err(common::ApiError::Internal)?;
+    if failed > 0 {
+        tracing::warn!(failed, "documents whose ingestion never finished, failed");
+    }
     let bucket = state.bucket().await.map_err(common::ApiError::Internal)?;
     let queued = common::ingest::requeue_stale_uploads(
         &state.db,
@@ -56,12 +62,6 @@ pub async fn requeue(state: &State, _event: serde_json::Value) -> common::Result
             queued,
             "uploads whose object's notification was lost, queued again"
         );
-    }
-    let failed = store::fail_abandoned(&state.db, ABANDONED_AFTER, REQUEUE_BATCH)
-        .await
-        .map_err(common::ApiError::Internal)?;
-    if failed > 0 {
-        tracing::warn!(failed, "documents whose ingestion never finished, failed");
     }
     Ok(())
 }
