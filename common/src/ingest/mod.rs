@@ -27,10 +27,8 @@ pub async fn requeue_stale(
     let stale: Vec<(crate::ids::WorkspaceId, crate::ids::DocumentId, i32)> = sqlx::query_as(
         "SELECT workspace_id, document_id, version FROM stale_pending_documents($1, $2)",
     )
-    .bind(
-        sqlx::postgres::types::PgInterval::try_from(older_than)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    )
+    // sqlx encodes a Duration as an interval.
+    .bind(older_than)
     .bind(limit)
     .fetch_all(db)
     .await?;
@@ -68,10 +66,8 @@ pub async fn requeue_stale_uploads(
     let stale: Vec<(crate::ids::WorkspaceId, crate::ids::DocumentId, String)> = sqlx::query_as(
         "SELECT workspace_id, document_id, s3_key FROM stale_pending_uploads($1, $2)",
     )
-    .bind(
-        sqlx::postgres::types::PgInterval::try_from(older_than)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    )
+    // sqlx encodes a Duration as an interval.
+    .bind(older_than)
     .bind(limit)
     .fetch_all(db)
     .await?;

@@ -324,12 +324,10 @@ pub async fn fail_abandoned(
     older_than: std::time::Duration,
     limit: i32,
 ) -> anyhow::Result<usize> {
-    let interval = sqlx::postgres::types::PgInterval::try_from(older_than)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let abandoned: Vec<(WorkspaceId, DocumentId, i32)> = sqlx::query_as(
         "SELECT workspace_id, document_id, attempts FROM abandoned_documents($1, $2)",
     )
-    .bind(interval)
+    .bind(older_than)
     .bind(limit)
     .fetch_all(db)
     .await?;
@@ -349,7 +347,7 @@ pub async fn fail_abandoned(
         .bind(workspace)
         .bind(document)
         .bind(&reason)
-        .bind(interval)
+        .bind(older_than)
         .execute(&mut *tx)
         .await?
         .rows_affected() as usize;
