@@ -734,15 +734,9 @@ async fn a_doubled_step_changes_nothing_twice_and_strangers_learn_nothing(pool: 
 /// `RAGWAY_TEST_CHAT_BASE_URL` is unset.
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_real_model_writes_values_that_fit_the_scheme(pool: PgPool) {
-    let Some(base_url) = support::real_server(
-        "RAGWAY_TEST_CHAT_BASE_URL",
-        "classify",
-        "`infra/stack/llm.sh up` and load its env file",
-    ) else {
+    let Some((base_url, model)) = support::real_chat_model("classify") else {
         return;
     };
-    let model = support::real_server_setting("RAGWAY_TEST_CHAT_MODEL")
-        .unwrap_or_else(|| "smollm2-135m-instruct".into());
     let f = Fixture::new(
         pool.clone(),
         &[

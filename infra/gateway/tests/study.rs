@@ -714,15 +714,9 @@ async fn the_proxy_sends_the_allowed_model_and_charges_reported_usage(pool: PgPo
 /// reported. Skipped, saying why, when `RAGWAY_TEST_CHAT_BASE_URL` is unset.
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_tools_work_with_a_real_local_model(pool: PgPool) {
-    let Some(base_url) = support::real_server(
-        "RAGWAY_TEST_CHAT_BASE_URL",
-        "study",
-        "`infra/stack/llm.sh up` and load its env file",
-    ) else {
+    let Some((base_url, model)) = support::real_chat_model("study") else {
         return;
     };
-    let model = support::real_server_setting("RAGWAY_TEST_CHAT_MODEL")
-        .unwrap_or_else(|| "smollm2-135m-instruct".into());
     let s = stack(
         pool,
         &[

@@ -41,9 +41,20 @@ pub fn real_server(name: &str, test: &str, start: &str) -> Option<String> {
     value
 }
 
-/// A real local server's optional setting (e.g. its model name).
-pub fn real_server_setting(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// The real local chat model `infra/test.sh` starts (llama.cpp with
+/// SmolLM2): its base URL and model name; `None` after `test` says it
+/// skips.
+pub fn real_chat_model(test: &str) -> Option<(String, String)> {
+    let url = real_server(
+        "RAGWAY_TEST_CHAT_BASE_URL",
+        test,
+        "`infra/stack/llm.sh up` and load its env file",
+    )?;
+    let model = std::env::var("RAGWAY_TEST_CHAT_MODEL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "smollm2-135m-instruct".into());
+    Some((url, model))
 }
 
 pub fn repo_root() -> std::path::PathBuf {
